@@ -1,0 +1,144 @@
+//! One database handle for both backends. cqrs-es needs typed pools; our own SQL (read
+//! models, vault, checkpoints) runs through sqlx's `Any` driver with `$n` placeholders,
+//! which both SQLite and Postgres accept, so most statements are written once.
+
+use anyhow::{bail, Context, Result};
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AnyPool, PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub enum TypedPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub backend: Backend,
+    pub typed: TypedPool,
+    pub any: AnyPool,
+}
+
+impl Db {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub async fn connect(url: &str) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("bad sqlite url {url}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let typed = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open {url}"))?;
+            // WAL is persistent, so the Any pool (opened after) inherits it.
+            let any = AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(conn)
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect(url)
+                .await?;
+            Ok(Db {
+                backend: Backend::Sqlite,
+                typed: TypedPool::Sqlite(typed),
+                any,
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let typed = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| "cannot connect to Postgres".to_string())?;
+            let any = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(Db {
+                backend: Backend::Postgres,
+                typed: TypedPool::Postgres(typed),
+                any,
+            })
+        } else {
+            bail!("database url must start with sqlite: or postgres:")
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.typed {
+            TypedPool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            TypedPool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Number of embedded migrations not yet applied (0 = schema is current).
+    pub async fn pending_migrations(&self) -> Result<usize> {
+        let applied: Vec<(i64,)> =
+            match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = true")
+                .fetch_all(&self.any)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(_) => return Ok(self.migrator().iter().count()),
+            };
+        Ok(self
+            .migrator()
+            .iter()
+            .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
+            .count())
+    }
+
+    /// Picks the statement text for this backend where the dialects differ.
+    pub fn pick<'a>(&self, sqlite: &'a str, postgres: &'a str) -> &'a str {
+        match self.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.any).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.any.close().await;
+        match &self.typed {
+            TypedPool::Sqlite(p) => p.close().await,
+            TypedPool::Postgres(p) => p.close().await,
+        }
+    }
+}

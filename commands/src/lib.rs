@@ -1,0 +1,16 @@
+//! The write side: event-store backends behind one repository type, the aggregate stores,
+//! the vault for sealed personal data, and the services commands need (mail, OIDC, clock).
+
+pub mod clock;
+pub mod db;
+pub mod identity_index;
+pub mod mailer;
+pub mod oidc;
+pub mod secrets;
+pub mod store;
+pub mod vault;
+
+pub use clock::{Clock, SharedClock};
+pub use db::{Backend, Db};
+pub use store::{Store, StoreError};
+pub use vault::{Vault, VaultError};

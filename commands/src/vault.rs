@@ -1,0 +1,354 @@
+//! The vault: seals personal data under per subject × category × period data keys
+//! (AES-256-GCM), wraps those keys with the master key, and destroys them for erasure and
+//! retention. Opening a value whose key is gone yields `Opened::Erased`, never an error.
+
+use crate::db::Db;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use journey_domain::retention::period_label;
+use journey_domain::sealed::{is_sealed_json, ERASED_MARKER};
+use journey_domain::{DataCategory, Opened, Sealed};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The subject's key for this category was destroyed; nothing new may be sealed under it.
+    #[error("the data subject has been erased")]
+    SubjectErased,
+    #[error("sealed value failed authentication (tampered or wrong master key)")]
+    Tampered,
+    #[error("vault storage: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("vault encoding: {0}")]
+    Encoding(String),
+}
+
+/// A 32-byte master key (from `JOURNEY_MASTER_KEY` or the generated data-dir file).
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        MasterKey(b)
+    }
+
+    /// Parses 64 hex characters or standard base64 of 32 bytes.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let bytes = hex::decode(s).ok().or_else(|| B64.decode(s).ok())?;
+        Some(MasterKey(bytes.try_into().ok()?))
+    }
+
+    pub fn generate() -> Self {
+        MasterKey(
+            crate::secrets::random_bytes(32)
+                .try_into()
+                .expect("32 bytes"),
+        )
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    }
+}
+
+#[derive(Clone)]
+pub struct Vault {
+    db: Db,
+    master: MasterKey,
+}
+
+/// A report of destroyed keys.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Destroyed {
+    pub keys: u64,
+    pub categories: Vec<String>,
+}
+
+impl Vault {
+    pub fn new(db: Db, master: MasterKey) -> Self {
+        Vault { db, master }
+    }
+
+    pub async fn seal<T: Serialize>(
+        &self,
+        subject: &str,
+        category: DataCategory,
+        at: DateTime<Utc>,
+        value: &T,
+    ) -> Result<Sealed<T>, VaultError> {
+        let period = period_label(category, at);
+        let (key_id, key) = self.live_key(subject, category, &period, at).await?;
+        let plain = serde_json::to_vec(value).map_err(|e| VaultError::Encoding(e.to_string()))?;
+        let nonce = crate::secrets::random_bytes(12);
+        let ct = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: key_id.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::Encoding("encryption failed".into()))?;
+        Ok(Sealed::from_parts(key_id, B64.encode(nonce), B64.encode(ct)))
+    }
+
+    pub async fn open<T: DeserializeOwned>(&self, s: &Sealed<T>) -> Result<Opened<T>, VaultError> {
+        match self.open_raw(&s.k, &s.n, &s.c).await? {
+            None => Ok(Opened::Erased),
+            Some(plain) => serde_json::from_slice(&plain)
+                .map(Opened::Value)
+                .map_err(|e| VaultError::Encoding(e.to_string())),
+        }
+    }
+
+    /// Opens an optional sealed value; `None` stays `None`.
+    pub async fn open_opt<T: DeserializeOwned>(
+        &self,
+        s: &Option<Sealed<T>>,
+    ) -> Result<Option<Opened<T>>, VaultError> {
+        match s {
+            Some(s) => Ok(Some(self.open(s).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces every sealed envelope in a JSON tree with its opened value, or
+    /// `"[erased]"` where the key is gone (audits, exports).
+    pub async fn open_json(&self, v: &Value) -> Result<Value, VaultError> {
+        let mut out = v.clone();
+        let mut stack = vec![&mut out];
+        while let Some(node) = stack.pop() {
+            if is_sealed_json(node) {
+                let (k, n, c) = (str_at(node, "k"), str_at(node, "n"), str_at(node, "c"));
+                *node = match self.open_raw(&k, &n, &c).await? {
+                    None => Value::String(ERASED_MARKER.into()),
+                    Some(p) => serde_json::from_slice(&p)
+                        .map_err(|e| VaultError::Encoding(e.to_string()))?,
+                };
+                continue;
+            }
+            match node {
+                Value::Object(m) => stack.extend(m.values_mut()),
+                Value::Array(a) => stack.extend(a.iter_mut()),
+                Value::String(s) if s.contains("\"sealed\":\"v1\"") => {
+                    // Metadata maps hold sealed envelopes serialized into strings.
+                    if let Ok(inner) = serde_json::from_str::<Value>(s) {
+                        if is_sealed_json(&inner) {
+                            let (k, n, c) =
+                                (str_at(&inner, "k"), str_at(&inner, "n"), str_at(&inner, "c"));
+                            *node = match self.open_raw(&k, &n, &c).await? {
+                                None => Value::String(ERASED_MARKER.into()),
+                                Some(p) => serde_json::from_slice(&p)
+                                    .map_err(|e| VaultError::Encoding(e.to_string()))?,
+                            };
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn open_raw(&self, key_id: &str, n: &str, c: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let Some(key) = self.unwrapped(key_id).await? else {
+            return Ok(None);
+        };
+        let nonce = B64.decode(n).map_err(|_| VaultError::Tampered)?;
+        let ct = B64.decode(c).map_err(|_| VaultError::Tampered)?;
+        if nonce.len() != 12 {
+            return Err(VaultError::Tampered);
+        }
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: key_id.as_bytes(),
+                },
+            )
+            .map(Some)
+            .map_err(|_| VaultError::Tampered)
+    }
+
+    /// The data key for `key_id`, or None if it was destroyed (or never existed).
+    async fn unwrapped(&self, key_id: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let row = sqlx::query("SELECT wrapped FROM data_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.db.any)
+            .await?;
+        let wrapped: Option<Vec<u8>> = match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
+        wrapped.map(|w| self.unwrap_key(key_id, &w)).transpose()
+    }
+
+    async fn live_key(
+        &self,
+        subject: &str,
+        category: DataCategory,
+        period: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(String, Vec<u8>), VaultError> {
+        // Two attempts: the first may lose an insert race to a concurrent sealer.
+        for _ in 0..2 {
+            let row = sqlx::query(
+                "SELECT key_id, wrapped FROM data_keys WHERE subject = $1 AND category = $2 AND period = $3",
+            )
+            .bind(subject)
+            .bind(category.as_str())
+            .bind(period)
+            .fetch_optional(&self.db.any)
+            .await?;
+            if let Some(row) = row {
+                let key_id: String = row.try_get(0)?;
+                let wrapped: Option<Vec<u8>> = row.try_get(1)?;
+                let wrapped = wrapped.ok_or(VaultError::SubjectErased)?;
+                let key = self.unwrap_key(&key_id, &wrapped)?;
+                return Ok((key_id, key));
+            }
+            if period != "lifetime" && self.is_erased_lifetime(subject, category).await? {
+                return Err(VaultError::SubjectErased);
+            }
+            let key_id = Uuid::new_v4().to_string();
+            let key = crate::secrets::random_bytes(32);
+            let wrapped = self.wrap_key(&key_id, &key)?;
+            sqlx::query(
+                "INSERT INTO data_keys (key_id, subject, category, period, wrapped, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject, category, period) DO NOTHING",
+            )
+            .bind(&key_id)
+            .bind(subject)
+            .bind(category.as_str())
+            .bind(period)
+            .bind(wrapped)
+            .bind(at.timestamp_millis())
+            .execute(&self.db.any)
+            .await?;
+        }
+        Err(VaultError::Encoding("could not allocate a data key".into()))
+    }
+
+    fn wrap_key(&self, key_id: &str, key: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let nonce = crate::secrets::random_bytes(12);
+        let ct = self
+            .master
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: key,
+                    aad: key_id.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::Encoding("wrap failed".into()))?;
+        Ok([nonce, ct].concat())
+    }
+
+    fn unwrap_key(&self, key_id: &str, wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
+        if wrapped.len() < 12 {
+            return Err(VaultError::Tampered);
+        }
+        let (nonce, ct) = wrapped.split_at(12);
+        self.master
+            .cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: key_id.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::Tampered)
+    }
+
+    /// Destroys every live key of `subject` in `categories`. Work is O(number of keys),
+    /// whatever the number of events sealed under them.
+    pub async fn destroy_subject(
+        &self,
+        subject: &str,
+        categories: &[DataCategory],
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Destroyed, VaultError> {
+        let mut report = Destroyed::default();
+        for c in categories {
+            let done = sqlx::query(
+                "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
+                 WHERE subject = $3 AND category = $4 AND wrapped IS NOT NULL",
+            )
+            .bind(at.timestamp_millis())
+            .bind(reason)
+            .bind(subject)
+            .bind(c.as_str())
+            .execute(&self.db.any)
+            .await?
+            .rows_affected();
+            // Also tombstone the lifetime slot so nothing new can be sealed for an erased
+            // subject in this category.
+            sqlx::query(
+                "INSERT INTO data_keys (key_id, subject, category, period, wrapped, created_at, destroyed_at, destroyed_reason)
+                 VALUES ($1, $2, $3, 'lifetime', NULL, $4, $4, $5)
+                 ON CONFLICT (subject, category, period) DO NOTHING",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(subject)
+            .bind(c.as_str())
+            .bind(at.timestamp_millis())
+            .bind(reason)
+            .execute(&self.db.any)
+            .await?;
+            if done > 0 {
+                report.keys += done;
+                report.categories.push(c.as_str().to_string());
+            }
+        }
+        Ok(report)
+    }
+
+    async fn is_erased_lifetime(
+        &self,
+        subject: &str,
+        category: DataCategory,
+    ) -> Result<bool, VaultError> {
+        let row = sqlx::query(
+            "SELECT count(*) FROM data_keys WHERE subject = $1 AND category = $2 AND period = 'lifetime' AND wrapped IS NULL",
+        )
+        .bind(subject)
+        .bind(category.as_str())
+        .fetch_one(&self.db.any)
+        .await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(n > 0)
+    }
+
+    /// Whether any of the subject's keys in `category` has been destroyed.
+    pub async fn is_erased(&self, subject: &str, category: DataCategory) -> Result<bool, VaultError> {
+        let row = sqlx::query(
+            "SELECT count(*) FROM data_keys WHERE subject = $1 AND category = $2 AND wrapped IS NULL",
+        )
+        .bind(subject)
+        .bind(category.as_str())
+        .fetch_one(&self.db.any)
+        .await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(n > 0)
+    }
+}
+
+fn str_at(v: &Value, k: &str) -> String {
+    v.get(k).and_then(|s| s.as_str()).unwrap_or_default().to_string()
+}
