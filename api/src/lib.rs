@@ -1,1 +1,14 @@
+//! The HTTP surface, the OpenAPI document and the `journey` command line.
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http_middleware;
+pub mod identity;
+pub mod openapi;
+pub mod rate_limit;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;

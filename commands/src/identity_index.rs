@@ -34,11 +34,12 @@ impl IdentityIndex {
     }
 
     pub async fn find(&self, kind: IdentityKind, hash: &str) -> Result<Option<Uuid>> {
-        let row = sqlx::query("SELECT account_id FROM identity_index WHERE kind = $1 AND hash = $2")
-            .bind(kind.as_str())
-            .bind(hash)
-            .fetch_optional(&self.db.any)
-            .await?;
+        let row =
+            sqlx::query("SELECT account_id FROM identity_index WHERE kind = $1 AND hash = $2")
+                .bind(kind.as_str())
+                .bind(hash)
+                .fetch_optional(&self.db.any)
+                .await?;
         Ok(match row {
             Some(r) => Some(Uuid::parse_str(&r.try_get::<String, _>(0)?)?),
             None => None,
@@ -46,7 +47,13 @@ impl IdentityIndex {
     }
 
     /// Claims `hash` for `account_id` unless already claimed; returns the owner either way.
-    pub async fn claim(&self, kind: IdentityKind, hash: &str, account_id: Uuid, at_ms: i64) -> Result<Uuid> {
+    pub async fn claim(
+        &self,
+        kind: IdentityKind,
+        hash: &str,
+        account_id: Uuid,
+        at_ms: i64,
+    ) -> Result<Uuid> {
         sqlx::query(
             "INSERT INTO identity_index (kind, hash, account_id, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind, hash) DO NOTHING",
@@ -72,10 +79,12 @@ impl IdentityIndex {
 
     /// Drops every claim of an account (erasure).
     pub async fn forget_account(&self, account_id: Uuid) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM identity_index WHERE account_id = $1")
-            .bind(account_id.to_string())
-            .execute(&self.db.any)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM identity_index WHERE account_id = $1")
+                .bind(account_id.to_string())
+                .execute(&self.db.any)
+                .await?
+                .rows_affected(),
+        )
     }
 }

@@ -106,7 +106,12 @@ impl OidcClient {
         Ok(d)
     }
 
-    pub async fn authorization_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<String> {
+    pub async fn authorization_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> Result<String> {
         let d = self.discovery().await?;
         let mut url = url::Url::parse(&d.authorization_endpoint)?;
         url.query_pairs_mut()

@@ -65,7 +65,10 @@ pub fn new_api_key() -> NewApiKey {
 /// Whether a presented key has our shape and a valid checksum (no database needed).
 pub fn api_key_well_formed(raw: &str) -> bool {
     match parse_key(raw) {
-        Some((secret, sum)) => ct_eq(&checksum_from_digest(&Sha256::digest(secret.as_bytes())), sum),
+        Some((secret, sum)) => ct_eq(
+            &checksum_from_digest(&Sha256::digest(secret.as_bytes())),
+            sum,
+        ),
         None => false,
     }
 }
@@ -108,7 +111,10 @@ mod tests {
 
     #[test]
     fn emails_normalize() {
-        assert_eq!(normalize_email(" A@Example.COM ").as_deref(), Some("a@example.com"));
+        assert_eq!(
+            normalize_email(" A@Example.COM ").as_deref(),
+            Some("a@example.com")
+        );
         for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@b_c.d"] {
             assert!(normalize_email(bad).is_none(), "{bad:?}");
         }

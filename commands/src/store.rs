@@ -4,8 +4,8 @@
 
 use crate::db::{Db, TypedPool};
 use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream,
-    SerializedEvent, SerializedSnapshot,
+    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
 use journey_domain::meta::CommandMeta;
@@ -120,7 +120,11 @@ where
 {
     pub fn new(db: &Db) -> Self {
         Store {
-            cqrs: CqrsFramework::new(PersistedEventStore::new_event_store(Repo::new(db)), vec![], ()),
+            cqrs: CqrsFramework::new(
+                PersistedEventStore::new_event_store(Repo::new(db)),
+                vec![],
+                (),
+            ),
             loader: PersistedEventStore::new_event_store(Repo::new(db)),
         }
     }

@@ -101,7 +101,11 @@ impl Vault {
                 },
             )
             .map_err(|_| VaultError::Encoding("encryption failed".into()))?;
-        Ok(Sealed::from_parts(key_id, B64.encode(nonce), B64.encode(ct)))
+        Ok(Sealed::from_parts(
+            key_id,
+            B64.encode(nonce),
+            B64.encode(ct),
+        ))
     }
 
     pub async fn open<T: DeserializeOwned>(&self, s: &Sealed<T>) -> Result<Opened<T>, VaultError> {
@@ -146,8 +150,11 @@ impl Vault {
                     // Metadata maps hold sealed envelopes serialized into strings.
                     if let Ok(inner) = serde_json::from_str::<Value>(s) {
                         if is_sealed_json(&inner) {
-                            let (k, n, c) =
-                                (str_at(&inner, "k"), str_at(&inner, "n"), str_at(&inner, "c"));
+                            let (k, n, c) = (
+                                str_at(&inner, "k"),
+                                str_at(&inner, "n"),
+                                str_at(&inner, "c"),
+                            );
                             *node = match self.open_raw(&k, &n, &c).await? {
                                 None => Value::String(ERASED_MARKER.into()),
                                 Some(p) => serde_json::from_slice(&p)
@@ -162,7 +169,12 @@ impl Vault {
         Ok(out)
     }
 
-    async fn open_raw(&self, key_id: &str, n: &str, c: &str) -> Result<Option<Vec<u8>>, VaultError> {
+    async fn open_raw(
+        &self,
+        key_id: &str,
+        n: &str,
+        c: &str,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
         let Some(key) = self.unwrapped(key_id).await? else {
             return Ok(None);
         };
@@ -336,7 +348,11 @@ impl Vault {
     }
 
     /// Whether any of the subject's keys in `category` has been destroyed.
-    pub async fn is_erased(&self, subject: &str, category: DataCategory) -> Result<bool, VaultError> {
+    pub async fn is_erased(
+        &self,
+        subject: &str,
+        category: DataCategory,
+    ) -> Result<bool, VaultError> {
         let row = sqlx::query(
             "SELECT count(*) FROM data_keys WHERE subject = $1 AND category = $2 AND wrapped IS NULL",
         )
@@ -350,5 +366,8 @@ impl Vault {
 }
 
 fn str_at(v: &Value, k: &str) -> String {
-    v.get(k).and_then(|s| s.as_str()).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_string()
 }

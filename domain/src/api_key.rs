@@ -44,7 +44,8 @@ pub fn checksum_from_digest(digest: &[u8]) -> String {
 /// Splits a presented key into (secret, checksum) if it has the right shape.
 pub fn parse_key(raw: &str) -> Option<(&str, &str)> {
     let body = raw.strip_prefix(KEY_PREFIX)?;
-    if body.len() < MIN_SECRET_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric())
+    if body.len() < MIN_SECRET_LEN + CHECKSUM_LEN
+        || !body.bytes().all(|b| b.is_ascii_alphanumeric())
     {
         return None;
     }
@@ -190,7 +191,9 @@ mod tests {
         assert_eq!(base62(&[0u8; 16]).len(), 22);
         assert_eq!(base62(&[255u8; 16]).len(), 22);
         assert_eq!(base62(&[0, 61]), "00z");
-        assert!(base62(&[7u8; 24]).bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(base62(&[7u8; 24])
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric()));
     }
 
     #[test]

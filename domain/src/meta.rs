@@ -36,7 +36,9 @@ impl FromStr for Actor {
         if s == "system" {
             return Ok(Actor::System);
         }
-        let (kind, id) = s.split_once(':').ok_or_else(|| format!("bad actor {s:?}"))?;
+        let (kind, id) = s
+            .split_once(':')
+            .ok_or_else(|| format!("bad actor {s:?}"))?;
         let id = Uuid::parse_str(id).map_err(|e| format!("bad actor id: {e}"))?;
         match kind {
             "account" => Ok(Actor::Account(id)),
@@ -86,7 +88,9 @@ impl CommandMeta {
             client_ip: m
                 .get("client_ip")
                 .and_then(|s| serde_json::from_str(s).ok()),
-            at: DateTime::parse_from_rfc3339(m.get("at")?).ok()?.with_timezone(&Utc),
+            at: DateTime::parse_from_rfc3339(m.get("at")?)
+                .ok()?
+                .with_timezone(&Utc),
         })
     }
 }
@@ -100,7 +104,11 @@ mod tests {
         let meta = CommandMeta {
             actor: Actor::Account(Uuid::new_v4()),
             request_id: "r1".into(),
-            client_ip: Some(Sealed::from_parts("k1".into(), "bm9uY2U=".into(), "Y3Q=".into())),
+            client_ip: Some(Sealed::from_parts(
+                "k1".into(),
+                "bm9uY2U=".into(),
+                "Y3Q=".into(),
+            )),
             at: Utc::now(),
         };
         let map = meta.to_map();

@@ -106,12 +106,20 @@ mod tests {
 
     #[test]
     fn schedule_matches_policy_terms() {
-        assert_eq!(rule(DataCategory::Usage).keep, Keep::For(Duration::days(90)));
-        assert_eq!(rule(DataCategory::Prompts).keep, Keep::For(Duration::days(90)));
+        assert_eq!(
+            rule(DataCategory::Usage).keep,
+            Keep::For(Duration::days(90))
+        );
+        assert_eq!(
+            rule(DataCategory::Prompts).keep,
+            Keep::For(Duration::days(90))
+        );
         assert_eq!(
             rule(DataCategory::Account).keep,
             Keep::WhileOpenThen(Duration::days(30))
         );
-        assert!(matches!(rule(DataCategory::Billing).keep, Keep::For(d) if d >= Duration::days(7 * 365)));
+        assert!(
+            matches!(rule(DataCategory::Billing).keep, Keep::For(d) if d >= Duration::days(7 * 365))
+        );
     }
 }

@@ -48,7 +48,9 @@ impl DataCategory {
 
     /// Categories an erasure request destroys; billing records stay for their legal term.
     pub fn erasable() -> impl Iterator<Item = DataCategory> {
-        Self::ALL.into_iter().filter(|c| *c != DataCategory::Billing)
+        Self::ALL
+            .into_iter()
+            .filter(|c| *c != DataCategory::Billing)
     }
 }
 

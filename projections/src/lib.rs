@@ -1,1 +1,9 @@
+//! The read side: read-model tables, each owned by one named projection with a durable
+//! checkpoint, and the runner that feeds them from the event store in commit order.
 
+pub mod events;
+pub mod read_models;
+pub mod runner;
+
+pub use events::{Cursor, StoredEvent};
+pub use runner::{Projection, ProjectionStatus, Runner};

@@ -1,0 +1,139 @@
+//! Request authentication: session cookies (account holders) and API keys (API clients),
+//! plus the request context (id, client IP, time) every handler needs.
+
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::App;
+use actix_web::dev::Payload;
+use actix_web::http::{header, Method};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures::future::LocalBoxFuture;
+use journey_commands::secrets::ct_eq;
+use uuid::Uuid;
+
+pub const SESSION_COOKIE: &str = "journey_session";
+pub const CSRF_COOKIE: &str = "journey_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The request id assigned by the middleware.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+fn app(req: &HttpRequest) -> App {
+    req.app_data::<web::Data<crate::state::AppState>>()
+        .expect("app state registered")
+        .clone()
+        .into_inner()
+}
+
+pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for {
+        if let Some(v) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            if let Some(first) = v.split(',').next() {
+                let first = first.trim();
+                if first.parse::<std::net::IpAddr>().is_ok() {
+                    return Some(first.to_string());
+                }
+            }
+        }
+    }
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
+impl FromRequest for Ctx {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Ctx, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let app = app(req);
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        std::future::ready(Ok(Ctx {
+            request_id,
+            ip: client_ip(req, app.cfg.trust_forwarded_for),
+            at: app.clock.now(),
+        }))
+    }
+}
+
+/// A signed-in account holder. State-changing methods also require the CSRF header.
+pub struct SessionAuth {
+    pub account_id: Uuid,
+    pub token: String,
+}
+
+impl FromRequest for SessionAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<SessionAuth, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let app = app(req);
+        let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string());
+        let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let csrf = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Box::pin(async move {
+            let token = token.ok_or(ApiError::SignInRequired)?;
+            let account_id = app
+                .session_account(&token, app.clock.now())
+                .await?
+                .ok_or(ApiError::SignInRequired)?;
+            if unsafe_method {
+                let expected = app.csrf_token(&token);
+                match csrf {
+                    Some(got) if ct_eq(&got, &expected) => {}
+                    _ => {
+                        return Err(ApiError::Forbidden(format!(
+                            "missing or wrong {CSRF_HEADER} header (copy it from the {CSRF_COOKIE} cookie)"
+                        )))
+                    }
+                }
+            }
+            Ok(SessionAuth { account_id, token })
+        })
+    }
+}
+
+/// An API client authenticated by `Authorization: <key>` or `Authorization: Bearer <key>`.
+pub struct ApiKeyAuth {
+    pub key_id: Uuid,
+    pub account_id: Uuid,
+}
+
+impl FromRequest for ApiKeyAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<ApiKeyAuth, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let app = app(req);
+        let raw = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let v = v.trim();
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .unwrap_or(v)
+                    .trim()
+                    .to_string()
+            });
+        let ctx = Ctx::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            let raw = raw.ok_or(ApiError::BadApiKey)?;
+            let ctx = ctx?;
+            let (key_id, account_id) = app.authenticate_api_key(&raw, &ctx).await?;
+            Ok(ApiKeyAuth { key_id, account_id })
+        })
+    }
+}

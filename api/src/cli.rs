@@ -1,0 +1,163 @@
+//! The `journey` command line.
+
+use crate::config::Config;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use crate::{server, telemetry};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use journey_domain::meta::Actor;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "journey",
+    version,
+    about = "JourneyAPI backend: event-sourced image-generation API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (embedded SQLite under ./data unless JOURNEY_DATABASE_URL is set).
+    Serve {
+        /// Listen address (also JOURNEY_BIND).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets masked.
+    Config,
+    /// Inspect or rebuild read-model projections.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Print a stream's events as JSON lines; sealed fields stay sealed.
+    Events {
+        /// TYPE/ID, e.g. account/6f1c...
+        #[arg(long)]
+        stream: String,
+    },
+    /// Erase a data subject now: destroy their keys and make every projection forget them.
+    Erase {
+        /// Account id.
+        #[arg(long)]
+        subject: Uuid,
+        /// Why (recorded on the erasure event).
+        #[arg(long, default_value = "erasure requested")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's checkpoint and lag.
+    Status,
+    /// Empty a projection's tables and replay it from the first event.
+    Rebuild { name: String },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let mut cfg = Config::load()?;
+    telemetry::init_logging(&cfg.log_format);
+    match cli.command {
+        Command::Config => {
+            print!("{}", cfg.masked());
+        }
+        Command::Migrate => {
+            let db = journey_commands::Db::connect(&cfg.database_url()).await?;
+            db.migrate().await?;
+            println!(
+                "migrations applied; pending: {}",
+                db.pending_migrations().await?
+            );
+        }
+        Command::Serve { bind } => {
+            if let Some(b) = bind {
+                cfg.bind = b;
+            }
+            let bind = cfg.bind.clone();
+            let app = AppState::build(cfg, None).await?;
+            let running = server::start(app.clone(), &bind).await?;
+            let db = match app.db.backend {
+                journey_commands::Backend::Sqlite => app.cfg.database_url(),
+                journey_commands::Backend::Postgres => "postgres".into(),
+            };
+            println!(
+                "JourneyAPI listening on http://{} (database: {db})",
+                running.addr
+            );
+            running.done.await??;
+            println!("JourneyAPI stopped");
+        }
+        Command::Projections { command } => {
+            let app = AppState::build(cfg, None).await?;
+            match command {
+                ProjectionsCommand::Status => {
+                    println!(
+                        "{:<12} {:>10} {:>12} {:>8}",
+                        "projection", "position", "txid", "lag"
+                    );
+                    for s in app.runner.status().await? {
+                        println!(
+                            "{:<12} {:>10} {:>12} {:>8}",
+                            s.name, s.cursor.position, s.cursor.txid, s.lag
+                        );
+                    }
+                }
+                ProjectionsCommand::Rebuild { name } => {
+                    let bar = ProgressBar::new(0);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:40}] {pos}/{len} events ({per_sec})",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(format!("rebuilding {name}"));
+                    let applied = app
+                        .runner
+                        .rebuild(&name, |done, total| {
+                            bar.set_length(total);
+                            bar.set_position(done);
+                        })
+                        .await?;
+                    bar.finish();
+                    println!("rebuilt {name}: {applied} events replayed");
+                }
+            }
+            app.db.close().await;
+        }
+        Command::Events { stream } => {
+            let (ty, id) = stream
+                .split_once('/')
+                .context("--stream must be TYPE/ID, e.g. account/<uuid>")?;
+            let app = AppState::build(cfg, None).await?;
+            let events = journey_projections::events::read_stream(&app.db, ty, id).await?;
+            if events.is_empty() {
+                bail!("no events in stream {stream}");
+            }
+            for e in events {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            app.db.close().await;
+        }
+        Command::Erase { subject, reason } => {
+            let app = AppState::build(cfg, None).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let report = app
+                .erase_account(subject, &reason, Actor::System, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            app.db.close().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Configuration: defaults, then an optional `journey.toml` (or the file named by
+//! `JOURNEY_CONFIG`), then `JOURNEY_*` environment variables.
+
+use anyhow::{Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// Directory for the embedded database, generated secrets and the mail outbox.
+    pub data_dir: PathBuf,
+    /// `postgres://...` for production; default is SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// 32-byte master key (hex or base64) wrapping all data keys. Secret.
+    pub master_key: Option<String>,
+    /// Server pepper for HMACs of API keys and lookup hashes. Secret.
+    pub pepper: Option<String>,
+    /// Public base URL used in emails and OAuth redirects; default `http://{bind}`.
+    pub public_url: Option<String>,
+    /// SMTP relay, e.g. `smtp://127.0.0.1:2525` or `smtps://user:pass@host`. Secret.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub google_issuer: String,
+    pub google_client_id: String,
+    /// Secret.
+    pub google_client_secret: String,
+    /// Mark cookies `Secure` (turn off only for local plain-http development and tests).
+    pub cookie_secure: bool,
+    /// Use the first `X-Forwarded-For` address as the client IP (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+    pub magic_link_ttl_secs: i64,
+    pub session_ttl_secs: i64,
+    pub magic_link_per_email_per_hour: u32,
+    pub magic_link_per_ip_per_hour: u32,
+    /// `/readyz` fails when any projection is further behind than this many events.
+    pub projection_lag_bound: i64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            master_key: None,
+            pepper: None,
+            public_url: None,
+            smtp_url: None,
+            mail_from: "JourneyAPI <no-reply@journeyapi.local>".into(),
+            google_issuer: "https://accounts.google.com".into(),
+            google_client_id: String::new(),
+            google_client_secret: String::new(),
+            cookie_secure: true,
+            trust_forwarded_for: false,
+            magic_link_ttl_secs: 15 * 60,
+            session_ttl_secs: 30 * 24 * 3600,
+            magic_link_per_email_per_hour: 5,
+            magic_link_per_ip_per_hour: 30,
+            projection_lag_bound: 1000,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Config> {
+        let file = std::env::var("JOURNEY_CONFIG").unwrap_or_else(|_| "journey.toml".into());
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("JOURNEY_").ignore(&["config", "test_database_url"]))
+            .extract()
+            .context("invalid configuration")
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("journey.db").display()))
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The effective configuration as TOML with every secret masked.
+    pub fn masked(&self) -> String {
+        let mut c = self.clone();
+        let mask = |s: &mut Option<String>| {
+            if s.is_some() {
+                *s = Some("********".into());
+            }
+        };
+        mask(&mut c.master_key);
+        mask(&mut c.pepper);
+        mask(&mut c.smtp_url);
+        if let Some(url) = &c.database_url {
+            c.database_url = Some(mask_url_password(url));
+        }
+        if !c.google_client_secret.is_empty() {
+            c.google_client_secret = "********".into();
+        }
+        let mut out = toml_lines(&c);
+        out.push_str(&format!(
+            "# effective database: {}\n",
+            mask_url_password(&self.database_url())
+        ));
+        out
+    }
+}
+
+fn mask_url_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("********"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn toml_lines(c: &Config) -> String {
+    // figment has no serializer; a flat struct renders simply as key = json value.
+    let v = serde_json::to_value(c).expect("config serializes");
+    let mut out = String::new();
+    if let serde_json::Value::Object(m) = v {
+        for (k, v) in m {
+            if !v.is_null() {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// Reads a secret from `configured`, else from `data_dir/file`, generating it there (with
+/// a warning) on first use so the embedded default runs on a fresh machine.
+pub fn secret_or_generated(
+    configured: &Option<String>,
+    data_dir: &Path,
+    file: &str,
+    what: &str,
+) -> Result<String> {
+    if let Some(v) = configured {
+        return Ok(v.clone());
+    }
+    let path = data_dir.join(file);
+    if let Ok(v) = std::fs::read_to_string(&path) {
+        return Ok(v.trim().to_string());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let v = hex::encode(journey_commands::secrets::random_bytes(32));
+    write_private(&path, &v)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a new {what} into the data directory; set it through configuration in production"
+    );
+    Ok(v)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! One error type for every handler. Bodies follow the reference's decision:
+//! `{"errors":[{"msg":"..."}]}` for 4xx, `{}` for 401 on the client API and for 500.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use journey_commands::StoreError;
+use serde::Serialize;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// Client API: missing, malformed, unknown or revoked key. Body `{}` per the reference.
+    #[error("unauthorized")]
+    BadApiKey,
+    #[error("sign in required")]
+    SignInRequired,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests")]
+    TooManyRequests(Duration),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Error body for every 4xx response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorItem {
+    pub msg: String,
+}
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadApiKey | ApiError::SignInRequired => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::BadApiKey => resp.json(serde_json::json!({})),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                resp.json(serde_json::json!({}))
+            }
+            ApiError::TooManyRequests(wait) => {
+                let secs = wait.as_secs().max(1);
+                resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+                resp.json(ErrorBody {
+                    errors: vec![ErrorItem {
+                        msg: format!("too many requests; retry after {secs} seconds"),
+                    }],
+                })
+            }
+            other => resp.json(ErrorBody {
+                errors: vec![ErrorItem {
+                    msg: other.to_string(),
+                }],
+            }),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<StoreError<E>> for ApiError {
+    fn from(e: StoreError<E>) -> Self {
+        match e {
+            StoreError::Rejected(e) => ApiError::BadRequest(e.to_string()),
+            StoreError::Conflict => {
+                ApiError::Conflict("too many concurrent changes, try again".into())
+            }
+            StoreError::Storage(s) => ApiError::Internal(anyhow::anyhow!(s)),
+        }
+    }
+}
+
+impl From<journey_commands::VaultError> for ApiError {
+    fn from(e: journey_commands::VaultError) -> Self {
+        match e {
+            journey_commands::VaultError::SubjectErased => {
+                ApiError::Forbidden("this account has been erased".into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+/// Turns actix's own extractor failures (bad JSON, bad query) into our 400 body.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| ApiError::bad(format!("invalid JSON body: {err}")).into())
+}
+
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default()
+        .error_handler(|err, _| ApiError::bad(format!("invalid query: {err}")).into())
+}
+
+pub fn path_config() -> actix_web::web::PathConfig {
+    actix_web::web::PathConfig::default()
+        .error_handler(|err, _| ApiError::bad(format!("invalid path: {err}")).into())
+}
+
+pub fn form_config() -> actix_web::web::FormConfig {
+    actix_web::web::FormConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _| ApiError::bad(format!("invalid form body: {err}")).into())
+}

@@ -1,0 +1,869 @@
+//! Sign-in, sessions, profile and API-key use cases, shared by HTTP handlers and the CLI.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::Aggregate;
+use journey_commands::identity_index::IdentityKind;
+use journey_commands::mailer::Mail;
+use journey_commands::oidc::IdClaims;
+use journey_commands::secrets::{self, hmac_hex, new_api_key, normalize_email, token_hash};
+use journey_commands::StoreError;
+use journey_domain::account::{
+    Account, AccountCommand, AccountStatus, GoogleProfile, SignInMethod,
+};
+use journey_domain::api_key::{ApiKey, ApiKeyCommand};
+use journey_domain::magic_link::{LinkPurpose, MagicLinkCommand};
+use journey_domain::meta::{Actor, CommandMeta};
+use journey_domain::session::{Session, SessionCommand, SessionEndReason};
+use journey_domain::{DataCategory, Opened};
+use serde::Serialize;
+use sqlx::Row;
+use std::time::Duration as StdDuration;
+use uuid::Uuid;
+
+/// How long a request waits for projections to apply its own write.
+const READ_YOUR_WRITE: StdDuration = StdDuration::from_secs(5);
+
+/// Request context: who, which request, from which address, at which instant.
+#[derive(Clone)]
+pub struct Ctx {
+    pub request_id: String,
+    pub ip: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Ctx {
+    pub fn system(at: DateTime<Utc>) -> Ctx {
+        Ctx {
+            request_id: format!("cli-{}", Uuid::new_v4()),
+            ip: None,
+            at,
+        }
+    }
+}
+
+pub struct SignedIn {
+    pub account_id: Uuid,
+    pub session_token: String,
+    pub created: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub account_id: Uuid,
+    /// `"[erased]"` never appears here: erased accounts cannot sign in.
+    pub email: String,
+    pub name: Option<String>,
+    pub picture: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// `magic_link` and/or `google`.
+    #[schema(value_type = Vec<String>)]
+    pub sign_in_methods: Vec<SignInMethod>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// Display form: prefix…last4.
+    pub display: String,
+    pub prefix: String,
+    pub last4: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedApiKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The raw key. Shown once; only an HMAC of it is stored.
+    pub key: String,
+    pub prefix: String,
+    pub last4: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErasureReport {
+    pub account_id: Uuid,
+    pub keys_destroyed: u64,
+    pub categories: Vec<String>,
+    pub sessions_ended: usize,
+    pub api_keys_revoked: usize,
+    pub identity_claims_dropped: u64,
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl AppState {
+    pub fn email_hash(&self, normalized: &str) -> String {
+        hmac_hex(&self.pepper, "email", normalized)
+    }
+
+    fn google_hash(&self, sub: &str) -> String {
+        hmac_hex(&self.pepper, "google-sub", sub)
+    }
+
+    /// Command metadata with the client IP sealed under `subject`'s usage key.
+    pub async fn meta(
+        &self,
+        actor: Actor,
+        subject: Option<Uuid>,
+        ctx: &Ctx,
+    ) -> Result<CommandMeta, ApiError> {
+        let client_ip = match (&ctx.ip, subject) {
+            (Some(ip), Some(s)) => Some(
+                self.vault
+                    .seal(&s.to_string(), DataCategory::Usage, ctx.at, ip)
+                    .await?,
+            ),
+            _ => None,
+        };
+        Ok(CommandMeta {
+            actor,
+            request_id: ctx.request_id.clone(),
+            client_ip,
+            at: ctx.at,
+        })
+    }
+
+    /// Waits until projections have applied the newest event of a stream.
+    pub async fn settle<A: Aggregate>(&self, id: &str) -> Result<(), ApiError> {
+        if !self
+            .runner
+            .wait_for_stream(A::TYPE, id, READ_YOUR_WRITE)
+            .await?
+        {
+            tracing::warn!(
+                aggregate = A::TYPE,
+                id,
+                "projections did not catch up in time"
+            );
+        }
+        Ok(())
+    }
+
+    // ---- magic links -------------------------------------------------------------------
+
+    /// Issues a sign-in link. Answers the same whether or not an account exists.
+    pub async fn request_magic_link(&self, raw_email: &str, ctx: &Ctx) -> Result<(), ApiError> {
+        let email = normalize_email(raw_email)
+            .ok_or_else(|| ApiError::bad("email is not a valid address"))?;
+        let hash = self.email_hash(&email);
+        self.limits
+            .magic_link(&hash, ctx.ip.as_deref())
+            .map_err(ApiError::TooManyRequests)?;
+        // The account id is claimed with the first link, so every link for this address
+        // seals its email under the same subject (and erasure destroys them all).
+        let account_id = self
+            .identity
+            .claim(
+                IdentityKind::Email,
+                &hash,
+                Uuid::new_v4(),
+                ctx.at.timestamp_millis(),
+            )
+            .await?;
+        self.issue_link(&email, LinkPurpose::SignIn { account_id }, ctx)
+            .await
+    }
+
+    async fn issue_link(
+        &self,
+        email: &str,
+        purpose: LinkPurpose,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let account_id = purpose.account_id();
+        let sealed = self
+            .vault
+            .seal(
+                &account_id.to_string(),
+                DataCategory::Account,
+                ctx.at,
+                &email.to_string(),
+            )
+            .await?;
+        let token = secrets::new_token();
+        let meta = self.meta(Actor::System, Some(account_id), ctx).await?;
+        self.stores
+            .links
+            .execute(
+                &token_hash(&token),
+                MagicLinkCommand::Issue {
+                    email: sealed,
+                    purpose,
+                    expires_at: ctx.at + Duration::seconds(self.cfg.magic_link_ttl_secs),
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        let link = format!(
+            "{}/v1/auth/magic-link/confirm?token={token}",
+            self.cfg.public_url()
+        );
+        let minutes = self.cfg.magic_link_ttl_secs / 60;
+        let (subject, intro) = match purpose {
+            LinkPurpose::SignIn { .. } => (
+                "Your JourneyAPI sign-in link",
+                "Open this link to sign in to JourneyAPI",
+            ),
+            LinkPurpose::ChangeEmail { .. } => (
+                "Confirm your new JourneyAPI email address",
+                "Open this link to confirm this address for your JourneyAPI account",
+            ),
+        };
+        self.mailer
+            .send(Mail {
+                to: email.to_string(),
+                subject: subject.into(),
+                body: format!(
+                    "{intro}:\n\n{link}\n\nThe link works once and expires in {minutes} minutes.\nIf you did not ask for it, ignore this message.\n"
+                ),
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %format!("{e:#}"), "could not send magic link");
+                ApiError::Unavailable("could not send email right now; try again later".into())
+            })
+    }
+
+    /// Checks a link without consuming it (the confirmation page).
+    pub async fn check_magic_link(
+        &self,
+        token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<LinkPurpose, ApiError> {
+        let (link, _) = self.stores.links.load(&token_hash(token)).await?;
+        link.check_usable(at)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
+        link.purpose
+            .ok_or_else(|| ApiError::bad("this sign-in link is not valid"))
+    }
+
+    /// Consumes a link. Sign-in links start a session (creating the account on first use);
+    /// email-change links apply the new address and return no session.
+    pub async fn consume_magic_link(
+        &self,
+        token: &str,
+        ctx: &Ctx,
+    ) -> Result<Option<SignedIn>, ApiError> {
+        let link_id = token_hash(token);
+        let (link, _) = self.stores.links.load(&link_id).await?;
+        let purpose = link
+            .purpose
+            .ok_or_else(|| ApiError::bad("this sign-in link is not valid"))?;
+        let account_id = purpose.account_id();
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .links
+            .execute(&link_id, MagicLinkCommand::Consume { at: ctx.at }, &meta)
+            .await?;
+        let email = link.email.expect("issued links carry an email");
+        match purpose {
+            LinkPurpose::SignIn { account_id } => {
+                let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+                let created = match account.status {
+                    AccountStatus::Erased => {
+                        return Err(ApiError::Forbidden("this account has been erased".into()))
+                    }
+                    AccountStatus::Active => false,
+                    AccountStatus::New => {
+                        self.register(account_id, email, SignInMethod::MagicLink, None, &meta)
+                            .await?
+                    }
+                };
+                let session_token = self
+                    .start_session(account_id, SignInMethod::MagicLink, ctx)
+                    .await?;
+                Ok(Some(SignedIn {
+                    account_id,
+                    session_token,
+                    created,
+                }))
+            }
+            LinkPurpose::ChangeEmail { account_id } => {
+                self.apply_email_change(account_id, email, &meta).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Registers a new account; false if a concurrent first sign-in registered it first.
+    async fn register(
+        &self,
+        account_id: Uuid,
+        email: journey_domain::Sealed<String>,
+        method: SignInMethod,
+        google: Option<GoogleProfile>,
+        meta: &CommandMeta,
+    ) -> Result<bool, ApiError> {
+        let result = self
+            .stores
+            .accounts
+            .execute(
+                &account_id.to_string(),
+                AccountCommand::Register {
+                    email,
+                    method,
+                    google,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(StoreError::Rejected(journey_domain::account::AccountError::AlreadyRegistered)) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn apply_email_change(
+        &self,
+        account_id: Uuid,
+        new_email: journey_domain::Sealed<String>,
+        meta: &CommandMeta,
+    ) -> Result<(), ApiError> {
+        let Opened::Value(new_plain) = self.vault.open(&new_email).await? else {
+            return Err(ApiError::Forbidden("this account has been erased".into()));
+        };
+        let new_hash = self.email_hash(&new_plain);
+        let owner = self
+            .identity
+            .claim(
+                IdentityKind::Email,
+                &new_hash,
+                account_id,
+                meta.at.timestamp_millis(),
+            )
+            .await?;
+        if owner != account_id {
+            let (other, _) = self.stores.accounts.load(&owner.to_string()).await?;
+            if other.status != AccountStatus::New {
+                return Err(ApiError::Conflict(
+                    "that email address belongs to another account".into(),
+                ));
+            }
+            // A never-completed sign-in holds the address: hand it to this account.
+            self.identity
+                .release(IdentityKind::Email, &new_hash, owner)
+                .await?;
+            self.identity
+                .claim(
+                    IdentityKind::Email,
+                    &new_hash,
+                    account_id,
+                    meta.at.timestamp_millis(),
+                )
+                .await?;
+        }
+        let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        if let Some(old) = &account.email {
+            if let Opened::Value(old_plain) = self.vault.open(old).await? {
+                let old_hash = self.email_hash(&old_plain);
+                if old_hash != new_hash {
+                    self.identity
+                        .release(IdentityKind::Email, &old_hash, account_id)
+                        .await?;
+                }
+            }
+        }
+        self.stores
+            .accounts
+            .execute(
+                &account_id.to_string(),
+                AccountCommand::ChangeEmail {
+                    email: new_email,
+                    at: meta.at,
+                },
+                meta,
+            )
+            .await?;
+        self.settle::<Account>(&account_id.to_string()).await
+    }
+
+    // ---- sessions ----------------------------------------------------------------------
+
+    pub async fn start_session(
+        &self,
+        account_id: Uuid,
+        method: SignInMethod,
+        ctx: &Ctx,
+    ) -> Result<String, ApiError> {
+        let token = secrets::new_token();
+        let id = token_hash(&token);
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .sessions
+            .execute(
+                &id,
+                SessionCommand::Start {
+                    account_id,
+                    method,
+                    expires_at: ctx.at + Duration::seconds(self.cfg.session_ttl_secs),
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<Session>(&id).await?;
+        Ok(token)
+    }
+
+    /// The account a session token signs in, if the session is live.
+    pub async fn session_account(
+        &self,
+        token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Uuid>, ApiError> {
+        let (session, _) = self.stores.sessions.load(&token_hash(token)).await?;
+        Ok(session.active_account(at))
+    }
+
+    pub async fn logout(&self, token: &str, account_id: Uuid, ctx: &Ctx) -> Result<(), ApiError> {
+        let id = token_hash(token);
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .sessions
+            .execute(
+                &id,
+                SessionCommand::End {
+                    reason: SessionEndReason::Logout,
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<Session>(&id).await
+    }
+
+    /// CSRF token bound to a session: derived, so nothing extra is stored.
+    pub fn csrf_token(&self, session_token: &str) -> String {
+        hmac_hex(&self.pepper, "csrf", session_token)
+    }
+
+    // ---- Google ------------------------------------------------------------------------
+
+    pub async fn google_sign_in(&self, claims: IdClaims, ctx: &Ctx) -> Result<SignedIn, ApiError> {
+        let sub_hash = self.google_hash(&claims.sub);
+        let email = claims
+            .email
+            .as_deref()
+            .and_then(normalize_email)
+            .ok_or_else(|| ApiError::bad("Google did not share a usable email address"))?;
+        let known = self.identity.find(IdentityKind::Google, &sub_hash).await?;
+        let account_id = match known {
+            Some(id) => id,
+            None => {
+                // Link to an existing email account only when Google vouches for the email.
+                let by_email = if claims.email_verified {
+                    self.identity
+                        .find(IdentityKind::Email, &self.email_hash(&email))
+                        .await?
+                } else {
+                    None
+                };
+                let candidate = by_email.unwrap_or_else(Uuid::new_v4);
+                self.identity
+                    .claim(
+                        IdentityKind::Google,
+                        &sub_hash,
+                        candidate,
+                        ctx.at.timestamp_millis(),
+                    )
+                    .await?
+            }
+        };
+        let subject = account_id.to_string();
+        let seal = |v: String| {
+            let subject = subject.clone();
+            async move {
+                self.vault
+                    .seal(&subject, DataCategory::Account, ctx.at, &v)
+                    .await
+            }
+        };
+        let profile = GoogleProfile {
+            sub: seal(claims.sub.clone()).await?,
+            name: match claims.name.clone() {
+                Some(n) => Some(seal(n).await?),
+                None => None,
+            },
+            picture: match claims.picture.clone() {
+                Some(p) => Some(seal(p).await?),
+                None => None,
+            },
+        };
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        let (account, _) = self.stores.accounts.load(&subject).await?;
+        let created = match account.status {
+            AccountStatus::Erased => {
+                return Err(ApiError::Forbidden("this account has been erased".into()))
+            }
+            AccountStatus::Active => {
+                if account.google_sub.is_none() {
+                    self.stores
+                        .accounts
+                        .execute(
+                            &subject,
+                            AccountCommand::LinkGoogle {
+                                profile,
+                                at: ctx.at,
+                            },
+                            &meta,
+                        )
+                        .await?;
+                }
+                false
+            }
+            AccountStatus::New => {
+                if claims.email_verified {
+                    let hash = self.email_hash(&email);
+                    self.identity
+                        .claim(
+                            IdentityKind::Email,
+                            &hash,
+                            account_id,
+                            ctx.at.timestamp_millis(),
+                        )
+                        .await?;
+                }
+                let sealed_email = seal(email.clone()).await?;
+                self.register(
+                    account_id,
+                    sealed_email,
+                    SignInMethod::Google,
+                    Some(profile),
+                    &meta,
+                )
+                .await?
+            }
+        };
+        let session_token = self
+            .start_session(account_id, SignInMethod::Google, ctx)
+            .await?;
+        Ok(SignedIn {
+            account_id,
+            session_token,
+            created,
+        })
+    }
+
+    // ---- profile -----------------------------------------------------------------------
+
+    pub async fn me(&self, account_id: Uuid) -> Result<Me, ApiError> {
+        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        if a.status != AccountStatus::Active {
+            return Err(ApiError::SignInRequired);
+        }
+        let open = |o: Option<Opened<String>>| o.and_then(Opened::value);
+        Ok(Me {
+            account_id,
+            email: open(self.vault.open_opt(&a.email).await?).unwrap_or_default(),
+            name: open(self.vault.open_opt(&a.name).await?),
+            picture: open(self.vault.open_opt(&a.picture).await?),
+            created_at: a.created_at.unwrap_or_default(),
+            sign_in_methods: a.methods,
+        })
+    }
+
+    pub async fn correct_name(
+        &self,
+        account_id: Uuid,
+        name: &str,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::bad("name must be 1 to 200 characters"));
+        }
+        let subject = account_id.to_string();
+        let sealed = self
+            .vault
+            .seal(&subject, DataCategory::Account, ctx.at, &name.to_string())
+            .await?;
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .accounts
+            .execute(
+                &subject,
+                AccountCommand::CorrectName {
+                    name: sealed,
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<Account>(&subject).await
+    }
+
+    /// Starts an email change: nothing changes until the new address confirms.
+    pub async fn request_email_change(
+        &self,
+        account_id: Uuid,
+        raw_email: &str,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let email = normalize_email(raw_email)
+            .ok_or_else(|| ApiError::bad("email is not a valid address"))?;
+        let hash = self.email_hash(&email);
+        if let Some(owner) = self.identity.find(IdentityKind::Email, &hash).await? {
+            if owner == account_id {
+                return Err(ApiError::bad("that is already your email address"));
+            }
+        }
+        self.limits
+            .magic_link(&hash, ctx.ip.as_deref())
+            .map_err(ApiError::TooManyRequests)?;
+        self.issue_link(&email, LinkPurpose::ChangeEmail { account_id }, ctx)
+            .await
+    }
+
+    // ---- API keys ----------------------------------------------------------------------
+
+    pub async fn create_api_key(
+        &self,
+        account_id: Uuid,
+        name: &str,
+        ctx: &Ctx,
+    ) -> Result<CreatedApiKey, ApiError> {
+        let name = name.trim();
+        let key = new_api_key();
+        let id = Uuid::new_v4();
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .keys
+            .execute(
+                &id.to_string(),
+                ApiKeyCommand::Create {
+                    account_id,
+                    name: name.to_string(),
+                    key_hash: hmac_hex(&self.pepper, "api-key", &key.raw),
+                    prefix: key.prefix.clone(),
+                    last4: key.last4.clone(),
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<ApiKey>(&id.to_string()).await?;
+        Ok(CreatedApiKey {
+            id,
+            name: name.to_string(),
+            key: key.raw,
+            prefix: key.prefix,
+            last4: key.last4,
+            created_at: ctx.at,
+        })
+    }
+
+    pub async fn list_api_keys(&self, account_id: Uuid) -> Result<Vec<ApiKeyView>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT key_id, name, prefix, last4, created_at, last_used_at FROM rm_api_keys
+             WHERE account_id = $1 AND revoked_at IS NULL ORDER BY created_at, key_id",
+        )
+        .bind(account_id.to_string())
+        .fetch_all(&self.db.any)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let prefix: String = r.try_get(2)?;
+                let last4: String = r.try_get(3)?;
+                Ok(ApiKeyView {
+                    id: Uuid::parse_str(&r.try_get::<String, _>(0)?).context("bad key id")?,
+                    name: r.try_get(1)?,
+                    display: format!("{prefix}…{last4}"),
+                    prefix,
+                    last4,
+                    created_at: from_ms(r.try_get(4)?),
+                    last_used_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+                })
+            })
+            .collect::<Result<_, anyhow::Error>>()
+            .map_err(ApiError::Internal)
+    }
+
+    /// Revokes one of the caller's keys. Another account's key id answers 404, like an
+    /// unknown one, so ids reveal nothing.
+    pub async fn revoke_api_key(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let (key, _) = self.stores.keys.load(&key_id.to_string()).await?;
+        if key.account_id != Some(account_id) || key.revoked {
+            return Err(ApiError::NotFound("api key not found".into()));
+        }
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .keys
+            .execute(
+                &key_id.to_string(),
+                ApiKeyCommand::Revoke { at: ctx.at },
+                &meta,
+            )
+            .await?;
+        self.settle::<ApiKey>(&key_id.to_string()).await
+    }
+
+    /// Resolves a presented key to (key id, account id). Usage is recorded at most once a
+    /// minute per key so `last used` stays useful without an event per request.
+    pub async fn authenticate_api_key(
+        &self,
+        raw: &str,
+        ctx: &Ctx,
+    ) -> Result<(Uuid, Uuid), ApiError> {
+        if !secrets::api_key_well_formed(raw) {
+            return Err(ApiError::BadApiKey);
+        }
+        let hash = hmac_hex(&self.pepper, "api-key", raw);
+        let row = sqlx::query(
+            "SELECT key_id, account_id, last_used_at FROM rm_api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&hash)
+        .fetch_optional(&self.db.any)
+        .await?
+        .ok_or(ApiError::BadApiKey)?;
+        let key_id =
+            Uuid::parse_str(&row.try_get::<String, _>(0)?).map_err(|_| ApiError::BadApiKey)?;
+        let account_id =
+            Uuid::parse_str(&row.try_get::<String, _>(1)?).map_err(|_| ApiError::BadApiKey)?;
+        let last_used: Option<i64> = row.try_get(2)?;
+        if last_used.is_none_or(|t| ctx.at.timestamp_millis() - t >= 60_000) {
+            let meta = self
+                .meta(Actor::ApiKey(key_id), Some(account_id), ctx)
+                .await?;
+            if let Err(e) = self
+                .stores
+                .keys
+                .execute(
+                    &key_id.to_string(),
+                    ApiKeyCommand::RecordUse { at: ctx.at },
+                    &meta,
+                )
+                .await
+            {
+                // A key revoked a moment ago must not authenticate.
+                if matches!(e, StoreError::Rejected(_)) {
+                    return Err(ApiError::BadApiKey);
+                }
+                tracing::warn!(error = %e, "could not record api key use");
+            }
+            self.runner.nudge();
+        }
+        Ok((key_id, account_id))
+    }
+
+    // ---- erasure -----------------------------------------------------------------------
+
+    /// Erases an account now: ends its sessions, revokes its keys, destroys its data keys
+    /// (every category but billing), drops its identity claims and records `AccountErased`,
+    /// on which every projection forgets the subject.
+    pub async fn erase_account(
+        &self,
+        account_id: Uuid,
+        reason: &str,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<ErasureReport, ApiError> {
+        let subject = account_id.to_string();
+        let (account, _) = self.stores.accounts.load(&subject).await?;
+        if account.status == AccountStatus::New {
+            return Err(ApiError::NotFound("no such account".into()));
+        }
+        // No IP in erasure metadata: it would be sealed under a key we are about to destroy.
+        let meta = CommandMeta {
+            actor,
+            request_id: ctx.request_id.clone(),
+            client_ip: None,
+            at: ctx.at,
+        };
+        let sessions: Vec<String> = sqlx::query(
+            "SELECT session_id FROM rm_sessions WHERE account_id = $1 AND ended_at IS NULL",
+        )
+        .bind(&subject)
+        .fetch_all(&self.db.any)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+        for s in &sessions {
+            self.stores
+                .sessions
+                .execute(
+                    s,
+                    SessionCommand::End {
+                        reason: SessionEndReason::AccountErased,
+                        at: ctx.at,
+                    },
+                    &meta,
+                )
+                .await?;
+        }
+        let keys: Vec<String> = sqlx::query(
+            "SELECT key_id FROM rm_api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&subject)
+        .fetch_all(&self.db.any)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+        for k in &keys {
+            self.stores
+                .keys
+                .execute(k, ApiKeyCommand::Revoke { at: ctx.at }, &meta)
+                .await?;
+        }
+        let categories: Vec<DataCategory> = DataCategory::erasable().collect();
+        let destroyed = self
+            .vault
+            .destroy_subject(&subject, &categories, reason, ctx.at)
+            .await?;
+        let claims = self.identity.forget_account(account_id).await?;
+        self.stores
+            .accounts
+            .execute(
+                &subject,
+                AccountCommand::Erase {
+                    reason: reason.to_string(),
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<Account>(&subject).await?;
+        Ok(ErasureReport {
+            account_id,
+            keys_destroyed: destroyed.keys,
+            categories: destroyed.categories,
+            sessions_ended: sessions.len(),
+            api_keys_revoked: keys.len(),
+            identity_claims_dropped: claims,
+        })
+    }
+}

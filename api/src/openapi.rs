@@ -1,0 +1,54 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use crate::routes::{account_api, auth, client_api, ops};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "JourneyAPI backend", description = "JourneyAPI-compatible client API, account-holder API and operations endpoints."),
+    paths(
+        auth::request_magic_link, auth::confirm_page, auth::consume, auth::google_start,
+        auth::google_callback, auth::logout,
+        account_api::get_me, account_api::patch_me, account_api::create_key,
+        account_api::list_keys, account_api::revoke_key,
+        client_api::account,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "Sign-in by magic link or Google; no passwords"),
+        (name = "account", description = "The signed-in holder's profile"),
+        (name = "api-keys", description = "API key management"),
+        (name = "client-api", description = "JourneyAPI-compatible API (API key)"),
+        (name = "ops", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "The raw key (`japi_live_...`), optionally prefixed by `Bearer `",
+            ))),
+        );
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "journey_session",
+                "Session cookie; state-changing requests also need the `x-csrf-token` header",
+            ))),
+        );
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,65 @@
+//! Builds and runs the HTTP server with the projection runner beside it.
+
+use crate::error::{form_config, json_config, path_config, query_config, ApiError};
+use crate::state::App;
+use crate::{http_middleware, routes, telemetry};
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpServer};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use tokio::sync::watch;
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub done: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Binds, starts serving and returns at once (tests bind to port 0).
+pub async fn start(app: App, bind: &str) -> Result<Running> {
+    let handle = telemetry::metrics_handle();
+    let data = web::Data::from(app.clone());
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .app_data(web::Data::new(handle.clone()))
+            .app_data(json_config())
+            .app_data(query_config())
+            .app_data(path_config())
+            .app_data(form_config())
+            .configure(routes::auth::routes)
+            .configure(routes::account_api::routes)
+            .configure(routes::client_api::routes)
+            .configure(routes::ops::routes)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
+            }))
+            .wrap(from_fn(http_middleware::observe))
+    })
+    .workers(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(8),
+    )
+    .shutdown_timeout(10)
+    .bind(bind)
+    .with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = *server.addrs().first().context("no listening address")?;
+    let server = server.run();
+    let handle = server.handle();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let runner = tokio::spawn(app.runner.clone().run(stop_rx));
+    let db = app.db.clone();
+    let done = tokio::spawn(async move {
+        // actix handles SIGTERM/SIGINT: it stops accepting, drains in-flight requests,
+        // then resolves; we then stop the runner and close the pools.
+        let result = server.await;
+        let _ = stop_tx.send(true);
+        let _ = runner.await;
+        db.close().await;
+        result.map_err(Into::into)
+    });
+    Ok(Running { addr, handle, done })
+}

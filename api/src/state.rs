@@ -1,0 +1,90 @@
+//! Everything a request handler or CLI command needs, built once from configuration.
+
+use crate::config::{secret_or_generated, Config};
+use crate::rate_limit::RateLimits;
+use anyhow::{Context, Result};
+use journey_commands::clock::{SharedClock, SystemClock};
+use journey_commands::identity_index::IdentityIndex;
+use journey_commands::mailer::Mailer;
+use journey_commands::oidc::{OidcClient, OidcConfig};
+use journey_commands::vault::MasterKey;
+use journey_commands::{Db, Store, Vault};
+use journey_domain::account::Account;
+use journey_domain::api_key::ApiKey;
+use journey_domain::magic_link::MagicLink;
+use journey_domain::session::Session;
+use journey_projections::Runner;
+use std::sync::Arc;
+
+pub struct Stores {
+    pub accounts: Store<Account>,
+    pub links: Store<MagicLink>,
+    pub sessions: Store<Session>,
+    pub keys: Store<ApiKey>,
+}
+
+pub struct AppState {
+    pub cfg: Config,
+    pub db: Db,
+    pub vault: Vault,
+    pub clock: SharedClock,
+    pub mailer: Mailer,
+    pub oidc: OidcClient,
+    pub runner: Arc<Runner>,
+    pub stores: Stores,
+    pub identity: IdentityIndex,
+    pub pepper: Vec<u8>,
+    pub limits: RateLimits,
+}
+
+pub type App = Arc<AppState>;
+
+impl AppState {
+    /// Connects, migrates and wires the application. `clock` is injectable for tests.
+    pub async fn build(cfg: Config, clock: Option<SharedClock>) -> Result<App> {
+        let url = cfg.database_url();
+        if url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+        }
+        let db = Db::connect(&url).await?;
+        db.migrate().await.context("migrations failed")?;
+        let master =
+            secret_or_generated(&cfg.master_key, &cfg.data_dir, "master.key", "master key")?;
+        let master = MasterKey::parse(&master)
+            .context("master key must be 32 bytes as 64 hex characters or base64")?;
+        let pepper = secret_or_generated(&cfg.pepper, &cfg.data_dir, "pepper.key", "pepper")?;
+        let mailer = match &cfg.smtp_url {
+            Some(url) => Mailer::smtp(url, &cfg.mail_from)?,
+            None => Mailer::outbox(cfg.data_dir.join("outbox"), &cfg.mail_from),
+        };
+        let oidc = OidcClient::new(OidcConfig {
+            issuer: cfg.google_issuer.clone(),
+            client_id: cfg.google_client_id.clone(),
+            client_secret: cfg.google_client_secret.clone(),
+            redirect_uri: format!("{}/v1/auth/google/callback", cfg.public_url()),
+        });
+        let runner = Runner::new(db.clone(), journey_projections::read_models::all());
+        Ok(Arc::new(AppState {
+            limits: RateLimits::new(
+                cfg.magic_link_per_email_per_hour,
+                cfg.magic_link_per_ip_per_hour,
+            ),
+            vault: Vault::new(db.clone(), master),
+            clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            stores: Stores {
+                accounts: Store::new(&db),
+                links: Store::new(&db),
+                sessions: Store::new(&db),
+                keys: Store::new(&db),
+            },
+            identity: IdentityIndex::new(db.clone()),
+            pepper: pepper.into_bytes(),
+            mailer,
+            oidc,
+            runner,
+            db,
+            cfg,
+        }))
+    }
+}

@@ -1,0 +1,162 @@
+//! Reading the event store directly, in commit order, for projections and audits.
+
+use anyhow::{Context, Result};
+use journey_commands::db::{Backend, Db};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+/// A position in commit order. On Postgres `txid` is the writing transaction's id (events
+/// are read only below the oldest in-flight transaction, in (txid, position) order, so a
+/// late commit is never skipped); on SQLite it is always 0 and `position` is commit order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Cursor {
+    pub txid: i64,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub cursor: Cursor,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub committed_at: i64,
+}
+
+impl StoredEvent {
+    pub fn decode<E: DeserializeOwned>(&self) -> Result<E> {
+        serde_json::from_value(self.payload.clone()).with_context(|| {
+            format!(
+                "cannot decode {} event {} at position {}",
+                self.aggregate_type, self.event_type, self.cursor.position
+            )
+        })
+    }
+}
+
+const COLUMNS_SQLITE: &str = "txid, position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, committed_at";
+const COLUMNS_PG: &str = "txid::text::bigint, position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata::text, committed_at";
+
+fn columns(db: &Db) -> &'static str {
+    match db.backend {
+        Backend::Sqlite => COLUMNS_SQLITE,
+        Backend::Postgres => COLUMNS_PG,
+    }
+}
+
+fn row_to_event(row: &AnyRow) -> Result<StoredEvent> {
+    let payload: String = row.try_get(7)?;
+    let metadata: String = row.try_get(8)?;
+    Ok(StoredEvent {
+        cursor: Cursor {
+            txid: row.try_get(0)?,
+            position: row.try_get(1)?,
+        },
+        aggregate_type: row.try_get(2)?,
+        aggregate_id: row.try_get(3)?,
+        sequence: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        event_version: row.try_get(6)?,
+        payload: serde_json::from_str(&payload)?,
+        metadata: serde_json::from_str(&metadata)?,
+        committed_at: row.try_get(9)?,
+    })
+}
+
+/// The next events after `after` that are safe to apply (see `Cursor`).
+pub async fn read_after(
+    db: &Db,
+    conn: &mut AnyConnection,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let sql = match db.backend {
+        Backend::Sqlite => format!(
+            "SELECT {COLUMNS_SQLITE} FROM events WHERE position > $1 AND $2 >= 0 ORDER BY position LIMIT $3"
+        ),
+        Backend::Postgres => format!(
+            "SELECT {COLUMNS_PG} FROM events
+             WHERE (txid, position) > ($2::text::xid8, $1)
+               AND txid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY txid, position LIMIT $3"
+        ),
+    };
+    let rows = sqlx::query(&sql)
+        .bind(after.position)
+        .bind(after.txid)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(row_to_event).collect()
+}
+
+/// Number of committed events after `after` (projection lag).
+pub async fn count_after(db: &Db, after: Cursor) -> Result<i64> {
+    let sql = db.pick(
+        "SELECT count(*) FROM events WHERE position > $1 AND $2 >= 0",
+        "SELECT count(*) FROM events WHERE (txid, position) > ($2::text::xid8, $1)",
+    );
+    let n: i64 = sqlx::query(sql)
+        .bind(after.position)
+        .bind(after.txid)
+        .fetch_one(&db.any)
+        .await?
+        .try_get(0)?;
+    Ok(n)
+}
+
+/// One stream's events in sequence order.
+pub async fn read_stream(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        columns(db)
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&db.any)
+        .await?;
+    rows.iter().map(row_to_event).collect()
+}
+
+/// Cursor of a stream's newest event, used to wait until projections have applied it.
+pub async fn stream_head(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<Cursor>> {
+    let sql = db.pick(
+        "SELECT txid, position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        "SELECT txid::text::bigint, position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+    );
+    let row = sqlx::query(sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&db.any)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(Cursor {
+            txid: r.try_get(0)?,
+            position: r.try_get(1)?,
+        }),
+        None => None,
+    })
+}
+
+pub async fn total_events(db: &Db) -> Result<i64> {
+    Ok(sqlx::query("SELECT count(*) FROM events")
+        .fetch_one(&db.any)
+        .await?
+        .try_get(0)?)
+}
