@@ -41,12 +41,17 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Arc<Self> {
+        Self::with_batch_size(db, projections, 500)
+    }
+
+    /// A runner applying at most `batch_size` events per transaction (tests use small batches).
+    pub fn with_batch_size(db: Db, projections: Vec<Arc<dyn Projection>>, batch_size: i64) -> Arc<Self> {
         Arc::new(Runner {
             db,
             projections,
             wake: Notify::new(),
             progress: watch::channel(0).0,
-            batch_size: 500,
+            batch_size,
         })
     }
 

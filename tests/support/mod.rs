@@ -1,0 +1,239 @@
+//! Shared test harness: a real server on loopback, fakes of the outside services that
+//! speak their real protocols (SMTP, OpenID Connect), the plaintext scanner, and helpers
+//! to drive the HTTP API and the `journey` binary.
+#![allow(dead_code)]
+
+pub mod oidc;
+pub mod scan;
+pub mod smtp;
+
+use journey_api::config::Config;
+use journey_api::state::{App, AppState};
+use journey_commands::clock::OffsetClock;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const MASTER_KEY: &str = "4a6f75726e65794150492074657374206d6173746572206b65792030303030";
+pub const PEPPER: &str = "test-pepper-0123456789abcdef0123456789abcdef";
+
+/// Which backend this run uses: Postgres when `JOURNEY_TEST_DATABASE_URL` is set.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("JOURNEY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+}
+
+pub fn is_postgres() -> bool {
+    postgres_url().is_some()
+}
+
+/// A fresh, empty database for one test: a new SQLite file, or a new Postgres database.
+pub async fn fresh_database(dir: &std::path::Path) -> String {
+    match postgres_url() {
+        Some(base) => {
+            let name = format!("journey_t_{}", Uuid::new_v4().simple());
+            let admin = sqlx::PgPool::connect(&base).await.expect("Postgres reachable");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .expect("create test database");
+            admin.close().await;
+            let mut u = url::Url::parse(&base).expect("postgres url");
+            u.set_path(&format!("/{name}"));
+            u.to_string()
+        }
+        None => format!("sqlite://{}", dir.join("journey.db").display()),
+    }
+}
+
+pub fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("journey-test-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Harness {
+    pub base: String,
+    pub app: App,
+    pub clock: Arc<OffsetClock>,
+    pub smtp: smtp::SmtpSink,
+    pub oidc: oidc::FakeIssuer,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let data_dir = temp_dir();
+        let database_url = fresh_database(&data_dir).await;
+        let smtp = smtp::SmtpSink::start().await;
+        let oidc = oidc::FakeIssuer::start("test-client-id").await;
+        let mut cfg = Config {
+            bind: "127.0.0.1:0".into(),
+            data_dir: data_dir.clone(),
+            database_url: Some(database_url.clone()),
+            master_key: Some(MASTER_KEY.into()),
+            pepper: Some(PEPPER.into()),
+            smtp_url: Some(format!("smtp://127.0.0.1:{}", smtp.port)),
+            google_issuer: oidc.issuer.clone(),
+            google_client_id: "test-client-id".into(),
+            google_client_secret: "test-client-secret".into(),
+            cookie_secure: false,
+            magic_link_per_email_per_hour: 50,
+            magic_link_per_ip_per_hour: 1000,
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let clock = Arc::new(OffsetClock::default());
+        let app = AppState::build(cfg.clone(), Some(clock.clone())).await.expect("app builds");
+        let running = journey_api::server::start(app.clone(), "127.0.0.1:0").await.expect("server starts");
+        let base = format!("http://{}", running.addr);
+        Harness {
+            base,
+            app,
+            clock,
+            smtp,
+            oidc,
+            database_url,
+            data_dir,
+            server: running.handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A client with its own cookie jar (one browser).
+    pub fn browser(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Requests a magic link for `email` and returns the token from the delivered mail.
+    pub async fn magic_link_token(&self, email: &str) -> String {
+        let before = self.smtp.count();
+        let r = self
+            .browser()
+            .post(self.url("/v1/auth/magic-link"))
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "magic link request accepted");
+        let mail = self.smtp.wait_for(before + 1).await;
+        token_from_mail(&mail)
+    }
+
+    /// Signs `email` in by magic link; returns the signed-in browser.
+    pub async fn sign_in(&self, email: &str) -> Session {
+        let token = self.magic_link_token(email).await;
+        let client = self.browser();
+        let r = client
+            .post(self.url("/v1/auth/magic-link/consume"))
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "consume succeeds");
+        let session_cookie = cookie_value(r.headers(), "journey_session").expect("session cookie");
+        let body: Value = r.json().await.unwrap();
+        Session {
+            client,
+            csrf: body["csrf_token"].as_str().unwrap().to_string(),
+            account_id: body["account_id"].as_str().unwrap().parse().unwrap(),
+            session_token: session_cookie,
+        }
+    }
+
+    /// Runs the `journey` binary against this harness's database and secrets.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_journey"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("JOURNEY_DATABASE_URL", &self.database_url)
+            .env("JOURNEY_DATA_DIR", &self.data_dir)
+            .env("JOURNEY_MASTER_KEY", MASTER_KEY)
+            .env("JOURNEY_PEPPER", PEPPER)
+            .env("JOURNEY_LOG", "warn")
+            .output()
+            .expect("journey binary runs")
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+    }
+}
+
+pub struct Session {
+    pub client: reqwest::Client,
+    pub csrf: String,
+    pub account_id: Uuid,
+    pub session_token: String,
+}
+
+impl Session {
+    pub async fn get(&self, h: &Harness, path: &str) -> reqwest::Response {
+        self.client.get(h.url(path)).send().await.unwrap()
+    }
+
+    /// A state-changing request with the CSRF header.
+    pub fn write(&self, h: &Harness, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, h.url(path))
+            .header("x-csrf-token", &self.csrf)
+    }
+
+    pub async fn create_key(&self, h: &Harness, name: &str) -> Value {
+        let r = self
+            .write(h, reqwest::Method::POST, "/v1/api-keys")
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json().await.unwrap()
+    }
+}
+
+pub fn token_from_mail(mail: &str) -> String {
+    // Quoted-printable may fold long lines; undo soft breaks first.
+    let unfolded = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let start = unfolded.find("token=").expect("mail carries a link") + "token=".len();
+    unfolded[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            let (k, rest) = c.split_once('=')?;
+            (k == name).then(|| rest.split(';').next().unwrap_or_default().to_string())
+        })
+}
+
+pub fn set_cookie_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}

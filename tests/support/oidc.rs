@@ -1,0 +1,128 @@
+//! A fake OpenID Connect issuer on loopback: discovery, JWKS, and a token endpoint that
+//! checks the PKCE verifier and returns an RS256-signed ID token. Tests play the user's
+//! part by calling `authorize` with the nonce and challenge the app put in its redirect.
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const KEY_PEM: &str = include_str!("../fixtures/oidc-test-key.pem");
+const KEY_N: &str = include_str!("../fixtures/oidc-test-key.n");
+pub const KID: &str = "test-key-1";
+
+#[derive(Clone)]
+struct Grant {
+    challenge: String,
+    claims: Value,
+}
+
+#[derive(Clone)]
+pub struct FakeIssuer {
+    pub issuer: String,
+    pub client_id: String,
+    grants: Arc<Mutex<HashMap<String, Grant>>>,
+}
+
+/// What the user "is" at Google for one sign-in.
+pub struct GoogleUser<'a> {
+    pub sub: &'a str,
+    pub email: &'a str,
+    pub email_verified: bool,
+    pub name: Option<&'a str>,
+    pub picture: Option<&'a str>,
+}
+
+impl FakeIssuer {
+    pub async fn start(client_id: &str) -> FakeIssuer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let grants: Arc<Mutex<HashMap<String, Grant>>> = Arc::default();
+        let state = (issuer.clone(), grants.clone());
+        let server = HttpServer::new(move || {
+            let (iss, grants) = state.clone();
+            App::new()
+                .app_data(web::Data::new((iss, grants)))
+                .route("/.well-known/openid-configuration", web::get().to(discovery))
+                .route("/jwks", web::get().to(jwks))
+                .route("/token", web::post().to(token))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        FakeIssuer {
+            issuer,
+            client_id: client_id.to_string(),
+            grants,
+        }
+    }
+
+    /// Standard claims for `user`, as Google would issue them for this client.
+    pub fn claims(&self, user: &GoogleUser<'_>, nonce: &str) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        json!({
+            "iss": self.issuer, "aud": self.client_id, "sub": user.sub,
+            "email": user.email, "email_verified": user.email_verified,
+            "name": user.name, "picture": user.picture, "nonce": nonce,
+            "iat": now, "exp": now + 3600,
+        })
+    }
+
+    /// Records a consent for `claims` and returns the code Google would redirect with.
+    pub fn authorize(&self, challenge: &str, claims: Value) -> String {
+        let code = uuid::Uuid::new_v4().simple().to_string();
+        self.grants.lock().unwrap().insert(
+            code.clone(),
+            Grant {
+                challenge: challenge.to_string(),
+                claims,
+            },
+        );
+        code
+    }
+}
+
+async fn discovery(s: web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>)>) -> HttpResponse {
+    let iss = &s.0;
+    HttpResponse::Ok().json(json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/authorize"),
+        "token_endpoint": format!("{iss}/token"),
+        "jwks_uri": format!("{iss}/jwks"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+async fn jwks() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "keys": [{ "kty": "RSA", "kid": KID, "use": "sig", "alg": "RS256", "n": KEY_N.trim(), "e": "AQAB" }]
+    }))
+}
+
+async fn token(
+    s: web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>)>,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    let code = form.get("code").cloned().unwrap_or_default();
+    let Some(grant) = s.1.lock().unwrap().remove(&code) else {
+        return HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
+    };
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.challenge {
+        return HttpResponse::BadRequest().json(json!({"error": "invalid_grant", "error_description": "PKCE verification failed"}));
+    }
+    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return HttpResponse::BadRequest().json(json!({"error": "unsupported_grant_type"}));
+    }
+    let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(KID.to_string());
+    let key = EncodingKey::from_rsa_pem(KEY_PEM.as_bytes()).unwrap();
+    let id_token = encode(&header, &grant.claims, &key).unwrap();
+    HttpResponse::Ok().json(json!({ "access_token": "at", "token_type": "Bearer", "id_token": id_token, "expires_in": 3600 }))
+}
