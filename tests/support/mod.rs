@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub const MASTER_KEY: &str = "4a6f75726e65794150492074657374206d6173746572206b65792030303030";
+pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 pub const PEPPER: &str = "test-pepper-0123456789abcdef0123456789abcdef";
 
 /// Which backend this run uses: Postgres when `JOURNEY_TEST_DATABASE_URL` is set.
