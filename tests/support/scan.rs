@@ -41,7 +41,7 @@ pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String>
                 .collect();
             let expr = cols
                 .iter()
-                .map(|c| format!("COALESCE(CAST(\"{c}\" AS TEXT), '')"))
+                .map(|c| format!("COALESCE(CASE WHEN typeof(\"{c}\") = 'blob' THEN hex(\"{c}\") ELSE CAST(\"{c}\" AS TEXT) END, '')"))
                 .collect::<Vec<_>>()
                 .join(" || '|' || ");
             sqlx::query(&format!("SELECT {expr} FROM \"{t}\""))
@@ -70,4 +70,38 @@ pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String>
 
 fn hex_of(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every row of `table` rendered as text, sorted (to compare read models).
+pub async fn rows_as_text(database_url: &str, table: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(database_url).await.expect("connects");
+    let pg = database_url.starts_with("postgres");
+    let sql = if pg {
+        format!("SELECT t::text FROM \"{table}\" t")
+    } else {
+        let cols: Vec<String> = sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        let expr = cols
+            .iter()
+            .map(|c| format!("COALESCE(CAST(\"{c}\" AS TEXT), 'NULL')"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        format!("SELECT {expr} FROM \"{table}\"")
+    };
+    let mut rows: Vec<String> = sqlx::query(&sql)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    pool.close().await;
+    rows.sort();
+    rows
 }
