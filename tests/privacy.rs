@@ -15,12 +15,21 @@ const READ_MODELS: [&str; 3] = ["rm_accounts", "rm_sessions", "rm_api_keys"];
 /// Google sign-in for `user`; returns (account id, session cookie value).
 async fn google_sign_in(h: &Harness, user: &GoogleUser<'_>) -> (String, String) {
     let browser = h.browser();
-    let start = browser.get(h.url("/v1/auth/google/start")).send().await.unwrap();
+    let start = browser
+        .get(h.url("/v1/auth/google/start"))
+        .send()
+        .await
+        .unwrap();
     let loc = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
     let q: std::collections::HashMap<String, String> = loc.query_pairs().into_owned().collect();
-    let code = h.oidc.authorize(&q["code_challenge"], h.oidc.claims(user, &q["nonce"]));
+    let code = h
+        .oidc
+        .authorize(&q["code_challenge"], h.oidc.claims(user, &q["nonce"]));
     let r = browser
-        .get(h.url(&format!("/v1/auth/google/callback?code={code}&state={}", q["state"])))
+        .get(h.url(&format!(
+            "/v1/auth/google/callback?code={code}&state={}",
+            q["state"]
+        )))
         .send()
         .await
         .unwrap();
@@ -42,7 +51,11 @@ const RIA: GoogleUser<'static> = GoogleUser {
 async fn sign_up_stores_personal_data_only_sealed() {
     let h = Harness::start().await;
     let s = h.sign_in("plain.text@example.com").await;
-    s.write(&h, Method::PATCH, "/v1/me").json(&json!({"name": "Plain Textname"})).send().await.unwrap();
+    s.write(&h, Method::PATCH, "/v1/me")
+        .json(&json!({"name": "Plain Textname"}))
+        .send()
+        .await
+        .unwrap();
     let (ria, _) = google_sign_in(&h, &RIA).await;
     let needles = [
         "plain.text@example.com",
@@ -54,11 +67,18 @@ async fn sign_up_stores_personal_data_only_sealed() {
         "127.0.0.1",
     ];
     let hits = find_plaintext(&h.database_url, &needles).await;
-    assert!(hits.is_empty(), "plaintext personal data in the database: {hits:?}");
+    assert!(
+        hits.is_empty(),
+        "plaintext personal data in the database: {hits:?}"
+    );
 
     // The values are there, sealed: the CLI shows the stream with sealed envelopes.
     let out = h.cli(&["events", "--stream", &format!("account/{ria}")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("AccountRegistered") && text.contains("GoogleLinked"));
     assert!(text.contains("\"sealed\":\"v1\""));
@@ -78,41 +98,87 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
     assert_eq!(linked, s.account_id.to_string());
     // A bystander who must be untouched.
     let other = h.sign_in("bystander@example.com").await;
-    let other_key = other.create_key(&h, "other").await["key"].as_str().unwrap().to_string();
+    let other_key = other.create_key(&h, "other").await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let subject = s.account_id.to_string();
-    let out = h.cli(&["erase", "--subject", &subject, "--reason", "data subject request"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = h.cli(&[
+        "erase",
+        "--subject",
+        &subject,
+        "--reason",
+        "data subject request",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["keys_destroyed"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["api_keys_revoked"], 1);
     assert_eq!(report["sessions_ended"], 2);
 
     // No plaintext of the subject anywhere.
-    let hits = find_plaintext(&h.database_url, &[RIA.email, RIA.sub, "Ria Privata", "ria-4711.png"]).await;
+    let hits = find_plaintext(
+        &h.database_url,
+        &[RIA.email, RIA.sub, "Ria Privata", "ria-4711.png"],
+    )
+    .await;
     assert!(hits.is_empty(), "{hits:?}");
     // Access is gone at once.
     assert_eq!(s.get(&h, "/v1/me").await.status(), 401);
-    let r = h.browser().get(h.url("/v1/me")).header("cookie", format!("journey_session={google_cookie}")).send().await.unwrap();
+    let r = h
+        .browser()
+        .get(h.url("/v1/me"))
+        .header("cookie", format!("journey_session={google_cookie}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = reqwest::Client::new().get(h.url("/api/v1/account")).header("authorization", &key).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(h.url("/api/v1/account"))
+        .header("authorization", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Read models forgot the subject.
     for t in READ_MODELS {
         let rows = rows_as_text(&h.database_url, t).await;
-        assert!(!rows.iter().any(|r| r.contains(&subject)), "{t} still holds the subject");
+        assert!(
+            !rows.iter().any(|r| r.contains(&subject)),
+            "{t} still holds the subject"
+        );
     }
     // Streams still load, as erased, without error.
     let (account, _) = h.app.stores.accounts.load(&subject).await.unwrap();
-    assert_eq!(account.status, journey_domain::account::AccountStatus::Erased);
-    assert_eq!(h.app.vault.open(account.email.as_ref().unwrap()).await.unwrap(), Opened::Erased);
+    assert_eq!(
+        account.status,
+        journey_domain::account::AccountStatus::Erased
+    );
+    assert_eq!(
+        h.app
+            .vault
+            .open(account.email.as_ref().unwrap())
+            .await
+            .unwrap(),
+        Opened::Erased
+    );
     let out = h.cli(&["events", "--stream", &format!("account/{subject}")]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("AccountErased"));
     let opened = h
         .app
         .vault
-        .open_json(&serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap())
+        .open_json(
+            &serde_json::from_str::<Value>(
+                String::from_utf8_lossy(&out.stdout).lines().next().unwrap(),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(opened["payload"]["AccountRegistered"]["email"], "[erased]");
@@ -120,14 +186,29 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
     // Rebuilding every projection does not bring the subject back.
     for p in ["accounts", "sessions", "api_keys"] {
         let out = h.cli(&["projections", "rebuild", p]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for t in READ_MODELS {
-        assert!(!rows_as_text(&h.database_url, t).await.iter().any(|r| r.contains(&subject)), "{t} after rebuild");
+        assert!(
+            !rows_as_text(&h.database_url, t)
+                .await
+                .iter()
+                .any(|r| r.contains(&subject)),
+            "{t} after rebuild"
+        );
     }
     // The bystander is untouched.
     assert_eq!(other.get(&h, "/v1/me").await.status(), 200);
-    let r = reqwest::Client::new().get(h.url("/api/v1/account")).header("authorization", &other_key).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(h.url("/api/v1/account"))
+        .header("authorization", &other_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // The erased address may sign up again, as a new account.
     assert_ne!(h.sign_in(RIA.email).await.account_id, s.account_id);
@@ -145,26 +226,48 @@ async fn rebuild_from_zero_yields_the_same_rows_as_live_catch_up() {
     let k1 = a.create_key(&h, "a1").await;
     a.create_key(&h, "a2").await;
     b.create_key(&h, "b1").await;
-    a.write(&h, Method::DELETE, &format!("/v1/api-keys/{}", k1["id"].as_str().unwrap())).send().await.unwrap();
-    b.write(&h, Method::POST, "/v1/auth/logout").send().await.unwrap();
+    a.write(
+        &h,
+        Method::DELETE,
+        &format!("/v1/api-keys/{}", k1["id"].as_str().unwrap()),
+    )
+    .send()
+    .await
+    .unwrap();
+    b.write(&h, Method::POST, "/v1/auth/logout")
+        .send()
+        .await
+        .unwrap();
     google_sign_in(&h, &RIA).await;
 
-    let live: Vec<Vec<String>> = futures::future::join_all(READ_MODELS.map(|t| rows_as_text(&h.database_url, t))).await;
+    let live: Vec<Vec<String>> =
+        futures::future::join_all(READ_MODELS.map(|t| rows_as_text(&h.database_url, t))).await;
     assert!(live.iter().all(|rows| !rows.is_empty()));
     for p in ["accounts", "sessions", "api_keys"] {
         let out = h.cli(&["projections", "rebuild", p]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("rebuilt {p}")));
     }
-    let rebuilt: Vec<Vec<String>> = futures::future::join_all(READ_MODELS.map(|t| rows_as_text(&h.database_url, t))).await;
+    let rebuilt: Vec<Vec<String>> =
+        futures::future::join_all(READ_MODELS.map(|t| rows_as_text(&h.database_url, t))).await;
     assert_eq!(live, rebuilt);
 
     let out = h.cli(&["projections", "status"]);
     assert!(out.status.success());
     let status = String::from_utf8(out.stdout).unwrap();
     for p in ["accounts", "sessions", "api_keys"] {
-        let line = status.lines().find(|l| l.starts_with(p)).unwrap_or_else(|| panic!("{status}"));
-        assert!(line.trim_end().ends_with(" 0"), "lag 0 after rebuild: {line}");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("{status}"));
+        assert!(
+            line.trim_end().ends_with(" 0"),
+            "lag 0 after rebuild: {line}"
+        );
     }
     let out = h.cli(&["projections", "rebuild", "nope"]);
     assert!(!out.status.success());

@@ -14,12 +14,19 @@ async fn magic_link_signs_up_once_and_is_single_use() {
     let h = Harness::start().await;
     let token = h.magic_link_token("Ada@Example.com").await;
     let mail = h.smtp.all().pop().unwrap();
-    assert!(mail.contains("To: ada@example.com") || mail.to_lowercase().contains("to: ada@example.com"));
+    assert!(
+        mail.contains("To: ada@example.com") || mail.to_lowercase().contains("to: ada@example.com")
+    );
     assert_eq!(token.len(), 43, "32 random bytes, base64url");
 
     // The emailed link opens a page; fetching it (as a mail scanner would) burns nothing.
     for _ in 0..2 {
-        let page = h.browser().get(h.url(&format!("/v1/auth/magic-link/confirm?token={token}"))).send().await.unwrap();
+        let page = h
+            .browser()
+            .get(h.url(&format!("/v1/auth/magic-link/confirm?token={token}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), 200);
         let html = page.text().await.unwrap();
         assert!(html.contains("method=\"post\"") && html.contains(&token));
@@ -35,27 +42,58 @@ async fn magic_link_signs_up_once_and_is_single_use() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let session = support::set_cookie_header(r.headers(), "journey_session").expect("session cookie");
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    let session =
+        support::set_cookie_header(r.headers(), "journey_session").expect("session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
     let csrf = support::set_cookie_header(r.headers(), "journey_csrf").expect("csrf cookie");
-    assert!(!csrf.contains("HttpOnly"), "the CSRF cookie is readable by the page");
-    let me: Value = browser.get(h.url("/v1/me")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        !csrf.contains("HttpOnly"),
+        "the CSRF cookie is readable by the page"
+    );
+    let me: Value = browser
+        .get(h.url("/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["email"], "ada@example.com");
     assert_eq!(me["sign_in_methods"], json!(["magic_link"]));
     let account_id = me["account_id"].as_str().unwrap().to_string();
 
     // Single use: a second consume fails and changes nothing.
-    let again = h.browser().post(h.url("/v1/auth/magic-link/consume")).json(&json!({"token": token})).send().await.unwrap();
+    let again = h
+        .browser()
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 400);
     let body: Value = again.json().await.unwrap();
-    assert_eq!(body["errors"][0]["msg"], "this sign-in link has already been used");
-    let page = h.browser().get(h.url(&format!("/v1/auth/magic-link/confirm?token={token}"))).send().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["msg"],
+        "this sign-in link has already been used"
+    );
+    let page = h
+        .browser()
+        .get(h.url(&format!("/v1/auth/magic-link/confirm?token={token}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 400);
 
     // The same address later signs into the same account.
     let s2 = h.sign_in("ada@example.com").await;
     assert_eq!(s2.account_id.to_string(), account_id);
-    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_accounts").fetch_one(&h.app.db.any).await.unwrap();
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_accounts")
+        .fetch_one(&h.app.db.any)
+        .await
+        .unwrap();
     assert_eq!(accounts, 1);
 }
 
@@ -63,12 +101,22 @@ async fn magic_link_signs_up_once_and_is_single_use() {
 async fn magic_links_expire_after_fifteen_minutes() {
     let h = Harness::start().await;
     let token = h.magic_link_token("late@example.com").await;
-    h.clock.advance(chrono::Duration::minutes(15) + chrono::Duration::seconds(1));
-    let r = h.browser().post(h.url("/v1/auth/magic-link/consume")).json(&json!({"token": token})).send().await.unwrap();
+    h.clock
+        .advance(chrono::Duration::minutes(15) + chrono::Duration::seconds(1));
+    let r = h
+        .browser()
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["msg"], "this sign-in link has expired");
-    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_accounts").fetch_one(&h.app.db.any).await.unwrap();
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_accounts")
+        .fetch_one(&h.app.db.any)
+        .await
+        .unwrap();
     assert_eq!(accounts, 0, "no account from an expired link");
 }
 
@@ -77,22 +125,55 @@ async fn magic_link_requests_do_not_enumerate_and_validate_input() {
     let h = Harness::start().await;
     h.sign_in("known@example.com").await;
     let c = h.browser();
-    let known = c.post(h.url("/v1/auth/magic-link")).json(&json!({"email": "known@example.com"})).send().await.unwrap();
-    let unknown = c.post(h.url("/v1/auth/magic-link")).json(&json!({"email": "stranger@example.com"})).send().await.unwrap();
+    let known = c
+        .post(h.url("/v1/auth/magic-link"))
+        .json(&json!({"email": "known@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    let unknown = c
+        .post(h.url("/v1/auth/magic-link"))
+        .json(&json!({"email": "stranger@example.com"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(known.status(), 202);
     assert_eq!(unknown.status(), 202);
     assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
 
-    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&h.app.db.any).await.unwrap();
-    for bad in [json!({"email": "not-an-email"}), json!({"email": ""}), json!({"mail": "a@b.co"}), json!({"email": 5}), json!("x")] {
-        let r = c.post(h.url("/v1/auth/magic-link")).json(&bad).send().await.unwrap();
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&h.app.db.any)
+        .await
+        .unwrap();
+    for bad in [
+        json!({"email": "not-an-email"}),
+        json!({"email": ""}),
+        json!({"mail": "a@b.co"}),
+        json!({"email": 5}),
+        json!("x"),
+    ] {
+        let r = c
+            .post(h.url("/v1/auth/magic-link"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{bad}");
         let body: Value = r.json().await.unwrap();
         assert!(body["errors"][0]["msg"].as_str().is_some(), "{bad}: {body}");
     }
-    let r = c.post(h.url("/v1/auth/magic-link")).header("content-type", "application/json").body("{").send().await.unwrap();
+    let r = c
+        .post(h.url("/v1/auth/magic-link"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&h.app.db.any).await.unwrap();
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&h.app.db.any)
+        .await
+        .unwrap();
     assert_eq!(events_before, events_after, "bad input changes nothing");
 }
 
@@ -104,13 +185,21 @@ async fn magic_link_requests_are_rate_limited_per_email_and_per_ip() {
     })
     .await;
     let c = h.browser();
-    let send = |email: &'static str| c.post(h.url("/v1/auth/magic-link")).json(&json!({ "email": email })).send();
+    let send = |email: &'static str| {
+        c.post(h.url("/v1/auth/magic-link"))
+            .json(&json!({ "email": email }))
+            .send()
+    };
     for _ in 0..3 {
         assert_eq!(send("busy@example.com").await.unwrap().status(), 202);
     }
     let limited = send("busy@example.com").await.unwrap();
     assert_eq!(limited.status(), 429);
-    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     assert_eq!(h.smtp.count(), 3, "no mail for the limited request");
     // Per IP: every request from the address counts, refused ones included (4 so far), so
@@ -124,27 +213,69 @@ async fn magic_link_requests_are_rate_limited_per_email_and_per_ip() {
 async fn sessions_require_csrf_for_changes_and_end_on_logout() {
     let h = Harness::start().await;
     let s = h.sign_in("grace@example.com").await;
-    assert_eq!(h.browser().get(h.url("/v1/me")).send().await.unwrap().status(), 401, "no cookie, no profile");
+    assert_eq!(
+        h.browser()
+            .get(h.url("/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "no cookie, no profile"
+    );
 
     // A cookie-authenticated change without the CSRF header is refused and changes nothing.
-    let r = s.client.patch(h.url("/v1/me")).json(&json!({"name": "Mallory"})).send().await.unwrap();
+    let r = s
+        .client
+        .patch(h.url("/v1/me"))
+        .json(&json!({"name": "Mallory"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = s.client.patch(h.url("/v1/me")).header("x-csrf-token", "0".repeat(64)).json(&json!({"name": "Mallory"})).send().await.unwrap();
+    let r = s
+        .client
+        .patch(h.url("/v1/me"))
+        .header("x-csrf-token", "0".repeat(64))
+        .json(&json!({"name": "Mallory"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let me: Value = s.get(&h, "/v1/me").await.json().await.unwrap();
     assert_eq!(me["name"], Value::Null);
 
     // With it, the name is corrected.
-    let r = s.write(&h, Method::PATCH, "/v1/me").json(&json!({"name": "Grace Hopper"})).send().await.unwrap();
+    let r = s
+        .write(&h, Method::PATCH, "/v1/me")
+        .json(&json!({"name": "Grace Hopper"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let me: Value = r.json().await.unwrap();
     assert_eq!(me["name"], "Grace Hopper");
-    for bad in [json!({}), json!({"name": ""}), json!({"name": "x".repeat(201)}), json!({"nickname": "g"}), json!({"email": "nope"})] {
-        let r = s.write(&h, Method::PATCH, "/v1/me").json(&bad).send().await.unwrap();
+    for bad in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": "x".repeat(201)}),
+        json!({"nickname": "g"}),
+        json!({"email": "nope"}),
+    ] {
+        let r = s
+            .write(&h, Method::PATCH, "/v1/me")
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }
 
-    let r = s.write(&h, Method::POST, "/v1/auth/logout").send().await.unwrap();
+    let r = s
+        .write(&h, Method::POST, "/v1/auth/logout")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     // The old cookie no longer works, even if replayed.
     let replay = h
@@ -171,15 +302,29 @@ async fn email_change_takes_effect_only_after_the_new_address_confirms() {
     let h = Harness::start().await;
     let s = h.sign_in("old@example.com").await;
     let before = h.smtp.count();
-    let r = s.write(&h, Method::PATCH, "/v1/me").json(&json!({"email": "New@Example.com"})).send().await.unwrap();
+    let r = s
+        .write(&h, Method::PATCH, "/v1/me")
+        .json(&json!({"email": "New@Example.com"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let me: Value = r.json().await.unwrap();
-    assert_eq!(me["email"], "old@example.com", "nothing changes before confirmation");
+    assert_eq!(
+        me["email"], "old@example.com",
+        "nothing changes before confirmation"
+    );
     let mail = h.smtp.wait_for(before + 1).await;
     assert!(mail.to_lowercase().contains("to: new@example.com"));
     let token = support::token_from_mail(&mail);
 
-    let r = h.browser().post(h.url("/v1/auth/magic-link/consume")).json(&json!({"token": token})).send().await.unwrap();
+    let r = h
+        .browser()
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["email_changed"], true);
     let me: Value = s.get(&h, "/v1/me").await.json().await.unwrap();
@@ -191,10 +336,21 @@ async fn email_change_takes_effect_only_after_the_new_address_confirms() {
 
     // Another account's address cannot be taken.
     let other = h.sign_in("taken@example.com").await;
-    let r = s.write(&h, Method::PATCH, "/v1/me").json(&json!({"email": "taken@example.com"})).send().await.unwrap();
+    let r = s
+        .write(&h, Method::PATCH, "/v1/me")
+        .json(&json!({"email": "taken@example.com"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "no enumeration at request time");
     let token = support::token_from_mail(&h.smtp.all().pop().unwrap());
-    let r = h.browser().post(h.url("/v1/auth/magic-link/consume")).json(&json!({"token": token})).send().await.unwrap();
+    let r = h
+        .browser()
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let me: Value = s.get(&h, "/v1/me").await.json().await.unwrap();
     assert_eq!(me["email"], "new@example.com");
@@ -203,9 +359,17 @@ async fn email_change_takes_effect_only_after_the_new_address_confirms() {
 }
 
 /// Runs the browser side of Google sign-in against the fake issuer.
-async fn google(h: &Harness, user: &GoogleUser<'_>, tamper: impl FnOnce(&mut Value)) -> reqwest::Response {
+async fn google(
+    h: &Harness,
+    user: &GoogleUser<'_>,
+    tamper: impl FnOnce(&mut Value),
+) -> reqwest::Response {
     let browser = h.browser();
-    let start = browser.get(h.url("/v1/auth/google/start")).send().await.unwrap();
+    let start = browser
+        .get(h.url("/v1/auth/google/start"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(start.status(), 302);
     let loc = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
     let q: std::collections::HashMap<String, String> = loc.query_pairs().into_owned().collect();
@@ -216,7 +380,10 @@ async fn google(h: &Harness, user: &GoogleUser<'_>, tamper: impl FnOnce(&mut Val
     tamper(&mut claims);
     let code = h.oidc.authorize(&q["code_challenge"], claims);
     browser
-        .get(h.url(&format!("/v1/auth/google/callback?code={code}&state={}", q["state"])))
+        .get(h.url(&format!(
+            "/v1/auth/google/callback?code={code}&state={}",
+            q["state"]
+        )))
         .send()
         .await
         .unwrap()
@@ -225,7 +392,13 @@ async fn google(h: &Harness, user: &GoogleUser<'_>, tamper: impl FnOnce(&mut Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_sign_in_creates_account_with_profile() {
     let h = Harness::start().await;
-    let user = GoogleUser { sub: "g-123", email: "lin@example.com", email_verified: true, name: Some("Lin Example"), picture: Some("https://example.com/lin.png") };
+    let user = GoogleUser {
+        sub: "g-123",
+        email: "lin@example.com",
+        email_verified: true,
+        name: Some("Lin Example"),
+        picture: Some("https://example.com/lin.png"),
+    };
     let r = google(&h, &user, |_| {}).await;
     assert_eq!(r.status(), 200);
     let cookie = support::cookie_value(r.headers(), "journey_session").unwrap();
@@ -252,22 +425,44 @@ async fn google_sign_in_creates_account_with_profile() {
     assert_eq!(again["created"], false);
     assert_eq!(again["account_id"], body["account_id"]);
     // And the verified email links: a magic link for it reaches the same account.
-    assert_eq!(h.sign_in("lin@example.com").await.account_id.to_string(), body["account_id"].as_str().unwrap());
+    assert_eq!(
+        h.sign_in("lin@example.com").await.account_id.to_string(),
+        body["account_id"].as_str().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_links_existing_email_account_only_when_verified() {
     let h = Harness::start().await;
     let existing = h.sign_in("sam@example.com").await;
-    let unverified = GoogleUser { sub: "g-unverified", email: "sam@example.com", email_verified: false, name: Some("Not Sam"), picture: None };
+    let unverified = GoogleUser {
+        sub: "g-unverified",
+        email: "sam@example.com",
+        email_verified: false,
+        name: Some("Not Sam"),
+        picture: None,
+    };
     let r: Value = google(&h, &unverified, |_| {}).await.json().await.unwrap();
-    assert_ne!(r["account_id"].as_str().unwrap(), existing.account_id.to_string(), "unverified email must not take over");
+    assert_ne!(
+        r["account_id"].as_str().unwrap(),
+        existing.account_id.to_string(),
+        "unverified email must not take over"
+    );
     let me: Value = existing.get(&h, "/v1/me").await.json().await.unwrap();
     assert_eq!(me["name"], Value::Null);
 
-    let verified = GoogleUser { sub: "g-verified", email: "sam@example.com", email_verified: true, name: Some("Sam"), picture: None };
+    let verified = GoogleUser {
+        sub: "g-verified",
+        email: "sam@example.com",
+        email_verified: true,
+        name: Some("Sam"),
+        picture: None,
+    };
     let r: Value = google(&h, &verified, |_| {}).await.json().await.unwrap();
-    assert_eq!(r["account_id"].as_str().unwrap(), existing.account_id.to_string());
+    assert_eq!(
+        r["account_id"].as_str().unwrap(),
+        existing.account_id.to_string()
+    );
     assert_eq!(r["created"], false);
     let me: Value = existing.get(&h, "/v1/me").await.json().await.unwrap();
     assert_eq!(me["name"], "Sam");
@@ -276,12 +471,31 @@ async fn google_links_existing_email_account_only_when_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_tokens_are_verified() {
     let h = Harness::start().await;
-    let user = GoogleUser { sub: "g-9", email: "eve@example.com", email_verified: true, name: None, picture: None };
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
-        ("wrong nonce", Box::new(|c: &mut Value| c["nonce"] = json!("other"))),
-        ("wrong audience", Box::new(|c: &mut Value| c["aud"] = json!("someone-else"))),
-        ("wrong issuer", Box::new(|c: &mut Value| c["iss"] = json!("https://evil.example"))),
-        ("expired", Box::new(|c: &mut Value| c["exp"] = json!(chrono::Utc::now().timestamp() - 3600))),
+    let user = GoogleUser {
+        sub: "g-9",
+        email: "eve@example.com",
+        email_verified: true,
+        name: None,
+        picture: None,
+    };
+    type Tamper = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "wrong nonce",
+            Box::new(|c: &mut Value| c["nonce"] = json!("other")),
+        ),
+        (
+            "wrong audience",
+            Box::new(|c: &mut Value| c["aud"] = json!("someone-else")),
+        ),
+        (
+            "wrong issuer",
+            Box::new(|c: &mut Value| c["iss"] = json!("https://evil.example")),
+        ),
+        (
+            "expired",
+            Box::new(|c: &mut Value| c["exp"] = json!(chrono::Utc::now().timestamp() - 3600)),
+        ),
     ];
     for (what, tamper) in cases {
         let r = google(&h, &user, tamper).await;
@@ -289,12 +503,28 @@ async fn google_tokens_are_verified() {
     }
     // State must match the browser's own start.
     let browser = h.browser();
-    browser.get(h.url("/v1/auth/google/start")).send().await.unwrap();
-    let r = browser.get(h.url("/v1/auth/google/callback?code=x&state=forged")).send().await.unwrap();
+    browser
+        .get(h.url("/v1/auth/google/start"))
+        .send()
+        .await
+        .unwrap();
+    let r = browser
+        .get(h.url("/v1/auth/google/callback?code=x&state=forged"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // No start at all (no state cookie).
-    let r = h.browser().get(h.url("/v1/auth/google/callback?code=x&state=y")).send().await.unwrap();
+    let r = h
+        .browser()
+        .get(h.url("/v1/auth/google/callback?code=x&state=y"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_accounts").fetch_one(&h.app.db.any).await.unwrap();
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_accounts")
+        .fetch_one(&h.app.db.any)
+        .await
+        .unwrap();
     assert_eq!(accounts, 0, "no rejected sign-in created an account");
 }

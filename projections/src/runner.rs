@@ -45,7 +45,11 @@ impl Runner {
     }
 
     /// A runner applying at most `batch_size` events per transaction (tests use small batches).
-    pub fn with_batch_size(db: Db, projections: Vec<Arc<dyn Projection>>, batch_size: i64) -> Arc<Self> {
+    pub fn with_batch_size(
+        db: Db,
+        projections: Vec<Arc<dyn Projection>>,
+        batch_size: i64,
+    ) -> Arc<Self> {
         Arc::new(Runner {
             db,
             projections,

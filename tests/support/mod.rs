@@ -35,7 +35,9 @@ pub async fn fresh_database(dir: &std::path::Path) -> String {
     match postgres_url() {
         Some(base) => {
             let name = format!("journey_t_{}", Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&base).await.expect("Postgres reachable");
+            let admin = sqlx::PgPool::connect(&base)
+                .await
+                .expect("Postgres reachable");
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&admin)
                 .await
@@ -93,8 +95,12 @@ impl Harness {
         };
         tweak(&mut cfg);
         let clock = Arc::new(OffsetClock::default());
-        let app = AppState::build(cfg.clone(), Some(clock.clone())).await.expect("app builds");
-        let running = journey_api::server::start(app.clone(), "127.0.0.1:0").await.expect("server starts");
+        let app = AppState::build(cfg.clone(), Some(clock.clone()))
+            .await
+            .expect("app builds");
+        let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
+            .await
+            .expect("server starts");
         let base = format!("http://{}", running.addr);
         Harness {
             base,
@@ -190,7 +196,12 @@ impl Session {
     }
 
     /// A state-changing request with the CSRF header.
-    pub fn write(&self, h: &Harness, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn write(
+        &self,
+        h: &Harness,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.client
             .request(method, h.url(path))
             .header("x-csrf-token", &self.csrf)
@@ -210,7 +221,10 @@ impl Session {
 
 pub fn token_from_mail(mail: &str) -> String {
     // Quoted-printable may fold long lines; undo soft breaks first.
-    let unfolded = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let unfolded = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
     let start = unfolded.find("token=").expect("mail carries a link") + "token=".len();
     unfolded[start..]
         .chars()

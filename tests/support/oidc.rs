@@ -15,6 +15,9 @@ const KEY_PEM: &str = include_str!("../fixtures/oidc-test-key.pem");
 const KEY_N: &str = include_str!("../fixtures/oidc-test-key.n");
 pub const KID: &str = "test-key-1";
 
+/// What the issuer's handlers share: its URL and the outstanding grants by code.
+type IssuerState = web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>)>;
+
 #[derive(Clone)]
 struct Grant {
     challenge: String,
@@ -47,7 +50,10 @@ impl FakeIssuer {
             let (iss, grants) = state.clone();
             App::new()
                 .app_data(web::Data::new((iss, grants)))
-                .route("/.well-known/openid-configuration", web::get().to(discovery))
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(discovery),
+                )
                 .route("/jwks", web::get().to(jwks))
                 .route("/token", web::post().to(token))
         })
@@ -88,7 +94,7 @@ impl FakeIssuer {
     }
 }
 
-async fn discovery(s: web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>)>) -> HttpResponse {
+async fn discovery(s: IssuerState) -> HttpResponse {
     let iss = &s.0;
     HttpResponse::Ok().json(json!({
         "issuer": iss,
@@ -105,17 +111,16 @@ async fn jwks() -> HttpResponse {
     }))
 }
 
-async fn token(
-    s: web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>)>,
-    form: web::Form<HashMap<String, String>>,
-) -> HttpResponse {
+async fn token(s: IssuerState, form: web::Form<HashMap<String, String>>) -> HttpResponse {
     let code = form.get("code").cloned().unwrap_or_default();
     let Some(grant) = s.1.lock().unwrap().remove(&code) else {
         return HttpResponse::BadRequest().json(json!({"error": "invalid_grant"}));
     };
     let verifier = form.get("code_verifier").cloned().unwrap_or_default();
     if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.challenge {
-        return HttpResponse::BadRequest().json(json!({"error": "invalid_grant", "error_description": "PKCE verification failed"}));
+        return HttpResponse::BadRequest().json(
+            json!({"error": "invalid_grant", "error_description": "PKCE verification failed"}),
+        );
     }
     if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
         return HttpResponse::BadRequest().json(json!({"error": "unsupported_grant_type"}));

@@ -20,7 +20,10 @@ pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String>
     .iter()
     .map(|r| r.get::<String, _>(0))
     .collect();
-    assert!(tables.iter().any(|t| t == "events"), "scanner sees the events table");
+    assert!(
+        tables.iter().any(|t| t == "events"),
+        "scanner sees the events table"
+    );
     let mut hits = Vec::new();
     for t in &tables {
         let rows: Vec<String> = if pg {
@@ -32,13 +35,14 @@ pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String>
                 .map(|r| r.get::<String, _>(0))
                 .collect()
         } else {
-            let cols: Vec<String> = sqlx::query(&format!("SELECT name FROM pragma_table_info('{t}')"))
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect();
+            let cols: Vec<String> =
+                sqlx::query(&format!("SELECT name FROM pragma_table_info('{t}')"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>(0))
+                    .collect();
             let expr = cols
                 .iter()
                 .map(|c| format!("COALESCE(CASE WHEN typeof(\"{c}\") = 'blob' THEN hex(\"{c}\") ELSE CAST(\"{c}\" AS TEXT) END, '')"))
@@ -80,13 +84,14 @@ pub async fn rows_as_text(database_url: &str, table: &str) -> Vec<String> {
     let sql = if pg {
         format!("SELECT t::text FROM \"{table}\" t")
     } else {
-        let cols: Vec<String> = sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
+        let cols: Vec<String> =
+            sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
         let expr = cols
             .iter()
             .map(|c| format!("COALESCE(CAST(\"{c}\" AS TEXT), 'NULL')"))

@@ -20,7 +20,9 @@ impl SmtpSink {
         let store = messages.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let store = store.clone();
                 tokio::spawn(async move {
                     let (r, mut w) = sock.into_split();
@@ -35,7 +37,12 @@ impl SmtpSink {
                         let cmd = line.trim_end().to_ascii_uppercase();
                         let reply: &[u8] = if cmd.starts_with("EHLO") {
                             b"250-sink.test\r\n250 8BITMIME\r\n"
-                        } else if cmd.starts_with("HELO") || cmd.starts_with("MAIL") || cmd.starts_with("RCPT") || cmd.starts_with("RSET") || cmd.starts_with("NOOP") {
+                        } else if cmd.starts_with("HELO")
+                            || cmd.starts_with("MAIL")
+                            || cmd.starts_with("RCPT")
+                            || cmd.starts_with("RSET")
+                            || cmd.starts_with("NOOP")
+                        {
                             b"250 OK\r\n"
                         } else if cmd == "DATA" {
                             let _ = w.write_all(b"354 go ahead\r\n").await;
