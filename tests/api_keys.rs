@@ -39,8 +39,8 @@ async fn keys_authenticate_the_client_api_until_revoked() {
         );
     }
 
-    // Listing shows metadata, never the key. Last use is recorded off the request path
-    // (at most once a minute), so it shows up shortly after.
+    // Listing shows metadata, never the key. Last use is recorded during the request (at
+    // most once a minute) but reaches the read model a moment later, so poll briefly.
     let mut list = Value::Null;
     for _ in 0..100 {
         list = s.get(&h, "/v1/api-keys").await.json().await.unwrap();

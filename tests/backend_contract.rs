@@ -42,7 +42,7 @@ fn meta() -> CommandMeta {
 fn create(account: Uuid) -> ApiKeyCommand {
     ApiKeyCommand::Create {
         account_id: account,
-        name: "k".into(),
+        name: journey_domain::Sealed::from_parts("k".into(), "n".into(), "c".into()),
         key_hash: Uuid::new_v4().to_string(),
         prefix: "p".into(),
         last4: "abcd".into(),

@@ -57,7 +57,11 @@ async fn readiness_fails_when_projections_lag_beyond_the_bound() {
                     &id.to_string(),
                     journey_domain::api_key::ApiKeyCommand::Create {
                         account_id: id,
-                        name: "x".into(),
+                        name: journey_domain::Sealed::from_parts(
+                            "k".into(),
+                            "n".into(),
+                            "c".into(),
+                        ),
                         key_hash: id.to_string(),
                         prefix: "p".into(),
                         last4: "l".into(),
@@ -237,5 +241,25 @@ fn binary_serves_on_the_embedded_default_and_stops_on_sigterm() {
     assert!(
         err.contains("generated a new master key"),
         "the generated key is announced: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_requires_configured_secrets() {
+    // Several instances share a Postgres database, so they must share the master key and
+    // pepper; generating them per instance would make data unreadable across instances.
+    let cfg = journey_api::config::Config {
+        data_dir: support::temp_dir(),
+        database_url: Some("postgres://127.0.0.1:1/never_reached".into()),
+        ..Default::default()
+    };
+    let err = journey_api::state::AppState::build(cfg, None)
+        .await
+        .err()
+        .expect("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("JOURNEY_MASTER_KEY and JOURNEY_PEPPER must be configured"),
+        "{msg}"
     );
 }

@@ -273,3 +273,80 @@ async fn rebuild_from_zero_yields_the_same_rows_as_live_catch_up() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown projection"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_erasure_works_with_no_server_running() {
+    let h = Harness::start().await;
+    let s = h.sign_in("offline@example.com").await;
+    s.create_key(&h, "offline-key").await;
+    h.stop_server().await;
+    let subject = s.account_id.to_string();
+    let out = h.cli(&["erase", "--subject", &subject]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The CLI applied the erasure to the read models itself.
+    for t in READ_MODELS {
+        let rows = rows_as_text(&h.database_url, t).await;
+        assert!(!rows.iter().any(|r| r.contains(&subject)), "{t}");
+    }
+    let hits = find_plaintext(&h.database_url, &["offline@example.com", "offline-key"]).await;
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_that_never_completed_can_be_erased() {
+    let h = Harness::start().await;
+    // A link is requested (email sealed under a pre-allocated account id) but never used.
+    h.magic_link_token("never.used@example.com").await;
+    let subject: String = sqlx::query_scalar("SELECT account_id FROM identity_index")
+        .fetch_one(&h.app.db.any)
+        .await
+        .unwrap();
+    let out = h.cli(&[
+        "erase",
+        "--subject",
+        &subject,
+        "--reason",
+        "request by email",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["keys_destroyed"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["identity_claims_dropped"], 1);
+    // The link's stream still loads; its email reads as erased.
+    let link: String =
+        sqlx::query_scalar("SELECT aggregate_id FROM events WHERE aggregate_type = 'magic_link'")
+            .fetch_one(&h.app.db.any)
+            .await
+            .unwrap();
+    let (loaded, _) = h.app.stores.links.load(&link).await.unwrap();
+    let email = h
+        .app
+        .vault
+        .open(loaded.email.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(email, Opened::Erased);
+    // Nothing new can be sealed for the erased subject.
+    let sealed = h
+        .app
+        .vault
+        .seal(
+            &subject,
+            journey_domain::DataCategory::Usage,
+            chrono::Utc::now(),
+            &"x".to_string(),
+        )
+        .await;
+    assert!(matches!(
+        sealed,
+        Err(journey_commands::VaultError::SubjectErased)
+    ));
+}

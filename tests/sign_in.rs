@@ -20,20 +20,23 @@ async fn magic_link_signs_up_once_and_is_single_use() {
     assert_eq!(token.len(), 43, "32 random bytes, base64url");
 
     // The emailed link opens a page; fetching it (as a mail scanner would) burns nothing.
+    let browser = h.browser();
     for _ in 0..2 {
-        let page = h
-            .browser()
+        let page = browser
             .get(h.url(&format!("/v1/auth/magic-link/confirm?token={token}")))
             .send()
             .await
             .unwrap();
         assert_eq!(page.status(), 200);
+        let bound =
+            support::set_cookie_header(page.headers(), "journey_link").expect("link cookie");
+        assert!(bound.contains("HttpOnly"), "{bound}");
         let html = page.text().await.unwrap();
         assert!(html.contains("method=\"post\"") && html.contains(&token));
     }
 
-    // The page's form post consumes it: account created, session started.
-    let browser = h.browser();
+    // The page's form post, from the browser that opened it, consumes it: account created,
+    // session started.
     let r = browser
         .post(h.url("/v1/auth/magic-link/consume"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -95,6 +98,42 @@ async fn magic_link_signs_up_once_and_is_single_use() {
         .await
         .unwrap();
     assert_eq!(accounts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_site_cannot_sign_a_browser_into_its_account() {
+    // Login CSRF: an attacker requests a link for their own address and makes a victim's
+    // browser post it. The form post must come from the browser that opened the link.
+    let h = Harness::start().await;
+    let token = h.magic_link_token("attacker@example.com").await;
+    let victim = h.browser();
+    let r = victim
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(support::cookie_value(r.headers(), "journey_session").is_none());
+    // JSON smuggled as text/plain (what a cross-site form can send) is refused too.
+    let r = victim
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .header("content-type", "text/plain")
+        .body(format!("{{\"token\":\"{token}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Neither attempt burnt the link: its owner can still use it.
+    let r = h
+        .browser()
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,10 +33,12 @@ pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String>
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
         {
-            if let Some(first) = v.split(',').next() {
-                let first = first.trim();
-                if first.parse::<std::net::IpAddr>().is_ok() {
-                    return Some(first.to_string());
+            // The rightmost entry is the one our (trusted) proxy appended; entries to its
+            // left come from the client and may be forged.
+            if let Some(last) = v.rsplit(',').next() {
+                let last = last.trim();
+                if last.parse::<std::net::IpAddr>().is_ok() {
+                    return Some(last.to_string());
                 }
             }
         }

@@ -17,8 +17,10 @@ pub struct Config {
     /// `postgres://...` for production; default is SQLite under `data_dir`.
     pub database_url: Option<String>,
     /// 32-byte master key (hex or base64) wrapping all data keys. Secret.
+    #[serde(deserialize_with = "string_or_number")]
     pub master_key: Option<String>,
     /// Server pepper for HMACs of API keys and lookup hashes. Secret.
+    #[serde(deserialize_with = "string_or_number")]
     pub pepper: Option<String>,
     /// Public base URL used in emails and OAuth redirects; default `http://{bind}`.
     pub public_url: Option<String>,
@@ -31,7 +33,8 @@ pub struct Config {
     pub google_client_secret: String,
     /// Mark cookies `Secure` (turn off only for local plain-http development and tests).
     pub cookie_secure: bool,
-    /// Use the first `X-Forwarded-For` address as the client IP (behind a trusted proxy only).
+    /// Take the client IP from the last `X-Forwarded-For` entry, the one a single trusted
+    /// reverse proxy appends (enable only behind such a proxy).
     pub trust_forwarded_for: bool,
     pub magic_link_ttl_secs: i64,
     pub session_ttl_secs: i64,
@@ -117,6 +120,25 @@ impl Config {
         ));
         out
     }
+}
+
+/// Environment values that look numeric (an all-digit pepper) arrive as numbers; secrets
+/// are strings whatever they look like.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        I(i128),
+        U(u128),
+        F(f64),
+    }
+    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
+        V::S(s) => s,
+        V::I(i) => i.to_string(),
+        V::U(u) => u.to_string(),
+        V::F(f) => f.to_string(),
+    }))
 }
 
 fn mask_url_password(url: &str) -> String {

@@ -430,7 +430,24 @@ impl AppState {
         at: DateTime<Utc>,
     ) -> Result<Option<Uuid>, ApiError> {
         let (session, _) = self.stores.sessions.load(&token_hash(token)).await?;
-        Ok(session.active_account(at))
+        let Some(account_id) = session.active_account(at) else {
+            return Ok(None);
+        };
+        // An erased account's row is gone from rm_accounts: no session outlives erasure,
+        // even one that raced with it.
+        Ok(self
+            .account_is_open(account_id)
+            .await?
+            .then_some(account_id))
+    }
+
+    async fn account_is_open(&self, account_id: Uuid) -> Result<bool, ApiError> {
+        let n: i64 = sqlx::query("SELECT count(*) FROM rm_accounts WHERE account_id = $1")
+            .bind(account_id.to_string())
+            .fetch_one(&self.db.any)
+            .await?
+            .try_get(0)?;
+        Ok(n > 0)
     }
 
     pub async fn logout(&self, token: &str, account_id: Uuid, ctx: &Ctx) -> Result<(), ApiError> {
@@ -647,6 +664,19 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<CreatedApiKey, ApiError> {
         let name = name.trim();
+        let max = journey_domain::api_key::MAX_NAME_LEN;
+        if name.is_empty() || name.chars().count() > max {
+            return Err(ApiError::bad(format!("name must be 1 to {max} characters")));
+        }
+        let sealed_name = self
+            .vault
+            .seal(
+                &account_id.to_string(),
+                DataCategory::Account,
+                ctx.at,
+                &name.to_string(),
+            )
+            .await?;
         let key = new_api_key();
         let id = Uuid::new_v4();
         let meta = self
@@ -658,7 +688,7 @@ impl AppState {
                 &id.to_string(),
                 ApiKeyCommand::Create {
                     account_id,
-                    name: name.to_string(),
+                    name: sealed_name,
                     key_hash: hmac_hex(&self.pepper, "api-key", &key.raw),
                     prefix: key.prefix.clone(),
                     last4: key.last4.clone(),
@@ -686,22 +716,23 @@ impl AppState {
         .bind(account_id.to_string())
         .fetch_all(&self.db.any)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let prefix: String = r.try_get(2)?;
-                let last4: String = r.try_get(3)?;
-                Ok(ApiKeyView {
-                    id: Uuid::parse_str(&r.try_get::<String, _>(0)?).context("bad key id")?,
-                    name: r.try_get(1)?,
-                    display: format!("{prefix}…{last4}"),
-                    prefix,
-                    last4,
-                    created_at: from_ms(r.try_get(4)?),
-                    last_used_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
-                })
-            })
-            .collect::<Result<_, anyhow::Error>>()
-            .map_err(ApiError::Internal)
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let prefix: String = r.try_get(2)?;
+            let last4: String = r.try_get(3)?;
+            let sealed: journey_domain::Sealed<String> =
+                serde_json::from_str(&r.try_get::<String, _>(1)?).context("stored key name")?;
+            keys.push(ApiKeyView {
+                id: Uuid::parse_str(&r.try_get::<String, _>(0)?).context("bad key id")?,
+                name: self.vault.open(&sealed).await?.value().unwrap_or_default(),
+                display: format!("{prefix}…{last4}"),
+                prefix,
+                last4,
+                created_at: from_ms(r.try_get(4)?),
+                last_used_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+            });
+        }
+        Ok(keys)
     }
 
     /// Revokes one of the caller's keys. Another account's key id answers 404, like an
@@ -742,7 +773,9 @@ impl AppState {
         }
         let hash = hmac_hex(&self.pepper, "api-key", raw);
         let row = sqlx::query(
-            "SELECT key_id, account_id, last_used_at FROM rm_api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT k.key_id, k.account_id, k.last_used_at FROM rm_api_keys k
+             JOIN rm_accounts a ON a.account_id = k.account_id
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
         .bind(&hash)
         .fetch_optional(&self.db.any)
@@ -780,6 +813,20 @@ impl AppState {
 
     // ---- erasure -----------------------------------------------------------------------
 
+    /// Whether anything is held for a subject that has no account yet (a sign-in link
+    /// was requested but never used).
+    async fn subject_has_data(&self, subject: &str) -> Result<bool, ApiError> {
+        let n: i64 = sqlx::query(
+            "SELECT (SELECT count(*) FROM identity_index WHERE account_id = $1)
+                  + (SELECT count(*) FROM data_keys WHERE subject = $1)",
+        )
+        .bind(subject)
+        .fetch_one(&self.db.any)
+        .await?
+        .try_get(0)?;
+        Ok(n > 0)
+    }
+
     /// Erases an account now: ends its sessions, revokes its keys, destroys its data keys
     /// (every category but billing), drops its identity claims and records `AccountErased`,
     /// on which every projection forgets the subject.
@@ -792,9 +839,11 @@ impl AppState {
     ) -> Result<ErasureReport, ApiError> {
         let subject = account_id.to_string();
         let (account, _) = self.stores.accounts.load(&subject).await?;
-        if account.status == AccountStatus::New {
+        if account.status == AccountStatus::New && !self.subject_has_data(&subject).await? {
             return Err(ApiError::NotFound("no such account".into()));
         }
+        // The session and key lists below come from read models: bring them up to date.
+        self.runner.catch_up().await?;
         // No IP in erasure metadata: it would be sealed under a key we are about to destroy.
         let meta = CommandMeta {
             actor,

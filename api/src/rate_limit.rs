@@ -30,6 +30,13 @@ impl RateLimits {
         }
     }
 
+    /// Drops state for keys whose budget has fully refilled, so memory stays bounded by
+    /// the addresses seen within the last hour (called periodically by the server).
+    pub fn prune(&self) {
+        self.per_email.retain_recent();
+        self.per_ip.retain_recent();
+    }
+
     /// Ok, or how long to wait before another magic link may be requested.
     pub fn magic_link(&self, email_hash: &str, ip: Option<&str>) -> Result<(), Duration> {
         if let Some(ip) = ip {

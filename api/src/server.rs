@@ -50,7 +50,19 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
     let server = server.run();
     let handle = server.handle();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let runner = tokio::spawn(app.runner.clone().run(stop_rx));
+    let runner = tokio::spawn(app.runner.clone().run(stop_rx.clone()));
+    let pruner = {
+        let app = app.clone();
+        let mut stop = stop_rx;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => app.limits.prune(),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let db = app.db.clone();
     let done = tokio::spawn(async move {
         // actix handles SIGTERM/SIGINT: it stops accepting, drains in-flight requests,
@@ -58,6 +70,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         let result = server.await;
         let _ = stop_tx.send(true);
         let _ = runner.await;
+        let _ = pruner.await;
         db.close().await;
         result.map_err(Into::into)
     });

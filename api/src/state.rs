@@ -47,6 +47,13 @@ impl AppState {
             std::fs::create_dir_all(&cfg.data_dir)
                 .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
         }
+        if !url.starts_with("sqlite:") && (cfg.master_key.is_none() || cfg.pepper.is_none()) {
+            anyhow::bail!(
+                "JOURNEY_MASTER_KEY and JOURNEY_PEPPER must be configured for Postgres: several \
+                 instances share the database and must share these secrets (generation into the \
+                 data directory is only for the embedded SQLite default)"
+            );
+        }
         let db = Db::connect(&url).await?;
         db.migrate().await.context("migrations failed")?;
         let master =
@@ -56,7 +63,13 @@ impl AppState {
         let pepper = secret_or_generated(&cfg.pepper, &cfg.data_dir, "pepper.key", "pepper")?;
         let mailer = match &cfg.smtp_url {
             Some(url) => Mailer::smtp(url, &cfg.mail_from)?,
-            None => Mailer::outbox(cfg.data_dir.join("outbox"), &cfg.mail_from),
+            None => {
+                tracing::warn!(
+                    outbox = %cfg.data_dir.join("outbox").display(),
+                    "no JOURNEY_SMTP_URL: emails (with live sign-in links) are written to the outbox; development only"
+                );
+                Mailer::outbox(cfg.data_dir.join("outbox"), &cfg.mail_from)
+            }
         };
         let oidc = OidcClient::new(OidcConfig {
             issuer: cfg.google_issuer.clone(),

@@ -109,7 +109,8 @@ impl<E: std::error::Error> From<AggregateError<E>> for StoreError<E> {
 const CONFLICT_ATTEMPTS: u32 = 12;
 
 /// Jittered exponential backoff so that contending writers spread out instead of
-/// colliding again in lock step (1 ms, 2 ms, 4 ms ... capped at 50 ms, times 0.5–1.5).
+/// colliding again in lock step (2 ms after the first loss, then 4, 8 ... capped at 50 ms,
+/// each times a random 0.5–1.5).
 async fn backoff(attempt: u32) {
     use rand::Rng;
     let base = (1u64 << attempt.min(6)).min(50) as f64;

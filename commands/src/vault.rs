@@ -250,6 +250,16 @@ impl Vault {
             .bind(at.timestamp_millis())
             .execute(&self.db.any)
             .await?;
+            // An erasure may have committed between our check and our insert; it writes
+            // its tombstone before destroying keys, so seeing it now means our key must go.
+            if period != "lifetime" && self.is_erased_lifetime(subject, category).await? {
+                sqlx::query("UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = 'subject erased' WHERE key_id = $2")
+                    .bind(at.timestamp_millis())
+                    .bind(&key_id)
+                    .execute(&self.db.any)
+                    .await?;
+                return Err(VaultError::SubjectErased);
+            }
         }
         Err(VaultError::Encoding("could not allocate a data key".into()))
     }
@@ -297,20 +307,10 @@ impl Vault {
         at: DateTime<Utc>,
     ) -> Result<Destroyed, VaultError> {
         let mut report = Destroyed::default();
+        let mut tx = self.db.any.begin().await?;
         for c in categories {
-            let done = sqlx::query(
-                "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
-                 WHERE subject = $3 AND category = $4 AND wrapped IS NOT NULL",
-            )
-            .bind(at.timestamp_millis())
-            .bind(reason)
-            .bind(subject)
-            .bind(c.as_str())
-            .execute(&self.db.any)
-            .await?
-            .rows_affected();
-            // Also tombstone the lifetime slot so nothing new can be sealed for an erased
-            // subject in this category.
+            // Tombstone the lifetime slot first, so nothing new can be sealed for an erased
+            // subject in this category (sealers re-check it after creating a key).
             sqlx::query(
                 "INSERT INTO data_keys (key_id, subject, category, period, wrapped, created_at, destroyed_at, destroyed_reason)
                  VALUES ($1, $2, $3, 'lifetime', NULL, $4, $4, $5)
@@ -321,13 +321,25 @@ impl Vault {
             .bind(c.as_str())
             .bind(at.timestamp_millis())
             .bind(reason)
-            .execute(&self.db.any)
+            .execute(&mut *tx)
             .await?;
+            let done = sqlx::query(
+                "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
+                 WHERE subject = $3 AND category = $4 AND wrapped IS NOT NULL",
+            )
+            .bind(at.timestamp_millis())
+            .bind(reason)
+            .bind(subject)
+            .bind(c.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if done > 0 {
                 report.keys += done;
                 report.categories.push(c.as_str().to_string());
             }
         }
+        tx.commit().await?;
         Ok(report)
     }
 

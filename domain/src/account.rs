@@ -168,10 +168,10 @@ impl Aggregate for Account {
                     .await;
             }
             AccountCommand::Erase { reason, at } => match self.status {
-                AccountStatus::New => return Err(AccountError::NotRegistered),
                 // Erasing twice is a no-op, so retried erasure requests are safe.
                 AccountStatus::Erased => {}
-                AccountStatus::Active => {
+                // New: a sign-in that never completed still sealed an email under this id.
+                AccountStatus::New | AccountStatus::Active => {
                     sink.write(AccountEvent::AccountErased { reason, at }, self)
                         .await;
                 }

@@ -14,7 +14,6 @@ use uuid::Uuid;
 pub enum SessionEndReason {
     Logout,
     AccountErased,
-    Revoked,
 }
 
 #[derive(Debug, Clone, PartialEq)]

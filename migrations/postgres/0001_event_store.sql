@@ -2,6 +2,8 @@
 -- `position` comes from a sequence, so a lower position can become visible after a higher
 -- one; `txid` records the writing transaction so the projection runner can read only below
 -- the oldest in-flight transaction (pg_snapshot_xmin) and never skip a late commit.
+-- `committed_at` is the wall-clock time the row was written (ms since epoch), inside the
+-- writing transaction; commit follows within that transaction's lifetime.
 CREATE TABLE events
 (
     aggregate_type text                         NOT NULL,

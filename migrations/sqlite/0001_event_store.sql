@@ -2,6 +2,8 @@
 -- `position` is a global, gap-free commit-order counter assigned by trigger: SQLite has a
 -- single writer, so assignment order is commit order. `txid` is always 0 on SQLite; the
 -- projection runner orders by (txid, position) on both backends.
+-- `committed_at` is the wall-clock time the row was written (ms since epoch), inside the
+-- writing transaction; commit follows within that transaction's lifetime.
 CREATE TABLE events
 (
     aggregate_type text                          NOT NULL,

@@ -31,6 +31,27 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Decodes the payload; `None` for an event type this version does not know (written by
+    /// a newer instance), so a projection skips it instead of stalling the runner.
+    pub fn decode_known<E: DeserializeOwned>(&self) -> Result<Option<E>> {
+        match serde_json::from_value::<E>(self.payload.clone()) {
+            Ok(e) => Ok(Some(e)),
+            Err(err) if err.to_string().starts_with("unknown variant") => {
+                tracing::warn!(
+                    aggregate = %self.aggregate_type,
+                    event_type = %self.event_type,
+                    position = self.cursor.position,
+                    "skipping event type unknown to this version"
+                );
+                Ok(None)
+            }
+            Err(err) => Err(anyhow::Error::new(err).context(format!(
+                "cannot decode {} event {} at position {}",
+                self.aggregate_type, self.event_type, self.cursor.position
+            ))),
+        }
+    }
+
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E> {
         serde_json::from_value(self.payload.clone()).with_context(|| {
             format!(
@@ -159,4 +180,36 @@ pub async fn total_events(db: &Db) -> Result<i64> {
         .fetch_one(&db.any)
         .await?
         .try_get(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use journey_domain::session::SessionEvent;
+
+    fn event(payload: Value) -> StoredEvent {
+        StoredEvent {
+            cursor: Cursor::default(),
+            aggregate_type: "session".into(),
+            aggregate_id: "s".into(),
+            sequence: 1,
+            event_type: "x".into(),
+            event_version: "1".into(),
+            payload,
+            metadata: Value::Null,
+            committed_at: 0,
+        }
+    }
+
+    #[test]
+    fn unknown_event_types_are_skipped_but_malformed_known_ones_fail() {
+        let future = event(serde_json::json!({"SessionRenamed": {"to": "x"}}));
+        assert!(future.decode_known::<SessionEvent>().unwrap().is_none());
+        let broken = event(serde_json::json!({"SessionEnded": {"reason": 5}}));
+        assert!(broken.decode_known::<SessionEvent>().is_err());
+        let ok = event(serde_json::json!(
+            {"SessionEnded": {"reason": "logout", "at": "2026-11-24T00:00:00Z"}}
+        ));
+        assert!(ok.decode_known::<SessionEvent>().unwrap().is_some());
+    }
 }

@@ -43,7 +43,10 @@ impl Projection for Accounts {
             return Ok(());
         }
         let id = e.aggregate_id.as_str();
-        match e.decode::<AccountEvent>()? {
+        let Some(event) = e.decode_known::<AccountEvent>()? else {
+            return Ok(());
+        };
+        match event {
             AccountEvent::AccountRegistered { at, .. } => {
                 sqlx::query(
                     "INSERT INTO rm_accounts (account_id, created_at, status, has_google, updated_at)
@@ -103,7 +106,10 @@ impl Projection for Sessions {
         if e.aggregate_type != Session::TYPE {
             return Ok(());
         }
-        match e.decode::<SessionEvent>()? {
+        let Some(event) = e.decode_known::<SessionEvent>()? else {
+            return Ok(());
+        };
+        match event {
             SessionEvent::SessionStarted {
                 account_id,
                 method,
@@ -156,7 +162,10 @@ impl Projection for ApiKeys {
         if e.aggregate_type != ApiKey::TYPE {
             return Ok(());
         }
-        match e.decode::<ApiKeyEvent>()? {
+        let Some(event) = e.decode_known::<ApiKeyEvent>()? else {
+            return Ok(());
+        };
+        match event {
             ApiKeyEvent::ApiKeyCreated {
                 account_id,
                 name,
@@ -171,7 +180,8 @@ impl Projection for ApiKeys {
                 )
                 .bind(&e.aggregate_id)
                 .bind(account_id.to_string())
-                .bind(name)
+                // The sealed envelope as JSON: opened only when the holder lists their keys.
+                .bind(serde_json::to_string(&name)?)
                 .bind(key_hash)
                 .bind(prefix)
                 .bind(last4)

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use journey_commands::db::Db;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -37,6 +38,8 @@ pub struct Runner {
     wake: Notify,
     progress: watch::Sender<u64>,
     batch_size: i64,
+    /// Whether `run` is active in this process; if not, waiters apply events themselves.
+    background: AtomicBool,
 }
 
 impl Runner {
@@ -56,6 +59,7 @@ impl Runner {
             wake: Notify::new(),
             progress: watch::channel(0).0,
             batch_size,
+            background: AtomicBool::new(false),
         })
     }
 
@@ -151,6 +155,7 @@ impl Runner {
     /// Background loop: catch up on every nudge, and poll as a safety net (other
     /// instances and the CLI append events this process is not told about).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        self.background.store(true, Ordering::SeqCst);
         loop {
             if let Err(e) = self.catch_up().await {
                 tracing::error!(error = %format!("{e:#}"), "projection runner failed; retrying");
@@ -159,7 +164,10 @@ impl Runner {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.background.store(false, Ordering::SeqCst);
+                    return;
+                }
             }
         }
     }
@@ -241,7 +249,12 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut progress = self.progress.subscribe();
         loop {
-            self.nudge();
+            if self.background.load(Ordering::SeqCst) {
+                self.nudge();
+            } else {
+                // No background loop (a CLI command): apply the events ourselves.
+                self.catch_up().await?;
+            }
             let mut all = true;
             for p in &self.projections {
                 if self.checkpoint(p.name()).await? < target {

@@ -178,7 +178,8 @@ impl Harness {
             .expect("journey binary runs")
     }
 
-    pub async fn stop(self) {
+    /// Stops the HTTP server and its projection runner; the database stays for CLI use.
+    pub async fn stop_server(&self) {
         self.server.stop(true).await;
     }
 }

@@ -19,6 +19,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 const OIDC_COOKIE: &str = "journey_oidc";
+/// Binds a magic link to the browser that opened its confirmation page. SameSite=Lax keeps
+/// it off cross-site POSTs, so another site cannot sign a visitor into its own account.
+const LINK_COOKIE: &str = "journey_link";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/auth/magic-link", web::post().to(request_magic_link))
@@ -88,6 +91,31 @@ fn escape(s: &str) -> String {
         (status = 200, description = "HTML page with a button that signs in", content_type = "text/html"),
         (status = 400, description = "HTML page: link unknown, used or expired", content_type = "text/html")))]
 pub async fn confirm_page(app: web::Data<AppState>, q: web::Query<TokenQuery>) -> HttpResponse {
+    let mut page = confirm_page_body(&app, &q).await;
+    if page.status().is_success() {
+        let token = q.token.as_deref().unwrap_or_default();
+        let _ = page.add_cookie(&link_cookie(&app, token));
+    }
+    page
+}
+
+fn link_binding(app: &AppState, token: &str) -> String {
+    hmac_hex(&app.pepper, "magic-link-browser", token)
+}
+
+fn link_cookie(app: &AppState, token: &str) -> actix_web::cookie::Cookie<'static> {
+    let mut c = cookie(
+        LINK_COOKIE,
+        link_binding(app, token),
+        app.cfg.magic_link_ttl_secs,
+        true,
+        app.cfg.cookie_secure,
+    );
+    c.set_path("/v1/auth/magic-link");
+    c
+}
+
+async fn confirm_page_body(app: &AppState, q: &TokenQuery) -> HttpResponse {
     use actix_web::http::StatusCode;
     let Some(token) = q
         .token
@@ -173,8 +201,8 @@ fn signed_in_response(app: &AppState, s: SignedIn, as_html: bool) -> HttpRespons
 #[utoipa::path(post, path = "/v1/auth/magic-link/consume", tag = "auth", request_body = ConsumeRequest,
     responses(
         (status = 200, description = "Signed in; session and CSRF cookies set (or email change confirmed)", body = SignInResponse),
-        (status = 400, description = "Link unknown, used or expired", body = ErrorBody),
-        (status = 403, description = "Account erased", body = ErrorBody),
+        (status = 400, description = "Link unknown, used or expired, or unsupported content type", body = ErrorBody),
+        (status = 403, description = "Account erased, or a form post from a browser that did not open the link", body = ErrorBody),
         (status = 409, description = "New email belongs to another account", body = ErrorBody)))]
 pub async fn consume(
     app: web::Data<AppState>,
@@ -182,19 +210,33 @@ pub async fn consume(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let is_form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        .unwrap_or_default();
+    let is_form = content_type.starts_with("application/x-www-form-urlencoded");
     let parsed: ConsumeRequest = if is_form {
         serde_urlencoded_token(&body)?
-    } else {
+    } else if content_type.starts_with("application/json") {
+        // JSON cannot be sent cross-site without a CORS preflight, which we never grant.
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?
+    } else {
+        return Err(ApiError::bad(
+            "send the token as application/json or as the confirmation page's form",
+        ));
     };
     if parsed.token.is_empty() || parsed.token.len() > 128 {
         return Err(ApiError::bad("this sign-in link is not valid"));
+    }
+    if is_form {
+        let bound = req.cookie(LINK_COOKIE).map(|c| c.value().to_string());
+        if !bound.is_some_and(|b| ct_eq(&b, &link_binding(&app, &parsed.token))) {
+            return Err(ApiError::Forbidden(
+                "open the link from your email in this browser, then press the button".into(),
+            ));
+        }
     }
     match app.consume_magic_link(&parsed.token, &ctx).await? {
         Some(signed_in) => Ok(signed_in_response(&app, signed_in, is_form)),
