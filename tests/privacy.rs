@@ -201,6 +201,31 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
             "{t} after rebuild"
         );
     }
+    // A session that raced the erasure (started after it) does not authenticate
+    // (it may leave an id-only rm_sessions row; the account aggregate refuses it).
+    let token = "raced-session-token";
+    let start = journey_domain::session::SessionCommand::Start {
+        account_id: s.account_id,
+        method: journey_domain::account::SignInMethod::MagicLink,
+        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        at: chrono::Utc::now(),
+    };
+    let meta = journey_domain::meta::CommandMeta::system(chrono::Utc::now());
+    let session_id = journey_commands::secrets::token_hash(token);
+    h.app
+        .stores
+        .sessions
+        .execute(&session_id, start, &meta)
+        .await
+        .unwrap();
+    let r = h
+        .browser()
+        .get(h.url("/v1/me"))
+        .header("cookie", format!("journey_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // The bystander is untouched.
     assert_eq!(other.get(&h, "/v1/me").await.status(), 200);
     let r = reqwest::Client::new()
@@ -345,6 +370,41 @@ async fn a_sign_in_that_never_completed_can_be_erased() {
             &"x".to_string(),
         )
         .await;
+    assert!(matches!(
+        sealed,
+        Err(journey_commands::VaultError::SubjectErased)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_key_that_raced_an_erasure_is_not_used() {
+    let h = Harness::start().await;
+    let s = h.sign_in("racer@example.com").await;
+    let subject = s.account_id.to_string();
+    let out = h.cli(&["erase", "--subject", &subject]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Simulate a sealer whose new weekly key landed after the erasure destroyed keys.
+    // (Next week: this week's usage key exists already, destroyed by the erasure.)
+    let usage = journey_domain::DataCategory::Usage;
+    let next_week = chrono::Utc::now() + chrono::Duration::days(7);
+    let period = journey_domain::retention::period_label(usage, next_week);
+    sqlx::query(
+        "INSERT INTO data_keys (key_id, subject, category, period, wrapped, created_at)
+         VALUES ($1, $2, 'usage', $3, $4, 0)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&subject)
+    .bind(&period)
+    .bind(vec![0u8; 60])
+    .execute(&h.app.db.any)
+    .await
+    .unwrap();
+    let ip = "203.0.113.9".to_string();
+    let sealed = h.app.vault.seal(&subject, usage, next_week, &ip).await;
     assert!(matches!(
         sealed,
         Err(journey_commands::VaultError::SubjectErased)

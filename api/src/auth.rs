@@ -28,11 +28,9 @@ fn app(req: &HttpRequest) -> App {
 
 pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
     if trust_forwarded_for {
-        if let Some(v) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        // A proxy may append to the header or add its own line: the last line is ours.
+        let last_line = req.headers().get_all("x-forwarded-for").last();
+        if let Some(v) = last_line.and_then(|v| v.to_str().ok()) {
             // The rightmost entry is the one our (trusted) proxy appended; entries to its
             // left come from the client and may be forged.
             if let Some(last) = v.rsplit(',').next() {

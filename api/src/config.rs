@@ -17,10 +17,8 @@ pub struct Config {
     /// `postgres://...` for production; default is SQLite under `data_dir`.
     pub database_url: Option<String>,
     /// 32-byte master key (hex or base64) wrapping all data keys. Secret.
-    #[serde(deserialize_with = "string_or_number")]
     pub master_key: Option<String>,
     /// Server pepper for HMACs of API keys and lookup hashes. Secret.
-    #[serde(deserialize_with = "string_or_number")]
     pub pepper: Option<String>,
     /// Public base URL used in emails and OAuth redirects; default `http://{bind}`.
     pub public_url: Option<String>,
@@ -72,14 +70,41 @@ impl Default for Config {
     }
 }
 
+/// Variables figment must not parse: not settings, or secrets read verbatim in `load`.
+const IGNORED_ENV: [&str; 6] = [
+    "config",
+    "test_database_url",
+    "master_key",
+    "pepper",
+    "google_client_secret",
+    "google_client_id",
+];
+
 impl Config {
     pub fn load() -> Result<Config> {
         let file = std::env::var("JOURNEY_CONFIG").unwrap_or_else(|_| "journey.toml".into());
-        Figment::from(Serialized::defaults(Config::default()))
+        let mut cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(&file))
-            .merge(Env::prefixed("JOURNEY_").ignore(&["config", "test_database_url"]))
+            .merge(Env::prefixed("JOURNEY_").ignore(&IGNORED_ENV))
             .extract()
-            .context("invalid configuration")
+            .context("invalid configuration")?;
+        // Secrets are taken verbatim: figment would read an all-digit value as a number
+        // (and drop leading zeros), silently changing the secret.
+        for (var, field) in [
+            ("JOURNEY_MASTER_KEY", &mut cfg.master_key),
+            ("JOURNEY_PEPPER", &mut cfg.pepper),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                *field = Some(v);
+            }
+        }
+        if let Ok(v) = std::env::var("JOURNEY_GOOGLE_CLIENT_SECRET") {
+            cfg.google_client_secret = v;
+        }
+        if let Ok(v) = std::env::var("JOURNEY_GOOGLE_CLIENT_ID") {
+            cfg.google_client_id = v;
+        }
+        Ok(cfg)
     }
 
     pub fn database_url(&self) -> String {
@@ -120,25 +145,6 @@ impl Config {
         ));
         out
     }
-}
-
-/// Environment values that look numeric (an all-digit pepper) arrive as numbers; secrets
-/// are strings whatever they look like.
-fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum V {
-        S(String),
-        I(i128),
-        U(u128),
-        F(f64),
-    }
-    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
-        V::S(s) => s,
-        V::I(i) => i.to_string(),
-        V::U(u) => u.to_string(),
-        V::F(f) => f.to_string(),
-    }))
 }
 
 fn mask_url_password(url: &str) -> String {

@@ -433,21 +433,10 @@ impl AppState {
         let Some(account_id) = session.active_account(at) else {
             return Ok(None);
         };
-        // An erased account's row is gone from rm_accounts: no session outlives erasure,
-        // even one that raced with it.
-        Ok(self
-            .account_is_open(account_id)
-            .await?
-            .then_some(account_id))
-    }
-
-    async fn account_is_open(&self, account_id: Uuid) -> Result<bool, ApiError> {
-        let n: i64 = sqlx::query("SELECT count(*) FROM rm_accounts WHERE account_id = $1")
-            .bind(account_id.to_string())
-            .fetch_one(&self.db.any)
-            .await?
-            .try_get(0)?;
-        Ok(n > 0)
+        // The account itself decides (not a read model that may lag): no session outlives
+        // an erasure, even one that raced with it.
+        let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        Ok((account.status == AccountStatus::Active).then_some(account_id))
     }
 
     pub async fn logout(&self, token: &str, account_id: Uuid, ctx: &Ctx) -> Result<(), ApiError> {
@@ -813,6 +802,18 @@ impl AppState {
 
     // ---- erasure -----------------------------------------------------------------------
 
+    /// The first column of a read-model query keyed by account id.
+    async fn ids_of(&self, account_id: &str, sql: &str) -> Result<Vec<String>, ApiError> {
+        let rows = sqlx::query(sql)
+            .bind(account_id)
+            .fetch_all(&self.db.any)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Whether anything is held for a subject that has no account yet (a sign-in link
     /// was requested but never used).
     async fn subject_has_data(&self, subject: &str) -> Result<bool, ApiError> {
@@ -851,15 +852,12 @@ impl AppState {
             client_ip: None,
             at: ctx.at,
         };
-        let sessions: Vec<String> = sqlx::query(
-            "SELECT session_id FROM rm_sessions WHERE account_id = $1 AND ended_at IS NULL",
-        )
-        .bind(&subject)
-        .fetch_all(&self.db.any)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+        let sessions = self
+            .ids_of(
+                &subject,
+                "SELECT session_id FROM rm_sessions WHERE account_id = $1 AND ended_at IS NULL",
+            )
+            .await?;
         for s in &sessions {
             self.stores
                 .sessions
@@ -873,15 +871,12 @@ impl AppState {
                 )
                 .await?;
         }
-        let keys: Vec<String> = sqlx::query(
-            "SELECT key_id FROM rm_api_keys WHERE account_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(&subject)
-        .fetch_all(&self.db.any)
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+        let keys = self
+            .ids_of(
+                &subject,
+                "SELECT key_id FROM rm_api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+            )
+            .await?;
         for k in &keys {
             self.stores
                 .keys

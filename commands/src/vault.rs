@@ -229,6 +229,10 @@ impl Vault {
                 let key_id: String = row.try_get(0)?;
                 let wrapped: Option<Vec<u8>> = row.try_get(1)?;
                 let wrapped = wrapped.ok_or(VaultError::SubjectErased)?;
+                // A periodic key that raced an erasure must not be reused.
+                if period != "lifetime" && self.is_erased_lifetime(subject, category).await? {
+                    return Err(VaultError::SubjectErased);
+                }
                 let key = self.unwrap_key(&key_id, &wrapped)?;
                 return Ok((key_id, key));
             }
@@ -306,11 +310,10 @@ impl Vault {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Destroyed, VaultError> {
-        let mut report = Destroyed::default();
-        let mut tx = self.db.any.begin().await?;
+        // Tombstones first, each committed on its own: a sealer that creates a periodic key
+        // after this point sees them (it re-checks after inserting) and destroys its key; a
+        // key created before it is caught by the destroying UPDATE below.
         for c in categories {
-            // Tombstone the lifetime slot first, so nothing new can be sealed for an erased
-            // subject in this category (sealers re-check it after creating a key).
             sqlx::query(
                 "INSERT INTO data_keys (key_id, subject, category, period, wrapped, created_at, destroyed_at, destroyed_reason)
                  VALUES ($1, $2, $3, 'lifetime', NULL, $4, $4, $5)
@@ -321,8 +324,11 @@ impl Vault {
             .bind(c.as_str())
             .bind(at.timestamp_millis())
             .bind(reason)
-            .execute(&mut *tx)
+            .execute(&self.db.any)
             .await?;
+        }
+        let mut report = Destroyed::default();
+        for c in categories {
             let done = sqlx::query(
                 "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
                  WHERE subject = $3 AND category = $4 AND wrapped IS NOT NULL",
@@ -331,7 +337,7 @@ impl Vault {
             .bind(reason)
             .bind(subject)
             .bind(c.as_str())
-            .execute(&mut *tx)
+            .execute(&self.db.any)
             .await?
             .rows_affected();
             if done > 0 {
@@ -339,7 +345,6 @@ impl Vault {
                 report.categories.push(c.as_str().to_string());
             }
         }
-        tx.commit().await?;
         Ok(report)
     }
 

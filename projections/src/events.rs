@@ -36,7 +36,7 @@ impl StoredEvent {
     pub fn decode_known<E: DeserializeOwned>(&self) -> Result<Option<E>> {
         match serde_json::from_value::<E>(self.payload.clone()) {
             Ok(e) => Ok(Some(e)),
-            Err(err) if err.to_string().starts_with("unknown variant") => {
+            Err(err) if self.unknown_top_level_variant(&err) => {
                 tracing::warn!(
                     aggregate = %self.aggregate_type,
                     event_type = %self.event_type,
@@ -50,6 +50,16 @@ impl StoredEvent {
                 self.aggregate_type, self.event_type, self.cursor.position
             ))),
         }
+    }
+
+    /// True when the error is about the event's own variant (the payload's single key), not
+    /// about an unknown value nested inside a known event, which must fail loudly.
+    fn unknown_top_level_variant(&self, err: &serde_json::Error) -> bool {
+        let Some(name) = self.payload.as_object().and_then(|m| m.keys().next()) else {
+            return false;
+        };
+        err.to_string()
+            .starts_with(&format!("unknown variant `{name}`"))
     }
 
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E> {
@@ -207,6 +217,11 @@ mod tests {
         assert!(future.decode_known::<SessionEvent>().unwrap().is_none());
         let broken = event(serde_json::json!({"SessionEnded": {"reason": 5}}));
         assert!(broken.decode_known::<SessionEvent>().is_err());
+        // An unknown value inside a known event is corruption, not a newer event type.
+        let nested = event(serde_json::json!(
+            {"SessionEnded": {"reason": "teleported", "at": "2026-11-24T00:00:00Z"}}
+        ));
+        assert!(nested.decode_known::<SessionEvent>().is_err());
         let ok = event(serde_json::json!(
             {"SessionEnded": {"reason": "logout", "at": "2026-11-24T00:00:00Z"}}
         ));

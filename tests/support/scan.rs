@@ -4,11 +4,48 @@
 
 use sqlx::{AnyPool, Row};
 
-/// Returns `table: value` for every needle found; empty means the database is clean.
-pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String> {
+async fn connect(database_url: &str) -> (AnyPool, bool) {
     sqlx::any::install_default_drivers();
     let pool = AnyPool::connect(database_url).await.expect("scan connects");
-    let pg = database_url.starts_with("postgres");
+    (pool, database_url.starts_with("postgres"))
+}
+
+/// Every row of `table` as one line of text (blobs hex-encoded, NULL as `NULL`), sorted.
+async fn table_rows(pool: &AnyPool, pg: bool, table: &str) -> Vec<String> {
+    let sql = if pg {
+        format!("SELECT t::text FROM \"{table}\" t")
+    } else {
+        let cols: Vec<String> =
+            sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+        let expr = cols
+            .iter()
+            .map(|c| {
+                format!("COALESCE(CASE WHEN typeof(\"{c}\") = 'blob' THEN hex(\"{c}\") ELSE CAST(\"{c}\" AS TEXT) END, 'NULL')")
+            })
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        format!("SELECT {expr} FROM \"{table}\"")
+    };
+    let mut rows: Vec<String> = sqlx::query(&sql)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Returns `table: value` for every needle found; empty means the database is clean.
+pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String> {
+    let (pool, pg) = connect(database_url).await;
     let tables: Vec<String> = if pg {
         sqlx::query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
     } else {
@@ -26,41 +63,10 @@ pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String>
     );
     let mut hits = Vec::new();
     for t in &tables {
-        let rows: Vec<String> = if pg {
-            sqlx::query(&format!("SELECT t::text FROM \"{t}\" t"))
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect()
-        } else {
-            let cols: Vec<String> =
-                sqlx::query(&format!("SELECT name FROM pragma_table_info('{t}')"))
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.get::<String, _>(0))
-                    .collect();
-            let expr = cols
-                .iter()
-                .map(|c| format!("COALESCE(CASE WHEN typeof(\"{c}\") = 'blob' THEN hex(\"{c}\") ELSE CAST(\"{c}\" AS TEXT) END, '')"))
-                .collect::<Vec<_>>()
-                .join(" || '|' || ");
-            sqlx::query(&format!("SELECT {expr} FROM \"{t}\""))
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect()
-        };
-        for row in rows {
+        for row in table_rows(&pool, pg, t).await {
             let lower = row.to_lowercase();
             for n in needles {
-                let hexed = hex_of(n);
-                if lower.contains(&n.to_lowercase()) || lower.contains(&hexed) {
+                if lower.contains(&n.to_lowercase()) || lower.contains(&hex_of(n)) {
                     hits.push(format!("{t}: {n}"));
                 }
             }
@@ -72,41 +78,14 @@ pub async fn find_plaintext(database_url: &str, needles: &[&str]) -> Vec<String>
     hits
 }
 
-fn hex_of(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Every row of `table` rendered as text, sorted (to compare read models).
 pub async fn rows_as_text(database_url: &str, table: &str) -> Vec<String> {
-    sqlx::any::install_default_drivers();
-    let pool = AnyPool::connect(database_url).await.expect("connects");
-    let pg = database_url.starts_with("postgres");
-    let sql = if pg {
-        format!("SELECT t::text FROM \"{table}\" t")
-    } else {
-        let cols: Vec<String> =
-            sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect();
-        let expr = cols
-            .iter()
-            .map(|c| format!("COALESCE(CAST(\"{c}\" AS TEXT), 'NULL')"))
-            .collect::<Vec<_>>()
-            .join(" || '|' || ");
-        format!("SELECT {expr} FROM \"{table}\"")
-    };
-    let mut rows: Vec<String> = sqlx::query(&sql)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+    let (pool, pg) = connect(database_url).await;
+    let rows = table_rows(&pool, pg, table).await;
     pool.close().await;
-    rows.sort();
     rows
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
 }

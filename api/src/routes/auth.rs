@@ -6,6 +6,7 @@ use crate::auth::{SessionAuth, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, ErrorBody};
 use crate::identity::{Ctx, SignedIn};
 use crate::state::AppState;
+use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use aes_gcm::aead::{Aead, KeyInit};
@@ -19,9 +20,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 const OIDC_COOKIE: &str = "journey_oidc";
-/// Binds a magic link to the browser that opened its confirmation page. SameSite=Lax keeps
-/// it off cross-site POSTs, so another site cannot sign a visitor into its own account.
-const LINK_COOKIE: &str = "journey_link";
+/// Binds a magic link to the browser that opened its confirmation page: one cookie per link
+/// (`journey_link_<id>`), so several open links do not displace each other. SameSite=Lax
+/// keeps it off cross-site POSTs, so another site cannot sign a visitor into its account.
+const LINK_COOKIE_PREFIX: &str = "journey_link_";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/auth/magic-link", web::post().to(request_magic_link))
@@ -94,7 +96,7 @@ pub async fn confirm_page(app: web::Data<AppState>, q: web::Query<TokenQuery>) -
     let mut page = confirm_page_body(&app, &q).await;
     if page.status().is_success() {
         let token = q.token.as_deref().unwrap_or_default();
-        let _ = page.add_cookie(&link_cookie(&app, token));
+        let _ = page.add_cookie(&link_cookie(&app, token, app.cfg.magic_link_ttl_secs));
     }
     page
 }
@@ -103,16 +105,17 @@ fn link_binding(app: &AppState, token: &str) -> String {
     hmac_hex(&app.pepper, "magic-link-browser", token)
 }
 
-fn link_cookie(app: &AppState, token: &str) -> actix_web::cookie::Cookie<'static> {
-    let mut c = cookie(
-        LINK_COOKIE,
-        link_binding(app, token),
-        app.cfg.magic_link_ttl_secs,
-        true,
-        app.cfg.cookie_secure,
-    );
-    c.set_path("/v1/auth/magic-link");
-    c
+/// The binding cookie for one link: its name derives from the binding, its value is the
+/// binding (an HMAC of the token under the pepper; the token itself is never in a cookie).
+fn link_cookie(app: &AppState, token: &str, max_age_secs: i64) -> Cookie<'static> {
+    let binding = link_binding(app, token);
+    Cookie::build(format!("{LINK_COOKIE_PREFIX}{}", &binding[..16]), binding)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(app.cfg.cookie_secure)
+        .path("/v1/auth/magic-link")
+        .max_age(actix_web::cookie::time::Duration::seconds(max_age_secs))
+        .finish()
 }
 
 async fn confirm_page_body(app: &AppState, q: &TokenQuery) -> HttpResponse {
@@ -231,24 +234,30 @@ pub async fn consume(
         return Err(ApiError::bad("this sign-in link is not valid"));
     }
     if is_form {
-        let bound = req.cookie(LINK_COOKIE).map(|c| c.value().to_string());
-        if !bound.is_some_and(|b| ct_eq(&b, &link_binding(&app, &parsed.token))) {
+        let expected = link_cookie(&app, &parsed.token, 0);
+        let bound = req.cookie(expected.name()).map(|c| c.value().to_string());
+        if !bound.is_some_and(|b| ct_eq(&b, expected.value())) {
             return Err(ApiError::Forbidden(
                 "open the link from your email in this browser, then press the button".into(),
             ));
         }
     }
-    match app.consume_magic_link(&parsed.token, &ctx).await? {
-        Some(signed_in) => Ok(signed_in_response(&app, signed_in, is_form)),
-        None if is_form => Ok(html(
+    let mut resp = match app.consume_magic_link(&parsed.token, &ctx).await? {
+        Some(signed_in) => signed_in_response(&app, signed_in, is_form),
+        None if is_form => html(
             actix_web::http::StatusCode::OK,
             "Email address confirmed",
             "<p>Your new address is now active.</p>",
-        )),
-        None => Ok(HttpResponse::Ok().json(EmailChangedResponse {
+        ),
+        None => HttpResponse::Ok().json(EmailChangedResponse {
             email_changed: true,
-        })),
+        }),
+    };
+    if is_form {
+        // The link is spent: drop its binding cookie.
+        let _ = resp.add_cookie(&link_cookie(&app, &parsed.token, 0));
     }
+    Ok(resp)
 }
 
 fn serde_urlencoded_token(body: &[u8]) -> Result<ConsumeRequest, ApiError> {
