@@ -263,3 +263,20 @@ async fn postgres_requires_configured_secrets() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_pepper_is_refused() {
+    let dir = support::temp_dir();
+    let cfg = journey_api::config::Config {
+        database_url: Some(support::fresh_database(&dir).await),
+        data_dir: dir,
+        master_key: Some(support::MASTER_KEY.into()),
+        pepper: Some(String::new()),
+        ..Default::default()
+    };
+    let err = journey_api::state::AppState::build(cfg, None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("JOURNEY_PEPPER must be at least 16 characters"));
+}

@@ -597,3 +597,33 @@ async fn google_tokens_are_verified() {
         .unwrap();
     assert_eq!(accounts, 0, "no rejected sign-in created an account");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_last_forwarded_address_is_the_client() {
+    let h = Harness::start_with(|c| {
+        c.trust_forwarded_for = true;
+        c.magic_link_per_ip_per_hour = 1;
+    })
+    .await;
+    let c = h.browser();
+    let send = |xff: &'static str, email: &'static str| {
+        c.post(h.url("/v1/auth/magic-link"))
+            .header("x-forwarded-for", xff)
+            .json(&json!({ "email": email }))
+            .send()
+    };
+    // Different real clients (last entry, appended by our proxy) have separate budgets...
+    assert_eq!(
+        send("203.0.113.1", "a@example.com").await.unwrap().status(),
+        202
+    );
+    assert_eq!(
+        send("203.0.113.2", "b@example.com").await.unwrap().status(),
+        202
+    );
+    // ...and a client cannot escape its budget by forging entries to the left.
+    let forged = send("198.51.100.7, 203.0.113.1", "c@example.com")
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 429);
+}

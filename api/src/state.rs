@@ -61,6 +61,11 @@ impl AppState {
         let master = MasterKey::parse(&master)
             .context("master key must be 32 bytes as 64 hex characters or base64")?;
         let pepper = secret_or_generated(&cfg.pepper, &cfg.data_dir, "pepper.key", "pepper")?;
+        if pepper.len() < 16 {
+            anyhow::bail!(
+                "JOURNEY_PEPPER must be at least 16 characters (it keys every HMAC we store)"
+            );
+        }
         let mailer = match &cfg.smtp_url {
             Some(url) => Mailer::smtp(url, &cfg.mail_from)?,
             None => {
