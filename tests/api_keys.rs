@@ -218,13 +218,7 @@ async fn bad_key_requests_get_clear_errors_and_change_nothing() {
 async fn no_raw_secret_is_stored_anywhere() {
     let h = Harness::start().await;
     let link_token = h.magic_link_token("secret@example.com").await;
-    let r = h
-        .browser()
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .json(&json!({"token": link_token}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_json(&h.browser(), &link_token).await;
     let session_token = support::cookie_value(r.headers(), "journey_session").unwrap();
     let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
         .as_str()

@@ -42,13 +42,7 @@ async fn magic_link_signs_up_once_and_is_single_use() {
 
     // The page's form post, from the browser that opened it, consumes it: account created,
     // session started.
-    let r = browser
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_form(&browser, &token).await;
     assert_eq!(r.status(), 200);
     let session =
         support::set_cookie_header(r.headers(), "journey_session").expect("session cookie");
@@ -74,13 +68,7 @@ async fn magic_link_signs_up_once_and_is_single_use() {
     let account_id = me["account_id"].as_str().unwrap().to_string();
 
     // Single use: a second consume fails and changes nothing.
-    let again = h
-        .browser()
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap();
+    let again = h.consume_json(&h.browser(), &token).await;
     assert_eq!(again.status(), 400);
     let body: Value = again.json().await.unwrap();
     assert_eq!(
@@ -112,13 +100,7 @@ async fn another_site_cannot_sign_a_browser_into_its_account() {
     let h = Harness::start().await;
     let token = h.magic_link_token("attacker@example.com").await;
     let victim = h.browser();
-    let r = victim
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_form(&victim, &token).await;
     assert_eq!(r.status(), 403);
     assert!(support::cookie_value(r.headers(), "journey_session").is_none());
     // JSON smuggled as text/plain (what a cross-site form can send) is refused too.
@@ -131,13 +113,7 @@ async fn another_site_cannot_sign_a_browser_into_its_account() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // Neither attempt burnt the link: its owner can still use it.
-    let r = h
-        .browser()
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_json(&h.browser(), &token).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -156,13 +132,7 @@ async fn several_open_links_in_one_browser_each_work() {
         assert_eq!(page.status(), 200);
     }
     // The first page's button still works after the second page was opened.
-    let r = browser
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={first}"))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_form(&browser, &first).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -172,13 +142,7 @@ async fn magic_links_expire_after_fifteen_minutes() {
     let token = h.magic_link_token("late@example.com").await;
     h.clock
         .advance(chrono::Duration::minutes(15) + chrono::Duration::seconds(1));
-    let r = h
-        .browser()
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_json(&h.browser(), &token).await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["msg"], "this sign-in link has expired");
@@ -387,13 +351,7 @@ async fn email_change_takes_effect_only_after_the_new_address_confirms() {
     assert!(mail.to_lowercase().contains("to: new@example.com"));
     let token = support::token_from_mail(&mail);
 
-    let r = h
-        .browser()
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_json(&h.browser(), &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["email_changed"], true);
     let me: Value = s.get(&h, "/v1/me").await.json().await.unwrap();
@@ -413,13 +371,7 @@ async fn email_change_takes_effect_only_after_the_new_address_confirms() {
         .unwrap();
     assert_eq!(r.status(), 202, "no enumeration at request time");
     let token = support::token_from_mail(&h.smtp.all().pop().unwrap());
-    let r = h
-        .browser()
-        .post(h.url("/v1/auth/magic-link/consume"))
-        .json(&json!({"token": token}))
-        .send()
-        .await
-        .unwrap();
+    let r = h.consume_json(&h.browser(), &token).await;
     assert_eq!(r.status(), 409);
     let me: Value = s.get(&h, "/v1/me").await.json().await.unwrap();
     assert_eq!(me["email"], "new@example.com");

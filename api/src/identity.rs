@@ -356,17 +356,15 @@ impl AppState {
                 ));
             }
             // A never-completed sign-in holds the address: hand it to this account.
-            self.identity
-                .release(IdentityKind::Email, &new_hash, owner)
-                .await?;
-            self.identity
-                .claim(
-                    IdentityKind::Email,
-                    &new_hash,
-                    account_id,
-                    meta.at.timestamp_millis(),
-                )
-                .await?;
+            if !self
+                .identity
+                .reassign(IdentityKind::Email, &new_hash, owner, account_id)
+                .await?
+            {
+                return Err(ApiError::Conflict(
+                    "that email address was just claimed; try again".into(),
+                ));
+            }
         }
         let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
         if let Some(old) = &account.email {

@@ -77,6 +77,27 @@ impl IdentityIndex {
         Ok(())
     }
 
+    /// Moves a claim from one account to another, only if `from` still holds it.
+    pub async fn reassign(
+        &self,
+        kind: IdentityKind,
+        hash: &str,
+        from: Uuid,
+        to: Uuid,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE identity_index SET account_id = $1 WHERE kind = $2 AND hash = $3 AND account_id = $4",
+        )
+        .bind(to.to_string())
+        .bind(kind.as_str())
+        .bind(hash)
+        .bind(from.to_string())
+        .execute(&self.db.any)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
     /// Drops every claim of an account (erasure).
     pub async fn forget_account(&self, account_id: Uuid) -> Result<u64> {
         Ok(

@@ -146,12 +146,7 @@ impl Harness {
     pub async fn sign_in(&self, email: &str) -> Session {
         let token = self.magic_link_token(email).await;
         let client = self.browser();
-        let r = client
-            .post(self.url("/v1/auth/magic-link/consume"))
-            .json(&serde_json::json!({ "token": token }))
-            .send()
-            .await
-            .unwrap();
+        let r = self.consume_json(&client, &token).await;
         assert_eq!(r.status(), 200, "consume succeeds");
         let session_cookie = cookie_value(r.headers(), "journey_session").expect("session cookie");
         let body: Value = r.json().await.unwrap();
@@ -161,6 +156,27 @@ impl Harness {
             account_id: body["account_id"].as_str().unwrap().parse().unwrap(),
             session_token: session_cookie,
         }
+    }
+
+    /// Consumes a magic link as an API client would (JSON body).
+    pub async fn consume_json(&self, client: &reqwest::Client, token: &str) -> reqwest::Response {
+        client
+            .post(self.url("/v1/auth/magic-link/consume"))
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Consumes a magic link as the confirmation page's form does.
+    pub async fn consume_form(&self, client: &reqwest::Client, token: &str) -> reqwest::Response {
+        client
+            .post(self.url("/v1/auth/magic-link/consume"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Runs the `journey` binary against this harness's database and secrets.
