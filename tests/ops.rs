@@ -166,22 +166,15 @@ async fn openapi_documents_every_endpoint_with_its_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_config_masks_secrets_and_migrate_reports() {
     let h = Harness::start().await;
-    let out = h.cli(&["config"]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = h.cli_ok(&["config"]);
     assert!(
         !text.contains(support::MASTER_KEY) && !text.contains(support::PEPPER),
         "{text}"
     );
     assert!(text.contains("master_key = \"********\""));
     assert!(text.contains("bind = \"127.0.0.1:8080\""));
-    let out = h.cli(&["migrate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pending: 0"));
+    let stdout = h.cli_ok(&["migrate"]);
+    assert!(stdout.contains("pending: 0"));
     let out = h.cli(&["events", "--stream", "nonsense"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TYPE/ID"));

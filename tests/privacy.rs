@@ -73,13 +73,7 @@ async fn sign_up_stores_personal_data_only_sealed() {
     );
 
     // The values are there, sealed: the CLI shows the stream with sealed envelopes.
-    let out = h.cli(&["events", "--stream", &format!("account/{ria}")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = h.cli_ok(&["events", "--stream", &format!("account/{ria}")]);
     assert!(text.contains("AccountRegistered") && text.contains("GoogleLinked"));
     assert!(text.contains("\"sealed\":\"v1\""));
     assert!(!text.contains(RIA.email) && !text.contains("Ria Privata"));
@@ -104,19 +98,14 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
         .to_string();
 
     let subject = s.account_id.to_string();
-    let out = h.cli(&[
+    let stdout = h.cli_ok(&[
         "erase",
         "--subject",
         &subject,
         "--reason",
         "data subject request",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["keys_destroyed"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["api_keys_revoked"], 1);
     assert_eq!(report["sessions_ended"], 2);
@@ -167,30 +156,19 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
             .unwrap(),
         Opened::Erased
     );
-    let out = h.cli(&["events", "--stream", &format!("account/{subject}")]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("AccountErased"));
+    let stdout = h.cli_ok(&["events", "--stream", &format!("account/{subject}")]);
+    assert!(stdout.contains("AccountErased"));
     let opened = h
         .app
         .vault
-        .open_json(
-            &serde_json::from_str::<Value>(
-                String::from_utf8_lossy(&out.stdout).lines().next().unwrap(),
-            )
-            .unwrap(),
-        )
+        .open_json(&serde_json::from_str::<Value>(stdout.lines().next().unwrap()).unwrap())
         .await
         .unwrap();
     assert_eq!(opened["payload"]["AccountRegistered"]["email"], "[erased]");
 
     // Rebuilding every projection does not bring the subject back.
     for p in ["accounts", "sessions", "api_keys"] {
-        let out = h.cli(&["projections", "rebuild", p]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        h.cli_ok(&["projections", "rebuild", p]);
     }
     for t in READ_MODELS {
         assert!(
@@ -269,21 +247,14 @@ async fn rebuild_from_zero_yields_the_same_rows_as_live_catch_up() {
         futures::future::join_all(READ_MODELS.map(|t| rows_as_text(&h.database_url, t))).await;
     assert!(live.iter().all(|rows| !rows.is_empty()));
     for p in ["accounts", "sessions", "api_keys"] {
-        let out = h.cli(&["projections", "rebuild", p]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("rebuilt {p}")));
+        let stdout = h.cli_ok(&["projections", "rebuild", p]);
+        assert!(stdout.contains(&format!("rebuilt {p}")));
     }
     let rebuilt: Vec<Vec<String>> =
         futures::future::join_all(READ_MODELS.map(|t| rows_as_text(&h.database_url, t))).await;
     assert_eq!(live, rebuilt);
 
-    let out = h.cli(&["projections", "status"]);
-    assert!(out.status.success());
-    let status = String::from_utf8(out.stdout).unwrap();
+    let status = h.cli_ok(&["projections", "status"]);
     for p in ["accounts", "sessions", "api_keys"] {
         let line = status
             .lines()
@@ -306,12 +277,7 @@ async fn cli_erasure_works_with_no_server_running() {
     s.create_key(&h, "offline-key").await;
     h.stop_server().await;
     let subject = s.account_id.to_string();
-    let out = h.cli(&["erase", "--subject", &subject]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    h.cli_ok(&["erase", "--subject", &subject]);
     // The CLI applied the erasure to the read models itself.
     for t in READ_MODELS {
         let rows = rows_as_text(&h.database_url, t).await;
@@ -330,19 +296,14 @@ async fn a_sign_in_that_never_completed_can_be_erased() {
         .fetch_one(&h.app.db.any)
         .await
         .unwrap();
-    let out = h.cli(&[
+    let stdout = h.cli_ok(&[
         "erase",
         "--subject",
         &subject,
         "--reason",
         "request by email",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["keys_destroyed"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(report["identity_claims_dropped"], 1);
     // The link's stream still loads; its email reads as erased.
@@ -381,12 +342,7 @@ async fn a_periodic_key_that_raced_an_erasure_is_not_used() {
     let h = Harness::start().await;
     let s = h.sign_in("racer@example.com").await;
     let subject = s.account_id.to_string();
-    let out = h.cli(&["erase", "--subject", &subject]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    h.cli_ok(&["erase", "--subject", &subject]);
     // Simulate a sealer whose new weekly key landed after the erasure destroyed keys.
     // (Next week: this week's usage key exists already, destroyed by the erasure.)
     let usage = journey_domain::DataCategory::Usage;

@@ -194,6 +194,18 @@ impl Harness {
             .expect("journey binary runs")
     }
 
+    /// Runs the `journey` binary, asserts it succeeded (showing its stderr if not) and
+    /// returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "journey {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
     /// Stops the HTTP server and its projection runner; the database stays for CLI use.
     pub async fn stop_server(&self) {
         self.server.stop(true).await;
