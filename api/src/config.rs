@@ -7,6 +7,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The built-in plans and packs (edit a copy and set `catalog_path` to change them).
+pub const DEFAULT_CATALOG: &str = include_str!("../../config/catalog.toml");
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -42,6 +45,15 @@ pub struct Config {
     pub projection_lag_bound: i64,
     /// `text` or `json`.
     pub log_format: String,
+    /// Plans and credit packs; default: the built-in `config/catalog.toml`.
+    pub catalog_path: Option<PathBuf>,
+    /// Stripe secret API key (`sk_...`); billing endpoints answer 503 without it. Secret.
+    pub stripe_secret_key: Option<String>,
+    /// Webhook signing secrets (`whsec_...`), comma-separated to accept several while
+    /// rotating. Secret.
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe API base URL (tests point it at a local fake); default Stripe's.
+    pub stripe_api_base: Option<String>,
 }
 
 impl Default for Config {
@@ -66,18 +78,24 @@ impl Default for Config {
             magic_link_per_ip_per_hour: 30,
             projection_lag_bound: 1000,
             log_format: "text".into(),
+            catalog_path: None,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: None,
         }
     }
 }
 
 /// Variables figment must not parse: not settings, or secrets read verbatim in `load`.
-const IGNORED_ENV: [&str; 6] = [
+const IGNORED_ENV: [&str; 8] = [
     "config",
     "test_database_url",
     "master_key",
     "pepper",
     "google_client_secret",
     "google_client_id",
+    "stripe_secret_key",
+    "stripe_webhook_secret",
 ];
 
 impl Config {
@@ -93,6 +111,8 @@ impl Config {
         for (var, field) in [
             ("JOURNEY_MASTER_KEY", &mut cfg.master_key),
             ("JOURNEY_PEPPER", &mut cfg.pepper),
+            ("JOURNEY_STRIPE_SECRET_KEY", &mut cfg.stripe_secret_key),
+            ("JOURNEY_STRIPE_WEBHOOK_SECRET", &mut cfg.stripe_webhook_secret),
         ] {
             if let Ok(v) = std::env::var(var) {
                 *field = Some(v);
@@ -121,6 +141,34 @@ impl Config {
             .to_string()
     }
 
+    pub fn webhook_secrets(&self) -> Vec<String> {
+        self.stripe_webhook_secret
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// The catalogue: the configured file, or the built-in default.
+    pub fn catalog(&self) -> Result<journey_domain::catalog::Catalog> {
+        let figment = match &self.catalog_path {
+            Some(p) => {
+                if !p.exists() {
+                    anyhow::bail!("catalog file {} does not exist", p.display());
+                }
+                Figment::from(Toml::file(p))
+            }
+            None => Figment::from(Toml::string(DEFAULT_CATALOG)),
+        };
+        let catalog: journey_domain::catalog::Catalog =
+            figment.extract().context("invalid catalog")?;
+        catalog.validate()?;
+        Ok(catalog)
+    }
+
     /// The effective configuration as TOML with every secret masked.
     pub fn masked(&self) -> String {
         let mut c = self.clone();
@@ -132,6 +180,8 @@ impl Config {
         mask(&mut c.master_key);
         mask(&mut c.pepper);
         mask(&mut c.smtp_url);
+        mask(&mut c.stripe_secret_key);
+        mask(&mut c.stripe_webhook_secret);
         if let Some(url) = &c.database_url {
             c.database_url = Some(mask_url_password(url));
         }

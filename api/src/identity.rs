@@ -760,8 +760,10 @@ impl AppState {
         }
         let hash = hmac_hex(&self.pepper, "api-key", raw);
         let row = sqlx::query(
-            "SELECT k.key_id, k.account_id, k.last_used_at FROM rm_api_keys k
+            "SELECT k.key_id, k.account_id, k.last_used_at, COALESCE(b.suspended, 0)
+             FROM rm_api_keys k
              JOIN rm_accounts a ON a.account_id = k.account_id
+             LEFT JOIN rm_billing b ON b.account_id = k.account_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
         .bind(&hash)
@@ -773,6 +775,12 @@ impl AppState {
         let account_id =
             Uuid::parse_str(&row.try_get::<String, _>(1)?).map_err(|_| ApiError::BadApiKey)?;
         let last_used: Option<i64> = row.try_get(2)?;
+        if row.try_get::<i64, _>(3)? != 0 {
+            return Err(ApiError::Forbidden(
+                "account suspended: a payment dispute was opened; contact support to restore access"
+                    .into(),
+            ));
+        }
         if last_used.is_none_or(|t| ctx.at.timestamp_millis() - t >= 60_000) {
             let meta = self
                 .meta(Actor::ApiKey(key_id), Some(account_id), ctx)

@@ -1,8 +1,10 @@
 //! The HTTP surface, the OpenAPI document and the `journey` command line.
 
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod credits;
 pub mod error;
 pub mod http_middleware;
 pub mod identity;
@@ -11,4 +13,5 @@ pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod stripe_events;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{account_api, auth, client_api, ops};
+use crate::routes::{account_api, auth, billing_api, client_api, ops};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -13,6 +13,8 @@ use utoipa::{Modify, OpenApi};
         account_api::get_me, account_api::patch_me, account_api::create_key,
         account_api::list_keys, account_api::revoke_key,
         client_api::account,
+        billing_api::catalog, billing_api::overview, billing_api::checkout,
+        billing_api::portal, billing_api::ledger, billing_api::stripe_webhook,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),
@@ -22,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         (name = "account", description = "The signed-in holder's profile"),
         (name = "api-keys", description = "API key management"),
         (name = "client-api", description = "JourneyAPI-compatible API (API key)"),
+        (name = "billing", description = "Plans, credit packs, Stripe and the credit ledger"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

@@ -9,7 +9,12 @@ use journey_commands::mailer::Mailer;
 use journey_commands::oidc::{OidcClient, OidcConfig};
 use journey_commands::vault::MasterKey;
 use journey_commands::{Db, Store, Vault};
+use journey_commands::billing_refs::BillingRefs;
+use journey_commands::stripe_api::StripeApi;
 use journey_domain::account::Account;
+use journey_domain::billing::BillingAccount;
+use journey_domain::catalog::Catalog;
+use journey_domain::credits::CreditLedger;
 use journey_domain::api_key::ApiKey;
 use journey_domain::magic_link::MagicLink;
 use journey_domain::session::Session;
@@ -18,6 +23,8 @@ use std::sync::Arc;
 
 pub struct Stores {
     pub accounts: Store<Account>,
+    pub credits: Store<CreditLedger>,
+    pub billing: Store<BillingAccount>,
     pub links: Store<MagicLink>,
     pub sessions: Store<Session>,
     pub keys: Store<ApiKey>,
@@ -35,6 +42,9 @@ pub struct AppState {
     pub identity: IdentityIndex,
     pub pepper: Vec<u8>,
     pub limits: RateLimits,
+    pub catalog: Catalog,
+    pub stripe: StripeApi,
+    pub refs: BillingRefs,
 }
 
 pub type App = Arc<AppState>;
@@ -82,6 +92,11 @@ impl AppState {
             client_secret: cfg.google_client_secret.clone(),
             redirect_uri: format!("{}/v1/auth/google/callback", cfg.public_url()),
         });
+        let catalog = cfg.catalog()?;
+        let stripe = StripeApi::new(
+            cfg.stripe_secret_key.as_deref(),
+            cfg.stripe_api_base.as_deref(),
+        )?;
         let runner = Runner::new(db.clone(), journey_projections::read_models::all());
         Ok(Arc::new(AppState {
             limits: RateLimits::new(
@@ -92,11 +107,16 @@ impl AppState {
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stores: Stores {
                 accounts: Store::new(&db),
+                credits: Store::new(&db),
+                billing: Store::new(&db),
                 links: Store::new(&db),
                 sessions: Store::new(&db),
                 keys: Store::new(&db),
             },
             identity: IdentityIndex::new(db.clone()),
+            refs: BillingRefs::new(db.clone()),
+            catalog,
+            stripe,
             pepper: pepper.into_bytes(),
             mailer,
             oidc,

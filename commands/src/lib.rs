@@ -1,6 +1,7 @@
 //! The write side: event-store backends behind one repository type, the aggregate stores,
 //! the vault for sealed personal data, and the services commands need (mail, OIDC, clock).
 
+pub mod billing_refs;
 pub mod clock;
 pub mod db;
 pub mod identity_index;
@@ -8,6 +9,8 @@ pub mod mailer;
 pub mod oidc;
 pub mod secrets;
 pub mod store;
+pub mod stripe_api;
+pub mod stripe_webhook;
 pub mod vault;
 
 pub use clock::{Clock, SharedClock};

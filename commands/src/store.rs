@@ -121,9 +121,15 @@ async fn backoff(attempt: u32) {
     .await;
 }
 
+/// Commands for one aggregate id run one at a time within this process (striped locks),
+/// so contention there costs a wait instead of optimistic-lock retries; writers in other
+/// processes are still serialized by the optimistic lock.
+const LOCK_STRIPES: usize = 128;
+
 pub struct Store<A: Aggregate> {
     cqrs: CqrsFramework<A, PersistedEventStore<Repo, A>>,
     loader: PersistedEventStore<Repo, A>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl<A> Store<A>
@@ -139,7 +145,14 @@ where
                 (),
             ),
             loader: PersistedEventStore::new_event_store(Repo::new(db)),
+            stripes: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
         }
+    }
+
+    fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
+        &self.stripes[(h as usize) % LOCK_STRIPES]
     }
 
     pub async fn execute(
@@ -148,6 +161,7 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<(), StoreError<A::Error>> {
+        let _turn = self.stripe(id).lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;

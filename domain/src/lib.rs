@@ -4,6 +4,9 @@
 
 pub mod account;
 pub mod api_key;
+pub mod billing;
+pub mod catalog;
+pub mod credits;
 pub mod magic_link;
 pub mod meta;
 pub mod retention;

@@ -1,6 +1,7 @@
 //! The read side: read-model tables, each owned by one named projection with a durable
 //! checkpoint, and the runner that feeds them from the event store in commit order.
 
+pub mod billing_models;
 pub mod events;
 pub mod read_models;
 pub mod runner;

@@ -14,11 +14,17 @@ use std::sync::Arc;
 
 /// Every projection of this crate, in the order the runner feeds them.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Accounts), Arc::new(Sessions), Arc::new(ApiKeys)]
+    vec![
+        Arc::new(Accounts),
+        Arc::new(Sessions),
+        Arc::new(ApiKeys),
+        Arc::new(crate::billing_models::Billing),
+        Arc::new(crate::billing_models::CreditEntries),
+    ]
 }
 
 /// The account id an `AccountErased` event erases, if this is one.
-fn erased_account(e: &StoredEvent) -> Option<&str> {
+pub(crate) fn erased_account(e: &StoredEvent) -> Option<&str> {
     (e.aggregate_type == Account::TYPE && e.event_type == "AccountErased")
         .then_some(e.aggregate_id.as_str())
 }

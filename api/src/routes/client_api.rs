@@ -19,7 +19,7 @@ pub struct AccountInfo {
     pub plan: String,
 }
 
-/// Account summary for the key's owner. Credits and plan are 0 / `free` until billing exists.
+/// Account summary for the key's owner: available credits and the plan in force.
 #[utoipa::path(get, path = "/api/v1/account", tag = "client-api",
     responses(
         (status = 200, body = AccountInfo),
@@ -31,10 +31,11 @@ pub async fn account(app: web::Data<AppState>, auth: ApiKeyAuth) -> Result<HttpR
         ApiError::SignInRequired => ApiError::BadApiKey,
         other => other,
     })?;
+    let balance = app.balance(auth.account_id).await?;
     Ok(HttpResponse::Ok().json(AccountInfo {
         email: me.email,
-        credits: 0,
+        credits: balance.available as i64,
         total_images: 0,
-        plan: "free".into(),
+        plan: app.plan_of(auth.account_id).await?,
     }))
 }

@@ -2,6 +2,7 @@
 
 pub mod account_api;
 pub mod auth;
+pub mod billing_api;
 pub mod client_api;
 pub mod ops;
 

@@ -1,0 +1,246 @@
+//! Credit use cases: the balance, the command API tasks use (reserve, capture, release),
+//! staff grants, and the ledger history.
+
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use journey_commands::StoreError;
+use journey_domain::credits::{CreditCommand, CreditError, CreditLedger, GrantSource};
+use journey_domain::meta::Actor;
+use journey_domain::DataCategory;
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct Balance {
+    /// Credits that can be spent now (unexpired, not reserved).
+    pub available: u64,
+    /// Credits held for tasks still running.
+    pub reserved: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LedgerEntry {
+    /// Position in the account's ledger; pass it as `before` for the next page.
+    pub seq: i64,
+    /// `grant`, `reserve`, `capture`, `release`, `expire` or `claw_back`.
+    pub kind: String,
+    /// Change to the available balance (captures are 0: the reservation already counted).
+    pub amount: i64,
+    pub balance_after: i64,
+    pub task_id: Option<String>,
+    pub grant_id: Option<String>,
+    /// For grants: `purchase`, `subscription_period`, `admin` or `promotion`.
+    pub source: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LedgerPage {
+    pub entries: Vec<LedgerEntry>,
+    /// Cursor for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// A staff or promotional grant.
+pub struct ManualGrant<'a> {
+    pub account_id: Uuid,
+    pub amount: u64,
+    pub source: GrantSource,
+    pub reason: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+}
+
+fn credit_error(e: StoreError<CreditError>) -> ApiError {
+    match e {
+        StoreError::Rejected(CreditError::InsufficientCredits { needed, available }) => {
+            ApiError::PaymentRequired(format!(
+                "insufficient credits: this needs {needed}, {available} available"
+            ))
+        }
+        StoreError::Rejected(CreditError::NoReservation(t)) => {
+            ApiError::NotFound(format!("no reservation for task {t}"))
+        }
+        StoreError::Rejected(e @ CreditError::AlreadySettled(..))
+        | StoreError::Rejected(e @ CreditError::ReservationMismatch(_)) => {
+            ApiError::Conflict(e.to_string())
+        }
+        other => other.into(),
+    }
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl AppState {
+    pub async fn balance(&self, account_id: Uuid) -> Result<Balance, ApiError> {
+        let (ledger, _) = self
+            .stores
+            .credits
+            .load(&account_id.to_string())
+            .await?;
+        Ok(Balance {
+            available: ledger.available(self.clock.now()),
+            reserved: ledger.reserved(),
+        })
+    }
+
+    async fn credit_command(
+        &self,
+        account_id: Uuid,
+        command: CreditCommand,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let meta = self.meta(actor, Some(account_id), ctx).await?;
+        let id = account_id.to_string();
+        self.stores
+            .credits
+            .execute(&id, command, &meta)
+            .await
+            .map_err(credit_error)?;
+        self.settle::<CreditLedger>(&id).await
+    }
+
+    /// Holds `amount` credits for `task_id`; 402 when the balance is short. Retrying the
+    /// same reservation is a no-op.
+    pub async fn reserve_credits(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+        amount: u64,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let cmd = CreditCommand::Reserve {
+            task_id,
+            amount,
+            at: ctx.at,
+        };
+        self.credit_command(account_id, cmd, actor, ctx).await
+    }
+
+    /// Spends a task's reservation (the task finished). Idempotent.
+    pub async fn capture_credits(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let cmd = CreditCommand::Capture {
+            task_id,
+            at: ctx.at,
+        };
+        self.credit_command(account_id, cmd, actor, ctx).await
+    }
+
+    /// Returns a task's reservation in full (the task failed). Idempotent.
+    pub async fn release_credits(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let cmd = CreditCommand::Release {
+            task_id,
+            at: ctx.at,
+        };
+        self.credit_command(account_id, cmd, actor, ctx).await
+    }
+
+    /// A staff or promotional grant; the reason is sealed with the account's billing data.
+    pub async fn grant_credits(
+        &self,
+        grant: ManualGrant<'_>,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<Uuid, ApiError> {
+        let subject = grant.account_id.to_string();
+        if !self.account_exists(grant.account_id).await? {
+            return Err(ApiError::NotFound(format!(
+                "no active account {}",
+                grant.account_id
+            )));
+        }
+        if grant.reason.trim().is_empty() {
+            return Err(ApiError::bad("a reason is required"));
+        }
+        let note = self
+            .vault
+            .seal(&subject, DataCategory::Billing, ctx.at, &grant.reason.to_string())
+            .await?;
+        let grant_id = Uuid::new_v4();
+        let cmd = CreditCommand::Grant {
+            grant_id,
+            source: grant.source,
+            amount: grant.amount,
+            expires_at: grant.expires_at,
+            idempotency_key: grant.idempotency_key,
+            purchase_ref: None,
+            note: Some(note),
+            at: ctx.at,
+        };
+        self.credit_command(grant.account_id, cmd, actor, ctx)
+            .await?;
+        Ok(grant_id)
+    }
+
+    async fn account_exists(&self, account_id: Uuid) -> Result<bool, ApiError> {
+        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        Ok(a.status == journey_domain::account::AccountStatus::Active)
+    }
+
+    /// Newest first, `limit` entries older than `before`.
+    pub async fn ledger_page(
+        &self,
+        account_id: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<LedgerPage, ApiError> {
+        let id = account_id.to_string();
+        self.settle::<CreditLedger>(&id).await?;
+        let rows = sqlx::query(
+            "SELECT seq, kind, amount, balance_after, task_id, grant_id, source, expires_at, at
+             FROM rm_credit_entries WHERE account_id = $1 AND seq < $2
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(&id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.db.any)
+        .await?;
+        let mut entries = rows
+            .iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    seq: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    amount: r.try_get(2)?,
+                    balance_after: r.try_get(3)?,
+                    task_id: r.try_get(4)?,
+                    grant_id: r.try_get(5)?,
+                    source: r.try_get(6)?,
+                    expires_at: r.try_get::<Option<i64>, _>(7)?.map(from_ms),
+                    at: from_ms(r.try_get(8)?),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let next_before = if entries.len() > limit as usize {
+            entries.truncate(limit as usize);
+            entries.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(LedgerPage {
+            entries,
+            next_before,
+        })
+    }
+}

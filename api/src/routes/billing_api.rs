@@ -1,0 +1,189 @@
+//! Money: the catalogue, the holder's billing overview, Stripe Checkout and portal, the
+//! credit ledger, and Stripe's webhook.
+
+use crate::auth::SessionAuth;
+use crate::billing::{BillingOverview, CheckoutBody, RedirectUrl};
+use crate::credits::LedgerPage;
+use crate::error::{ApiError, ErrorBody};
+use crate::identity::Ctx;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/billing/catalog", web::get().to(catalog))
+        .route("/v1/billing", web::get().to(overview))
+        .route("/v1/billing/checkout", web::post().to(checkout))
+        .route("/v1/billing/portal", web::post().to(portal))
+        .route("/v1/credits/ledger", web::get().to(ledger))
+        .route("/webhooks/stripe", web::post().to(stripe_webhook));
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CatalogView {
+    pub currency: String,
+    pub plans: Vec<PlanView>,
+    pub packs: Vec<PackView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PlanView {
+    pub id: String,
+    pub name: String,
+    pub monthly_price_cents: u64,
+    pub monthly_credits: u64,
+    /// Unused credits of a month expire this many days after they are granted; absent = never.
+    pub credits_expire_after_days: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PackView {
+    pub id: String,
+    pub name: String,
+    pub credits: u64,
+    pub price_cents: u64,
+    /// Unused pack credits expire this many days after purchase; absent = never.
+    pub credits_expire_after_days: Option<u32>,
+}
+
+/// Plans and credit packs on sale. Accounts without a plan are on `free`.
+#[utoipa::path(get, path = "/v1/billing/catalog", tag = "billing",
+    responses((status = 200, body = CatalogView)))]
+pub async fn catalog(app: web::Data<AppState>) -> HttpResponse {
+    let c = &app.catalog;
+    HttpResponse::Ok().json(CatalogView {
+        currency: c.currency.clone(),
+        plans: c
+            .plans
+            .iter()
+            .map(|(id, p)| PlanView {
+                id: id.clone(),
+                name: p.name.clone(),
+                monthly_price_cents: p.monthly_price_cents,
+                monthly_credits: p.monthly_credits,
+                credits_expire_after_days: p.credits_expire_after_days,
+            })
+            .collect(),
+        packs: c
+            .packs
+            .iter()
+            .map(|(id, p)| PackView {
+                id: id.clone(),
+                name: p.name.clone(),
+                credits: p.credits,
+                price_cents: p.price_cents,
+                credits_expire_after_days: p.credits_expire_after_days,
+            })
+            .collect(),
+    })
+}
+
+/// Plan, subscription, card summary, credit balance and suspension.
+#[utoipa::path(get, path = "/v1/billing", tag = "billing",
+    responses((status = 200, body = BillingOverview), (status = 401, description = "Not signed in", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn overview(
+    app: web::Data<AppState>,
+    auth: SessionAuth,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.billing_overview(auth.account_id).await?))
+}
+
+/// Starts a Stripe Checkout for a pack (one-time payment) or a plan (subscription).
+#[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing", request_body = CheckoutBody,
+    responses(
+        (status = 200, description = "Redirect the browser to `url`", body = RedirectUrl),
+        (status = 400, description = "Neither or both of pack and plan, or an unknown one", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Missing CSRF header", body = ErrorBody),
+        (status = 409, description = "Already subscribed: use the portal to change plans", body = ErrorBody),
+        (status = 503, description = "Billing is not configured", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn checkout(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    auth: SessionAuth,
+    body: web::Json<CheckoutBody>,
+) -> Result<HttpResponse, ApiError> {
+    let url = app
+        .start_checkout(auth.account_id, body.into_inner(), &ctx)
+        .await?;
+    Ok(HttpResponse::Ok().json(url))
+}
+
+/// A Stripe customer-portal session (change plan, cancel, update the card).
+#[utoipa::path(post, path = "/v1/billing/portal", tag = "billing",
+    responses(
+        (status = 200, description = "Redirect the browser to `url`", body = RedirectUrl),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Missing CSRF header", body = ErrorBody),
+        (status = 503, description = "Billing is not configured", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn portal(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    auth: SessionAuth,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.portal_url(auth.account_id, &ctx).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerQuery {
+    /// Entries older than this `seq` (the previous page's `next_before`).
+    pub before: Option<i64>,
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// The credit ledger, newest first.
+#[utoipa::path(get, path = "/v1/credits/ledger", tag = "billing", params(LedgerQuery),
+    responses(
+        (status = 200, body = LedgerPage),
+        (status = 400, description = "Bad paging parameters", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn ledger(
+    app: web::Data<AppState>,
+    auth: SessionAuth,
+    q: web::Query<LedgerQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad("limit must be between 1 and 200"));
+    }
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::bad("before must be a positive ledger position"));
+    }
+    Ok(HttpResponse::Ok().json(app.ledger_page(auth.account_id, q.before, limit).await?))
+}
+
+/// Stripe's webhook. The signature is checked over the raw body; each Stripe event is
+/// applied once. Non-2xx makes Stripe retry.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
+    request_body(content = String, content_type = "application/json", description = "A Stripe event, signed in `Stripe-Signature`"),
+    responses(
+        (status = 200, description = "Applied, already applied, or ignored"),
+        (status = 400, description = "Bad or stale signature, or unreadable event; nothing changed", body = ErrorBody),
+        (status = 500, description = "Processing failed; Stripe will redeliver")))]
+pub async fn stripe_webhook(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let payload =
+        std::str::from_utf8(&body).map_err(|_| ApiError::bad("payload is not UTF-8"))?;
+    let signature = req
+        .headers()
+        .get("Stripe-Signature")
+        .and_then(|v| v.to_str().ok());
+    let outcome = app
+        .handle_stripe_webhook(payload, signature, &ctx)
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "received": true,
+        "outcome": format!("{outcome:?}").to_lowercase(),
+    })))
+}

@@ -1,0 +1,585 @@
+//! Applying verified Stripe events. Each event is routed to one account and applied in
+//! two steps, both idempotent: credit effects first (grants keyed by the Stripe object,
+//! claw-backs keyed by the payment), then one billing command that records the billing
+//! effects together with the Stripe event id. A failure in either answers 500, so Stripe
+//! redelivers; a redelivery after success finds the id recorded and changes nothing.
+
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use journey_commands::mailer::Mail;
+use journey_commands::stripe_webhook::{self, Notice, Rejection, Verified};
+use journey_domain::billing::{
+    BillingAccount, BillingChange, BillingCommand, RecordDetail, RecordKind, SubscriptionState,
+    SubscriptionStatus,
+};
+use journey_domain::catalog::expiry;
+use journey_domain::credits::{CreditCommand, CreditLedger, GrantSource};
+use journey_domain::meta::{Actor, CommandMeta};
+use journey_domain::DataCategory;
+use uuid::Uuid;
+
+#[derive(Debug, PartialEq)]
+pub enum WebhookOutcome {
+    Applied,
+    Duplicate,
+    /// Verified, but nothing for us (unknown type, unknown customer, unpaid checkout).
+    Ignored,
+}
+
+/// A credit effect of a Stripe event.
+enum CreditEffect {
+    Grant {
+        source: GrantSource,
+        amount: u64,
+        expires_at: Option<DateTime<Utc>>,
+        key: String,
+        purchase_ref: String,
+    },
+    ClawBack {
+        purchase_ref: String,
+    },
+}
+
+/// What one Stripe event does to one account.
+struct Plan {
+    account: Uuid,
+    /// Stripe ids to route later events by.
+    refs: Vec<String>,
+    credit: Option<CreditEffect>,
+    changes: Vec<Change>,
+    receipt: Option<Receipt>,
+}
+
+/// A billing change before its sealed parts are sealed.
+enum Change {
+    Ready(BillingChange),
+    Record {
+        kind: RecordKind,
+        stripe_id: String,
+        detail: RecordDetail,
+    },
+    Card(journey_domain::billing::CardSummary),
+}
+
+struct Receipt {
+    item: String,
+    amount_cents: i64,
+    currency: String,
+    credits: Option<u64>,
+    reference: String,
+}
+
+fn ts(secs: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(secs, 0)
+}
+
+impl AppState {
+    pub async fn handle_stripe_webhook(
+        &self,
+        payload: &str,
+        signature: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<WebhookOutcome, ApiError> {
+        let event = stripe_webhook::verify(
+            payload,
+            signature,
+            &self.cfg.webhook_secrets(),
+            ctx.at.timestamp(),
+        )
+        .map_err(|r| match r {
+            Rejection::NotConfigured => {
+                ApiError::Unavailable("Stripe webhooks are not configured".into())
+            }
+            other => ApiError::bad(other.to_string()),
+        })?;
+        let Some(plan) = self.plan_event(&event).await? else {
+            tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event ignored");
+            return Ok(WebhookOutcome::Ignored);
+        };
+        let subject = plan.account.to_string();
+        let (billing, _) = self.stores.billing.load(&subject).await?;
+        if billing.processed.contains_key(&event.id) {
+            return Ok(WebhookOutcome::Duplicate);
+        }
+        let at_ms = ctx.at.timestamp_millis();
+        for r in &plan.refs {
+            self.refs.link(r, plan.account, at_ms).await?;
+        }
+        let meta = CommandMeta {
+            actor: Actor::System,
+            request_id: ctx.request_id.clone(),
+            client_ip: None,
+            at: ctx.at,
+        };
+        if let Some(effect) = plan.credit {
+            let cmd = match effect {
+                CreditEffect::Grant {
+                    source,
+                    amount,
+                    expires_at,
+                    key,
+                    purchase_ref,
+                } => CreditCommand::Grant {
+                    grant_id: Uuid::new_v4(),
+                    source,
+                    amount,
+                    expires_at,
+                    idempotency_key: Some(key),
+                    purchase_ref: Some(purchase_ref),
+                    note: None,
+                    at: ctx.at,
+                },
+                CreditEffect::ClawBack { purchase_ref } => CreditCommand::ClawBack {
+                    purchase_ref,
+                    at: ctx.at,
+                },
+            };
+            self.stores.credits.execute(&subject, cmd, &meta).await?;
+        }
+        let mut changes = Vec::with_capacity(plan.changes.len());
+        for c in plan.changes {
+            changes.push(match c {
+                Change::Ready(c) => c,
+                Change::Record {
+                    kind,
+                    stripe_id,
+                    detail,
+                } => BillingChange::Record {
+                    kind,
+                    stripe_id,
+                    detail: self
+                        .vault
+                        .seal(&subject, DataCategory::Billing, ctx.at, &detail)
+                        .await?,
+                },
+                Change::Card(card) => BillingChange::Card(
+                    self.vault
+                        .seal(&subject, DataCategory::Billing, ctx.at, &card)
+                        .await?,
+                ),
+            });
+        }
+        self.stores
+            .billing
+            .execute(
+                &subject,
+                BillingCommand::ApplyStripeEvent {
+                    event_id: event.id.clone(),
+                    event_type: event.event_type.clone(),
+                    stripe_created: event.created,
+                    request_id: ctx.request_id.clone(),
+                    changes,
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<CreditLedger>(&subject).await?;
+        self.settle::<BillingAccount>(&subject).await?;
+        let (billing, _) = self.stores.billing.load(&subject).await?;
+        let won = billing.processed.get(&event.id) == Some(&ctx.request_id);
+        if let (true, Some(receipt)) = (won, plan.receipt) {
+            // The payment is recorded; a lost receipt must not make Stripe redeliver.
+            if let Err(e) = self.send_receipt(plan.account, &receipt).await {
+                tracing::warn!(error = %format!("{e:#}"), "could not send receipt");
+            }
+        }
+        Ok(if won {
+            WebhookOutcome::Applied
+        } else {
+            WebhookOutcome::Duplicate
+        })
+    }
+
+    /// Our account for a Stripe event: the id we put on the session, else the routing
+    /// table for the customer or payment.
+    async fn route(
+        &self,
+        direct: Option<&str>,
+        refs: &[Option<&str>],
+    ) -> Result<Option<Uuid>, ApiError> {
+        if let Some(id) = direct.and_then(|d| Uuid::parse_str(d).ok()) {
+            return Ok(Some(id));
+        }
+        for r in refs.iter().flatten() {
+            if let Some(a) = self.refs.find(r).await? {
+                return Ok(Some(a));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn plan_event(&self, event: &Verified) -> Result<Option<Plan>, ApiError> {
+        let plan = match &event.notice {
+            Notice::Ignored => return Ok(None),
+            Notice::CheckoutPaid {
+                session_id,
+                client_reference_id,
+                customer,
+                subscription_mode,
+                payment_intent,
+                subscription,
+                amount_total,
+                currency,
+                metadata,
+            } => {
+                let direct = client_reference_id
+                    .as_deref()
+                    .or(metadata.get("account_id").map(String::as_str));
+                let Some(account) = self.route(direct, &[customer.as_deref()]).await? else {
+                    return Ok(None);
+                };
+                let mut refs: Vec<String> = [customer, payment_intent, subscription]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                refs.push(session_id.clone());
+                if *subscription_mode {
+                    let Some(sub) = subscription else {
+                        return Ok(None);
+                    };
+                    let state = SubscriptionState {
+                        subscription_id: sub.clone(),
+                        plan: metadata.get("plan").cloned(),
+                        status: SubscriptionStatus::Active,
+                        current_period_end: None,
+                        cancel_at_period_end: false,
+                    };
+                    Plan {
+                        account,
+                        refs,
+                        credit: None,
+                        changes: vec![Change::Ready(BillingChange::Subscription(state))],
+                        receipt: None,
+                    }
+                } else {
+                    let pack = metadata.get("pack").cloned().unwrap_or_default();
+                    let credits = metadata
+                        .get("credits")
+                        .and_then(|c| c.parse::<u64>().ok())
+                        .or_else(|| self.catalog.packs.get(&pack).map(|p| p.credits));
+                    let Some(credits) = credits else {
+                        // Not one of our packs: keep the payment record, grant nothing.
+                        tracing::warn!(session_id, "paid checkout without a known pack");
+                        return Ok(None);
+                    };
+                    let days = metadata
+                        .get("credits_expire_after_days")
+                        .and_then(|d| d.parse::<u32>().ok());
+                    let purchase_ref = payment_intent.clone().unwrap_or(session_id.clone());
+                    let item = format!("pack:{pack}");
+                    Plan {
+                        account,
+                        refs,
+                        credit: Some(CreditEffect::Grant {
+                            source: GrantSource::Purchase,
+                            amount: credits,
+                            expires_at: expiry(ts(event.created).unwrap_or_default(), days),
+                            key: format!("checkout:{session_id}"),
+                            purchase_ref: purchase_ref.clone(),
+                        }),
+                        changes: vec![Change::Record {
+                            kind: RecordKind::Payment,
+                            stripe_id: session_id.clone(),
+                            detail: RecordDetail {
+                                amount_cents: *amount_total,
+                                currency: currency.clone(),
+                                item: Some(item.clone()),
+                                credits: Some(credits),
+                                period_start: None,
+                                period_end: None,
+                                refs: vec![purchase_ref.clone()],
+                                reason: None,
+                            },
+                        }],
+                        receipt: Some(Receipt {
+                            item: self
+                                .catalog
+                                .packs
+                                .get(&pack)
+                                .map(|p| p.name.clone())
+                                .unwrap_or(item),
+                            amount_cents: *amount_total,
+                            currency: currency.clone(),
+                            credits: Some(credits),
+                            reference: purchase_ref,
+                        }),
+                    }
+                }
+            }
+            Notice::InvoicePaid {
+                invoice_id,
+                customer,
+                subscription,
+                price_id,
+                period_start,
+                period_end,
+                amount_paid,
+                currency,
+                payment_intents,
+            } => {
+                let Some(account) = self
+                    .route(None, &[customer.as_deref(), subscription.as_deref()])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let plan_id = match price_id.as_deref().and_then(|p| self.catalog.plan_for_price(p))
+                {
+                    Some(p) => Some(p.to_string()),
+                    None => self
+                        .billing_state_plan(account)
+                        .await?,
+                };
+                let plan = plan_id.as_ref().and_then(|p| self.catalog.plans.get(p));
+                let purchase_ref = payment_intents
+                    .first()
+                    .cloned()
+                    .unwrap_or(invoice_id.clone());
+                let mut refs = payment_intents.clone();
+                refs.push(invoice_id.clone());
+                refs.extend(subscription.clone());
+                let credit = match (plan, subscription) {
+                    (Some(p), Some(sub)) => Some(CreditEffect::Grant {
+                        source: GrantSource::SubscriptionPeriod,
+                        amount: p.monthly_credits,
+                        expires_at: expiry(
+                            ts(*period_start).unwrap_or_default(),
+                            p.credits_expire_after_days,
+                        ),
+                        key: format!("period:{sub}:{period_start}"),
+                        purchase_ref: purchase_ref.clone(),
+                    }),
+                    _ => {
+                        tracing::warn!(invoice_id, "paid invoice for no known plan: no credits granted");
+                        None
+                    }
+                };
+                let item = plan_id.as_ref().map(|p| format!("plan:{p}"));
+                Plan {
+                    account,
+                    refs,
+                    changes: vec![Change::Record {
+                        kind: RecordKind::Invoice,
+                        stripe_id: invoice_id.clone(),
+                        detail: RecordDetail {
+                            amount_cents: *amount_paid,
+                            currency: currency.clone(),
+                            item: item.clone(),
+                            credits: plan.map(|p| p.monthly_credits),
+                            period_start: ts(*period_start),
+                            period_end: ts(*period_end),
+                            refs: vec![purchase_ref.clone()],
+                            reason: None,
+                        },
+                    }],
+                    receipt: (*amount_paid > 0).then(|| Receipt {
+                        item: plan
+                            .map(|p| format!("{} plan, monthly", p.name))
+                            .unwrap_or_else(|| "Subscription".into()),
+                        amount_cents: *amount_paid,
+                        currency: currency.clone(),
+                        credits: plan.map(|p| p.monthly_credits),
+                        reference: invoice_id.clone(),
+                    }),
+                    credit,
+                }
+            }
+            Notice::Subscription {
+                subscription_id,
+                customer,
+                status,
+                price_id,
+                current_period_end,
+                cancel_at_period_end,
+                metadata,
+            } => {
+                let direct = metadata.get("account_id").map(String::as_str);
+                let Some(account) = self
+                    .route(direct, &[Some(customer.as_str()), Some(subscription_id.as_str())])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let Some(status) = SubscriptionStatus::parse(status) else {
+                    return Err(ApiError::bad(format!("unknown subscription status {status:?}")));
+                };
+                let plan = price_id
+                    .as_deref()
+                    .and_then(|p| self.catalog.plan_for_price(p))
+                    .map(String::from)
+                    .or_else(|| metadata.get("plan").cloned());
+                Plan {
+                    account,
+                    refs: vec![customer.clone(), subscription_id.clone()],
+                    credit: None,
+                    changes: vec![Change::Ready(BillingChange::Subscription(SubscriptionState {
+                        subscription_id: subscription_id.clone(),
+                        plan,
+                        status,
+                        current_period_end: current_period_end.and_then(ts),
+                        cancel_at_period_end: *cancel_at_period_end,
+                    }))],
+                    receipt: None,
+                }
+            }
+            Notice::SubscriptionDeleted {
+                subscription_id,
+                customer,
+                paid_until,
+            } => {
+                let Some(account) = self
+                    .route(None, &[Some(customer.as_str()), Some(subscription_id.as_str())])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                Plan {
+                    account,
+                    refs: vec![],
+                    credit: None,
+                    changes: vec![Change::Ready(BillingChange::SubscriptionEnded {
+                        subscription_id: subscription_id.clone(),
+                        paid_until: paid_until.and_then(ts),
+                    })],
+                    receipt: None,
+                }
+            }
+            Notice::ChargeRefunded {
+                charge_id,
+                customer,
+                payment_intent,
+                amount_refunded,
+                currency,
+            } => {
+                let Some(account) = self
+                    .route(None, &[payment_intent.as_deref(), customer.as_deref()])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let purchase_ref = payment_intent.clone().unwrap_or(charge_id.clone());
+                Plan {
+                    account,
+                    refs: vec![charge_id.clone()],
+                    credit: Some(CreditEffect::ClawBack {
+                        purchase_ref: purchase_ref.clone(),
+                    }),
+                    changes: vec![Change::Record {
+                        kind: RecordKind::Refund,
+                        stripe_id: format!("{charge_id}:{amount_refunded}"),
+                        detail: RecordDetail {
+                            amount_cents: *amount_refunded,
+                            currency: currency.clone(),
+                            item: None,
+                            credits: None,
+                            period_start: None,
+                            period_end: None,
+                            refs: vec![charge_id.clone(), purchase_ref],
+                            reason: None,
+                        },
+                    }],
+                    receipt: None,
+                }
+            }
+            Notice::DisputeCreated {
+                dispute_id,
+                charge_id,
+                payment_intent,
+                amount,
+                currency,
+                reason,
+            } => {
+                let Some(account) = self
+                    .route(None, &[payment_intent.as_deref(), Some(charge_id.as_str())])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                Plan {
+                    account,
+                    refs: vec![dispute_id.clone()],
+                    credit: None,
+                    changes: vec![
+                        Change::Record {
+                            kind: RecordKind::Dispute,
+                            stripe_id: dispute_id.clone(),
+                            detail: RecordDetail {
+                                amount_cents: *amount,
+                                currency: currency.clone(),
+                                item: None,
+                                credits: None,
+                                period_start: None,
+                                period_end: None,
+                                refs: [Some(charge_id.clone()), payment_intent.clone()]
+                                    .into_iter()
+                                    .flatten()
+                                    .collect(),
+                                reason: Some(reason.clone()),
+                            },
+                        },
+                        Change::Ready(BillingChange::Suspend {
+                            dispute_id: dispute_id.clone(),
+                        }),
+                    ],
+                    receipt: None,
+                }
+            }
+            Notice::PaymentMethod { customer, card } => {
+                let (Some(card), Some(account)) =
+                    (card, self.route(None, &[customer.as_deref()]).await?)
+                else {
+                    return Ok(None);
+                };
+                Plan {
+                    account,
+                    refs: vec![],
+                    credit: None,
+                    changes: vec![Change::Card(card.clone())],
+                    receipt: None,
+                }
+            }
+        };
+        Ok(Some(plan))
+    }
+
+    async fn billing_state_plan(&self, account: Uuid) -> Result<Option<String>, ApiError> {
+        let (b, _) = self.stores.billing.load(&account.to_string()).await?;
+        Ok(b.subscription.and_then(|s| s.state.plan))
+    }
+
+    async fn send_receipt(&self, account: Uuid, r: &Receipt) -> anyhow::Result<()> {
+        let me = match self.me(account).await {
+            Ok(me) => me,
+            // Erased or never completed: nobody to send a receipt to.
+            Err(_) => return Ok(()),
+        };
+        let amount = format!(
+            "{}.{:02} {}",
+            r.amount_cents / 100,
+            r.amount_cents % 100,
+            r.currency.to_uppercase()
+        );
+        let credits = r
+            .credits
+            .map(|c| format!("Credits added: {c}\n"))
+            .unwrap_or_default();
+        self.mailer
+            .send(Mail {
+                to: me.email,
+                subject: format!("JourneyAPI receipt: {}", r.item),
+                body: format!(
+                    "Thank you for your payment.\n\nItem: {}\nAmount paid: {amount}\n{credits}Reference: {}\n\n\
+                     Payments are non-refundable except case by case (billing errors, long outages) on \
+                     request within 7 days. Your billing details: {}/v1/billing\n",
+                    r.item,
+                    r.reference,
+                    self.cfg.public_url()
+                ),
+            })
+            .await
+    }
+}
