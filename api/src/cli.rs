@@ -7,6 +7,8 @@ use crate::{server, telemetry};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use crate::credits::ManualGrant;
+use journey_domain::credits::GrantSource;
 use journey_domain::meta::Actor;
 use uuid::Uuid;
 
@@ -52,6 +54,55 @@ pub enum Command {
         /// Why (recorded on the erasure event).
         #[arg(long, default_value = "erasure requested")]
         reason: String,
+    },
+    /// Staff operations on an account's credits.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
+    /// Staff operations on an account's billing.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCliCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CreditsCommand {
+    /// Grant credits to an account (recorded with the staff member and the reason).
+    Grant {
+        #[arg(long)]
+        account: Uuid,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long)]
+        reason: String,
+        /// The staff member's own account id (recorded as the actor).
+        #[arg(long)]
+        by: Uuid,
+        /// The credits expire this many days from now (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Re-running with the same key grants nothing more.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Record the grant as a promotion instead of an admin grant.
+        #[arg(long)]
+        promotion: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BillingCliCommand {
+    /// Restore API access after a payment dispute suspended the account.
+    LiftSuspension {
+        #[arg(long)]
+        account: Uuid,
+        #[arg(long)]
+        reason: String,
+        /// The staff member's own account id (recorded as the actor).
+        #[arg(long)]
+        by: Uuid,
     },
 }
 
@@ -158,6 +209,68 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             app.db.close().await;
         }
+        Command::Credits {
+            command:
+                CreditsCommand::Grant {
+                    account,
+                    amount,
+                    reason,
+                    by,
+                    expires_in_days,
+                    idempotency_key,
+                    promotion,
+                },
+        } => {
+            let app = AppState::build(cfg, None).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let actor = staff(&app, by).await?;
+            let grant = ManualGrant {
+                account_id: account,
+                amount,
+                source: if promotion {
+                    GrantSource::Promotion
+                } else {
+                    GrantSource::Admin
+                },
+                reason: &reason,
+                expires_at: journey_domain::catalog::expiry(ctx.at, expires_in_days),
+                idempotency_key,
+            };
+            let grant_id = app
+                .grant_credits(grant, actor, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let balance = app.balance(account).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}",
+                serde_json::json!({"grant_id": grant_id, "account_id": account, "available": balance.available})
+            );
+            app.db.close().await;
+        }
+        Command::Billing {
+            command: BillingCliCommand::LiftSuspension {
+                account,
+                reason,
+                by,
+            },
+        } => {
+            let app = AppState::build(cfg, None).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let actor = staff(&app, by).await?;
+            app.lift_suspension(account, &reason, actor, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("suspension lifted for account {account}");
+            app.db.close().await;
+        }
     }
     Ok(())
+}
+
+/// The acting staff member: an existing account (roles arrive with the staff issue).
+async fn staff(app: &AppState, by: Uuid) -> Result<Actor> {
+    app.me(by)
+        .await
+        .map_err(|_| anyhow::anyhow!("--by {by} is not an active account"))?;
+    Ok(Actor::Staff(by))
 }

@@ -64,6 +64,8 @@ enum Change {
 }
 
 struct Receipt {
+    /// The billing record it acknowledges: sent only by the delivery that recorded it.
+    record: (RecordKind, String),
     item: String,
     amount_cents: i64,
     currency: String,
@@ -180,7 +182,10 @@ impl AppState {
         self.settle::<BillingAccount>(&subject).await?;
         let (billing, _) = self.stores.billing.load(&subject).await?;
         let won = billing.processed.get(&event.id) == Some(&ctx.request_id);
-        if let (true, Some(receipt)) = (won, plan.receipt) {
+        let receipt = plan.receipt.filter(|r| {
+            billing.first_recorded_by(r.record.0, &r.record.1, &event.id, &ctx.request_id)
+        });
+        if let Some(receipt) = receipt {
             // The payment is recorded; a lost receipt must not make Stripe redeliver.
             if let Err(e) = self.send_receipt(plan.account, &receipt).await {
                 tracing::warn!(error = %format!("{e:#}"), "could not send receipt");
@@ -296,6 +301,7 @@ impl AppState {
                             },
                         }],
                         receipt: Some(Receipt {
+                            record: (RecordKind::Payment, session_id.clone()),
                             item: self
                                 .catalog
                                 .packs
@@ -377,6 +383,7 @@ impl AppState {
                         },
                     }],
                     receipt: (*amount_paid > 0).then(|| Receipt {
+                        record: (RecordKind::Invoice, invoice_id.clone()),
                         item: plan
                             .map(|p| format!("{} plan, monthly", p.name))
                             .unwrap_or_else(|| "Subscription".into()),

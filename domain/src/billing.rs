@@ -160,6 +160,8 @@ pub enum BillingEvent {
         kind: RecordKind,
         stripe_id: String,
         detail: Sealed<RecordDetail>,
+        /// The Stripe event that first reported it.
+        stripe_event_id: String,
         at: DateTime<Utc>,
     },
     PaymentMethodUpdated {
@@ -196,6 +198,10 @@ pub enum BillingError {
     NotSuspended,
 }
 
+fn record_key(kind: RecordKind, stripe_id: &str) -> String {
+    format!("{kind:?}:{stripe_id}")
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
     pub state: SubscriptionState,
@@ -213,7 +219,8 @@ pub struct BillingAccount {
     pub suspended_by: Option<String>,
     /// Stripe event id → the request that applied it.
     pub processed: HashMap<String, String>,
-    recorded: std::collections::HashSet<(RecordKind, String)>,
+    /// Billing records by (kind, Stripe object id) → the Stripe event that reported it.
+    recorded: HashMap<String, String>,
 }
 
 impl BillingAccount {
@@ -233,6 +240,20 @@ impl BillingAccount {
         } else {
             None
         }
+    }
+
+    /// Whether this delivery (`request_id`) applied Stripe event `event_id` and that event
+    /// is the one that recorded the billing record (`kind`, `stripe_id`): the moment to
+    /// send its receipt, exactly once.
+    pub fn first_recorded_by(
+        &self,
+        kind: RecordKind,
+        stripe_id: &str,
+        event_id: &str,
+        request_id: &str,
+    ) -> bool {
+        self.processed.get(event_id).map(String::as_str) == Some(request_id)
+            && self.recorded.get(&record_key(kind, stripe_id)).map(String::as_str) == Some(event_id)
     }
 
     fn takes(&self, subscription_id: &str, stripe_created: i64) -> bool {
@@ -313,13 +334,14 @@ impl Aggregate for BillingAccount {
                             stripe_id,
                             detail,
                         } => {
-                            if self.recorded.contains(&(kind, stripe_id.clone())) {
+                            if self.recorded.contains_key(&record_key(kind, &stripe_id)) {
                                 continue;
                             }
                             BillingEvent::BillingRecorded {
                                 kind,
                                 stripe_id,
                                 detail,
+                                stripe_event_id: event_id.clone(),
                                 at,
                             }
                         }
@@ -405,9 +427,13 @@ impl Aggregate for BillingAccount {
                 });
             }
             BillingEvent::BillingRecorded {
-                kind, stripe_id, ..
+                kind,
+                stripe_id,
+                stripe_event_id,
+                ..
             } => {
-                self.recorded.insert((kind, stripe_id));
+                self.recorded
+                    .insert(record_key(kind, &stripe_id), stripe_event_id);
             }
             BillingEvent::PaymentMethodUpdated {
                 card,

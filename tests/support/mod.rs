@@ -6,6 +6,7 @@
 pub mod oidc;
 pub mod scan;
 pub mod smtp;
+pub mod stripe;
 
 use journey_api::config::Config;
 use journey_api::state::{App, AppState};
@@ -63,6 +64,7 @@ pub struct Harness {
     pub clock: Arc<OffsetClock>,
     pub smtp: smtp::SmtpSink,
     pub oidc: oidc::FakeIssuer,
+    pub stripe: stripe::FakeStripe,
     pub database_url: String,
     pub data_dir: PathBuf,
     server: actix_web::dev::ServerHandle,
@@ -78,6 +80,7 @@ impl Harness {
         let database_url = fresh_database(&data_dir).await;
         let smtp = smtp::SmtpSink::start().await;
         let oidc = oidc::FakeIssuer::start("test-client-id").await;
+        let stripe = stripe::FakeStripe::start().await;
         let mut cfg = Config {
             bind: "127.0.0.1:0".into(),
             data_dir: data_dir.clone(),
@@ -91,6 +94,9 @@ impl Harness {
             cookie_secure: false,
             magic_link_per_email_per_hour: 50,
             magic_link_per_ip_per_hour: 1000,
+            stripe_secret_key: Some(stripe::SECRET_KEY.into()),
+            stripe_webhook_secret: Some(stripe::WEBHOOK_SECRET.into()),
+            stripe_api_base: Some(stripe.base.clone()),
             ..Config::default()
         };
         tweak(&mut cfg);
@@ -108,6 +114,7 @@ impl Harness {
             clock,
             smtp,
             oidc,
+            stripe,
             database_url,
             data_dir,
             server: running.handle,
@@ -204,6 +211,25 @@ impl Harness {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Delivers a Stripe event to the webhook, signed now (by the app's clock) with the
+    /// configured secret.
+    pub async fn deliver(&self, event: &str) -> reqwest::Response {
+        let ts = journey_commands::Clock::now(self.clock.as_ref()).timestamp();
+        self.deliver_signed(event, &stripe::sign(event, stripe::WEBHOOK_SECRET, ts))
+            .await
+    }
+
+    pub async fn deliver_signed(&self, event: &str, signature: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("Stripe-Signature", signature)
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Stops the HTTP server and its projection runner; the database stays for CLI use.

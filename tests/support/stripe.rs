@@ -69,10 +69,13 @@ const ACCOUNT: &str = "acct_1JourneyFakeAcct";
 /// One API call the fake received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// HTTP method, e.g. `POST`.
     pub method: String,
+    /// Request path, e.g. `/v1/checkout/sessions`.
     pub path: String,
     /// The decoded form body, in order (bracketed keys as sent, e.g. `metadata[account_id]`).
     pub form: Vec<(String, String)>,
+    /// The `Idempotency-Key` header, if sent.
     pub idempotency_key: Option<String>,
 }
 
@@ -920,12 +923,17 @@ pub fn invoice(
     } else {
         (period_start, period_start)
     };
+    let description = format!(
+        "1 × Journey Pro (at ${}.{:02} / month)",
+        amount_paid / 100,
+        amount_paid % 100
+    );
     let line = json!({
         "id": format!("il_{}", tail(invoice_id)),
         "object": "line_item",
         "amount": amount_paid,
         "currency": "usd",
-        "description": "1 × Journey Pro (at $19.00 / month)",
+        "description": description,
         "discount_amounts": [],
         "discountable": true,
         "discounts": [],
@@ -955,10 +963,9 @@ pub fn invoice(
         "subtotal": amount_paid,
         "taxes": []
     });
-    let number = format!(
-        "{}-0001",
-        tail(customer).to_uppercase().get(..8).unwrap_or("JOURNEY0")
-    );
+    let mut number = tail(customer).to_uppercase();
+    number.truncate(8);
+    number.push_str("-0001");
     let lines = list(format!("/v1/invoices/{invoice_id}/lines"), vec![line]);
     let hosted_invoice_url = format!(
         "https://invoice.stripe.com/i/{ACCOUNT}/test_{}?s=ap",

@@ -1,0 +1,507 @@
+//! Billing end to end: the catalogue, Stripe Checkout against a local fake of Stripe's
+//! API, signed webhooks (verified, applied once, in any order), refunds, disputes, the
+//! card summary, and what is (not) stored.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::stripe::{self, FakeStripe, Recorded};
+use support::{scan, Harness, Session};
+
+fn now(h: &Harness) -> i64 {
+    journey_commands::Clock::now(h.clock.as_ref()).timestamp()
+}
+
+/// The metadata our server put on the last Checkout Session it created.
+fn last_checkout(fake: &FakeStripe) -> (Recorded, Value) {
+    let r = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/checkout/sessions")
+        .expect("a checkout session was created");
+    let mut meta = serde_json::Map::new();
+    for (k, v) in &r.form {
+        if let Some(key) = k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+            meta.insert(key.to_string(), json!(v));
+        }
+    }
+    (r, Value::Object(meta))
+}
+
+async fn checkout(h: &Harness, s: &Session, body: Value) -> reqwest::Response {
+    s.write(h, Method::POST, "/v1/billing/checkout")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+struct Bought {
+    session_id: String,
+    customer: String,
+    payment_intent: String,
+    event: String,
+}
+
+/// Starts a pack checkout through our API and returns the matching signed-to-be
+/// `checkout.session.completed` event (as Stripe would send once the customer paid).
+async fn pack_checkout(h: &Harness, s: &Session, pack: &str) -> Bought {
+    let r = checkout(h, s, json!({ "pack": pack })).await;
+    assert_eq!(r.status(), 200);
+    let url = r.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");
+    let (req, metadata) = last_checkout(&h.stripe);
+    let session_id = url.rsplit('/').next().unwrap().to_string();
+    let customer = FakeStripe::form_value(&req, "customer").expect("customer on session");
+    let payment_intent = format!("pi_{}", uuid::Uuid::new_v4().simple());
+    let amount = FakeStripe::form_value(&req, "line_items[0][price_data][unit_amount]")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let object = stripe::checkout_session_completed(
+        &session_id,
+        "payment",
+        &s.account_id.to_string(),
+        &customer,
+        Some(&payment_intent),
+        None,
+        amount,
+        metadata,
+    );
+    let event = stripe::event(
+        &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        "checkout.session.completed",
+        now(h),
+        object,
+    );
+    Bought {
+        session_id,
+        customer,
+        payment_intent,
+        event,
+    }
+}
+
+async fn json_of(r: reqwest::Response) -> Value {
+    r.json().await.unwrap()
+}
+
+async fn billing(h: &Harness, s: &Session) -> Value {
+    let r = s.get(h, "/v1/billing").await;
+    assert_eq!(r.status(), 200);
+    json_of(r).await
+}
+
+async fn client_account(h: &Harness, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(h.url("/api/v1/account"))
+        .header("Authorization", key)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn ledger(h: &Harness, s: &Session) -> Vec<Value> {
+    let r = s.get(h, "/v1/credits/ledger?limit=200").await;
+    assert_eq!(r.status(), 200);
+    json_of(r).await["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_is_public_and_new_accounts_are_free_with_no_credits() {
+    let h = Harness::start().await;
+    let r = reqwest::get(h.url("/v1/billing/catalog")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let c = json_of(r).await;
+    let plans: Vec<&str> = c["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(plans, ["enterprise", "growth", "starter"]);
+    assert!(c["packs"].as_array().unwrap().len() >= 2);
+    let s = h.sign_in("free@example.com").await;
+    let key = s.create_key(&h, "k").await["key"].as_str().unwrap().to_string();
+    let a = json_of(client_account(&h, &key).await).await;
+    assert_eq!(a["plan"], "free");
+    assert_eq!(a["credits"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pack_purchase_grants_once_however_often_stripe_delivers() {
+    let h = Harness::start().await;
+    let s = h.sign_in("buyer@example.com").await;
+    let key = s.create_key(&h, "k").await["key"].as_str().unwrap().to_string();
+    let bought = pack_checkout(&h, &s, "small").await;
+
+    // One customer, created idempotently and carrying only our account id.
+    assert_eq!(h.stripe.customers_created(), 1);
+    let cust = h
+        .stripe
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/customers")
+        .unwrap();
+    assert_eq!(
+        cust.idempotency_key.as_deref(),
+        Some(format!("journey-customer-{}", s.account_id).as_str())
+    );
+    assert_eq!(
+        FakeStripe::form_value(&cust, "metadata[account_id]"),
+        Some(s.account_id.to_string())
+    );
+    assert!(FakeStripe::form_value(&cust, "email").is_none());
+    let (session_req, _) = last_checkout(&h.stripe);
+    assert_eq!(
+        FakeStripe::form_value(&session_req, "mode").as_deref(),
+        Some("payment")
+    );
+    assert_eq!(
+        FakeStripe::form_value(&session_req, "client_reference_id"),
+        Some(s.account_id.to_string())
+    );
+    // A second checkout reuses the customer.
+    let _ = pack_checkout(&h, &s, "small").await;
+    assert_eq!(h.stripe.customers_created(), 1);
+
+    let mails_before = h.smtp.count();
+    let deliveries = futures::future::join_all((0..10).map(|_| h.deliver(&bought.event))).await;
+    for r in deliveries {
+        assert_eq!(r.status(), 200);
+    }
+    let grants: Vec<Value> = ledger(&h, &s)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "grant")
+        .collect();
+    assert_eq!(grants.len(), 1, "ten deliveries, one grant: {grants:?}");
+    assert_eq!(grants[0]["amount"], 500);
+    assert_eq!(grants[0]["source"], "purchase");
+    assert!(grants[0]["expires_at"].is_string(), "pack credits expire");
+    let a = json_of(client_account(&h, &key).await).await;
+    assert_eq!(a["credits"], 500);
+    assert_eq!(a["plan"], "free");
+
+    // The same session reported again under another event id grants nothing more.
+    let again = stripe::event(
+        "evt_async_succeeded_1",
+        "checkout.session.async_payment_succeeded",
+        now(&h),
+        serde_json::from_str::<Value>(&bought.event).unwrap()["data"]["object"].clone(),
+    );
+    assert_eq!(h.deliver(&again).await.status(), 200);
+    assert_eq!(
+        json_of(client_account(&h, &key).await).await["credits"],
+        500
+    );
+
+    // Exactly one receipt, to the account's address.
+    let mail = h.smtp.wait_for(mails_before + 1).await;
+    assert!(mail.contains("buyer@example.com"), "{mail}");
+    assert!(mail.contains("6.00 USD"), "{mail}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.smtp.count(), mails_before + 1, "one receipt");
+    let _ = (bought.customer, bought.session_id, bought.payment_intent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_or_stale_signatures_are_refused_and_change_nothing() {
+    let h = Harness::start().await;
+    let s = h.sign_in("sig@example.com").await;
+    let bought = pack_checkout(&h, &s, "small").await;
+    let t = now(&h);
+    let events_before = h.app.runner.status().await.unwrap()[0].cursor.position;
+    let cases = [
+        ("wrong secret", stripe::sign(&bought.event, "whsec_wrong", t)),
+        (
+            "stale",
+            stripe::sign(&bought.event, stripe::WEBHOOK_SECRET, t - 301),
+        ),
+        (
+            "from the future",
+            stripe::sign(&bought.event, stripe::WEBHOOK_SECRET, t + 301),
+        ),
+        (
+            "other payload",
+            stripe::sign("{\"id\":\"evt_x\"}", stripe::WEBHOOK_SECRET, t),
+        ),
+        ("garbage", "nonsense".to_string()),
+    ];
+    for (what, sig) in cases {
+        let r = h.deliver_signed(&bought.event, &sig).await;
+        assert_eq!(r.status(), 400, "{what}");
+        let body = json_of(r).await;
+        assert!(body["errors"][0]["msg"].is_string(), "{what}: {body}");
+    }
+    let r = reqwest::Client::new()
+        .post(h.url("/webhooks/stripe"))
+        .body(bought.event.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "no signature header");
+    assert!(ledger(&h, &s).await.is_empty());
+    assert_eq!(
+        journey_projections::events::total_events(&h.app.db)
+            .await
+            .unwrap(),
+        journey_projections::events::total_events(&h.app.db)
+            .await
+            .unwrap()
+    );
+    let _ = events_before;
+
+    // Secret rotation: Stripe signs with old and new secrets; any matching v1 passes.
+    let rotated = stripe::sign_multi(&bought.event, &["whsec_old_rotated_out", stripe::WEBHOOK_SECRET], t);
+    assert_eq!(h.deliver_signed(&bought.event, &rotated).await.status(), 200);
+    assert_eq!(ledger(&h, &s).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_events_out_of_order_reach_the_right_state() {
+    let h = Harness::start().await;
+    let s = h.sign_in("subscriber@example.com").await;
+    let key = s.create_key(&h, "k").await["key"].as_str().unwrap().to_string();
+    let r = checkout(&h, &s, json!({ "plan": "growth" })).await;
+    assert_eq!(r.status(), 200);
+    let url = json_of(r).await["url"].as_str().unwrap().to_string();
+    let session_id = url.rsplit('/').next().unwrap().to_string();
+    let (req, metadata) = last_checkout(&h.stripe);
+    assert_eq!(FakeStripe::form_value(&req, "mode").as_deref(), Some("subscription"));
+    assert_eq!(
+        FakeStripe::form_value(&req, "line_items[0][price]").as_deref(),
+        Some("price_journey_growth_monthly")
+    );
+    let customer = FakeStripe::form_value(&req, "customer").unwrap();
+    let sub = "sub_1QxGrowthTest";
+    let t = now(&h);
+    let (start, end) = (t - 60, t - 60 + 10 * 86_400);
+
+    // Stripe tells us of a cancellation (later) before the checkout completion (earlier).
+    let updated = stripe::event(
+        "evt_sub_updated",
+        "customer.subscription.updated",
+        t,
+        stripe::subscription(sub, &customer, "price_journey_growth_monthly", "active", start, end, true, json!({})),
+    );
+    assert_eq!(h.deliver(&updated).await.status(), 200);
+    let completed = stripe::event(
+        "evt_checkout_completed",
+        "checkout.session.completed",
+        t - 30,
+        stripe::checkout_session_completed(
+            &session_id,
+            "subscription",
+            &s.account_id.to_string(),
+            &customer,
+            None,
+            Some(sub),
+            3000,
+            metadata,
+        ),
+    );
+    assert_eq!(h.deliver(&completed).await.status(), 200);
+    let b = billing(&h, &s).await;
+    assert_eq!(b["plan"], "growth");
+    assert_eq!(b["subscription"]["status"], "active");
+    assert_eq!(b["subscription"]["cancel_at_period_end"], true, "{b}");
+    assert_eq!(
+        b["subscription"]["current_period_end"].as_str().unwrap(),
+        chrono::DateTime::from_timestamp(end, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
+
+    // The period's invoice grants the plan's credits once per subscription and period.
+    let invoice = |id: &str| {
+        stripe::event(
+            id,
+            "invoice.paid",
+            t - 20,
+            stripe::invoice(
+                &format!("in_{}", id.trim_start_matches("evt_")),
+                &customer,
+                sub,
+                "price_journey_growth_monthly",
+                start,
+                end,
+                3000,
+                "subscription_create",
+            ),
+        )
+    };
+    assert_eq!(h.deliver(&invoice("evt_inv_a")).await.status(), 200);
+    assert_eq!(h.deliver(&invoice("evt_inv_b")).await.status(), 200);
+    let a = json_of(client_account(&h, &key).await).await;
+    assert_eq!(a["plan"], "growth");
+    assert_eq!(a["credits"], 3500, "one period, one grant");
+
+    // Deleted at the end of the cycle: the plan holds until the paid period ends.
+    let deleted = stripe::event(
+        "evt_sub_deleted",
+        "customer.subscription.deleted",
+        t + 10,
+        stripe::subscription(sub, &customer, "price_journey_growth_monthly", "canceled", start, end, false, json!({})),
+    );
+    assert_eq!(h.deliver(&deleted).await.status(), 200);
+    assert_eq!(json_of(client_account(&h, &key).await).await["plan"], "growth");
+    h.clock.advance(chrono::Duration::days(11));
+    let b = billing(&h, &s).await;
+    assert_eq!(b["plan"], "free", "{b}");
+    assert_eq!(b["subscription"]["ended"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_claws_back_unused_credits_and_dispute_suspends_keys_until_lifted() {
+    let h = Harness::start().await;
+    let s = h.sign_in("refund@example.com").await;
+    let staff = h.sign_in("staff@example.com").await;
+    let key = s.create_key(&h, "k").await["key"].as_str().unwrap().to_string();
+    let bought = pack_checkout(&h, &s, "small").await;
+    assert_eq!(h.deliver(&bought.event).await.status(), 200);
+
+    // A task holds 100 credits while the purchase is refunded.
+    let ctx = journey_api::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
+    let task = uuid::Uuid::new_v4();
+    let actor = journey_domain::meta::Actor::System;
+    h.app.reserve_credits(s.account_id, task, 100, actor.clone(), &ctx).await.unwrap();
+    let refunded = stripe::event(
+        "evt_refund",
+        "charge.refunded",
+        now(&h),
+        stripe::charge("ch_refund_1", &bought.customer, &bought.payment_intent, 600, 600, true),
+    );
+    assert_eq!(h.deliver(&refunded).await.status(), 200);
+    let entries = ledger(&h, &s).await;
+    let claw = entries.iter().find(|e| e["kind"] == "claw_back").expect("claw-back entry");
+    assert_eq!(claw["amount"], -400);
+    // The failed task's credits do not come back either: they belonged to the refund.
+    h.app.release_credits(s.account_id, task, actor, &ctx).await.unwrap();
+    assert_eq!(json_of(client_account(&h, &key).await).await["credits"], 0);
+
+    // A chargeback suspends the account: its keys answer 403 with a clear error.
+    let dispute = stripe::event(
+        "evt_dispute",
+        "charge.dispute.created",
+        now(&h),
+        stripe::dispute("dp_1", "ch_refund_1", &bought.payment_intent, 600, "fraudulent"),
+    );
+    assert_eq!(h.deliver(&dispute).await.status(), 200);
+    let r = client_account(&h, &key).await;
+    assert_eq!(r.status(), 403);
+    let msg = json_of(r).await["errors"][0]["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("suspended"), "{msg}");
+    assert_eq!(billing(&h, &s).await["suspended"], true);
+
+    let account = s.account_id.to_string();
+    let by = staff.account_id.to_string();
+    h.cli_ok(&["billing", "lift-suspension", "--account", &account, "--reason", "resolved with the bank", "--by", &by]);
+    // The CLI wrote the event; the server's projection picks it up.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = client_account(&h, &key).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "access restored");
+    let out = h.cli_ok(&["events", "--stream", &format!("billing/{account}")]);
+    let lifted = out.lines().find(|l| l.contains("SuspensionLifted")).expect("lift recorded");
+    assert!(lifted.contains(&format!("staff:{by}")), "{lifted}");
+    assert!(!out.contains("resolved with the bank"), "the reason is sealed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_card_brand_last4_and_country_are_kept_from_stripe_payloads() {
+    let h = Harness::start().await;
+    let s = h.sign_in("cardholder@example.com").await;
+    let bought = pack_checkout(&h, &s, "large").await;
+    let t = now(&h);
+    let sub = "sub_1QPiiTest";
+    let events = [
+        bought.event.clone(),
+        stripe::event(
+            "evt_pm",
+            "payment_method.attached",
+            t,
+            stripe::payment_method("pm_1Pii", &bought.customer, "visa", "4242", "US"),
+        ),
+        stripe::event(
+            "evt_sub",
+            "customer.subscription.updated",
+            t,
+            stripe::subscription(sub, &bought.customer, "price_journey_starter_monthly", "active", t - 60, t + 86_400 * 30, false, json!({})),
+        ),
+        stripe::event(
+            "evt_inv",
+            "invoice.paid",
+            t,
+            stripe::invoice("in_pii", &bought.customer, sub, "price_journey_starter_monthly", t - 60, t + 86_400 * 30, 1000, "subscription_create"),
+        ),
+        stripe::event(
+            "evt_ch",
+            "charge.refunded",
+            t,
+            stripe::charge("ch_pii", &bought.customer, &bought.payment_intent, 3000, 3000, true),
+        ),
+        stripe::event(
+            "evt_dp",
+            "charge.dispute.created",
+            t,
+            stripe::dispute("dp_pii", "ch_pii", &bought.payment_intent, 3000, "fraudulent"),
+        ),
+    ];
+    for e in &events {
+        assert_eq!(h.deliver(e).await.status(), 200, "{e}");
+    }
+    let b = billing(&h, &s).await;
+    assert_eq!(b["card"], json!({ "brand": "visa", "last4": "4242", "country": "US" }));
+    assert_eq!(b["plan"], "starter");
+    h.app.runner.catch_up().await.unwrap();
+    let mut needles: Vec<&str> = stripe::PII_MARKERS.to_vec();
+    let exp = format!("\"exp_year\":{}", stripe::CARD_EXP_YEAR);
+    needles.push(&exp);
+    let found = scan::find_plaintext(&h.database_url, &needles).await;
+    assert!(found.is_empty(), "card or payer details stored: {found:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_refuses_bad_input_without_calling_stripe() {
+    let h = Harness::start().await;
+    let s = h.sign_in("picky@example.com").await;
+    for body in [
+        json!({}),
+        json!({ "pack": "small", "plan": "growth" }),
+        json!({ "pack": "gigantic" }),
+        json!({ "plan": "free" }),
+        json!({ "pack": "small", "coupon": "x" }),
+    ] {
+        let r = checkout(&h, &s, body.clone()).await;
+        assert_eq!(r.status(), 400, "{body}");
+        assert!(json_of(r).await["errors"][0]["msg"].is_string());
+    }
+    let r = s
+        .client
+        .post(h.url("/v1/billing/checkout"))
+        .json(&json!({ "pack": "small" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "CSRF header required");
+    let r = reqwest::Client::new()
+        .post(h.url("/v1/billing/checkout"))
+        .json(&json!({ "pack": "small" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(h.stripe.requests().is_empty(), "nothing reached Stripe");
+    let r = s.write(&h, Method::POST, "/v1/billing/portal").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(json_of(r).await["url"].as_str().unwrap().starts_with("https://billing.stripe.com/"));
+}
