@@ -18,8 +18,16 @@ fn ctx(h: &Harness) -> Ctx {
 fn grant(h: &Harness, account: Uuid, by: Uuid, amount: &str, extra: &[&str]) -> String {
     let (account, by) = (account.to_string(), by.to_string());
     let mut args = vec![
-        "credits", "grant", "--account", &account, "--amount", amount, "--reason",
-        "goodwill after outage #4411", "--by", &by,
+        "credits",
+        "grant",
+        "--account",
+        &account,
+        "--amount",
+        amount,
+        "--reason",
+        "goodwill after outage #4411",
+        "--by",
+        &by,
     ];
     args.extend_from_slice(extra);
     h.cli_ok(&args)
@@ -71,11 +79,26 @@ async fn fifty_parallel_reservations_against_twenty_credits() {
     let task = Uuid::new_v4();
     grant(&h, s.account_id, staff.account_id, "3", &[]);
     wait_for_balance(&h, s.account_id, 3).await;
-    h.app.reserve_credits(s.account_id, task, 3, Actor::System, &c).await.unwrap();
-    h.app.reserve_credits(s.account_id, task, 3, Actor::System, &c).await.unwrap();
-    h.app.capture_credits(s.account_id, task, Actor::System, &c).await.unwrap();
-    h.app.capture_credits(s.account_id, task, Actor::System, &c).await.unwrap();
-    let e = h.app.release_credits(s.account_id, task, Actor::System, &c).await;
+    h.app
+        .reserve_credits(s.account_id, task, 3, Actor::System, &c)
+        .await
+        .unwrap();
+    h.app
+        .reserve_credits(s.account_id, task, 3, Actor::System, &c)
+        .await
+        .unwrap();
+    h.app
+        .capture_credits(s.account_id, task, Actor::System, &c)
+        .await
+        .unwrap();
+    h.app
+        .capture_credits(s.account_id, task, Actor::System, &c)
+        .await
+        .unwrap();
+    let e = h
+        .app
+        .release_credits(s.account_id, task, Actor::System, &c)
+        .await;
     assert!(matches!(e, Err(ApiError::Conflict(_))), "{e:?}");
     let b = h.app.balance(s.account_id).await.unwrap();
     assert_eq!((b.available, b.reserved), (0, 20));
@@ -86,19 +109,40 @@ async fn staff_grants_are_recorded_with_actor_and_sealed_reason() {
     let h = Harness::start().await;
     let s = h.sign_in("granted@example.com").await;
     let staff = h.sign_in("staff@example.com").await;
-    let out = grant(&h, s.account_id, staff.account_id, "25", &["--idempotency-key", "ticket-4411"]);
+    let out = grant(
+        &h,
+        s.account_id,
+        staff.account_id,
+        "25",
+        &["--idempotency-key", "ticket-4411"],
+    );
     let printed: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(printed["available"], 25);
     // The same key again grants nothing.
-    grant(&h, s.account_id, staff.account_id, "25", &["--idempotency-key", "ticket-4411"]);
+    grant(
+        &h,
+        s.account_id,
+        staff.account_id,
+        "25",
+        &["--idempotency-key", "ticket-4411"],
+    );
     wait_for_balance(&h, s.account_id, 25).await;
 
-    let events = h.cli_ok(&["events", "--stream", &format!("credit_ledger/{}", s.account_id)]);
+    let events = h.cli_ok(&[
+        "events",
+        "--stream",
+        &format!("credit_ledger/{}", s.account_id),
+    ]);
     assert_eq!(events.lines().count(), 1, "{events}");
-    assert!(events.contains(&format!("staff:{}", staff.account_id)), "{events}");
+    assert!(
+        events.contains(&format!("staff:{}", staff.account_id)),
+        "{events}"
+    );
     assert!(events.contains("\"source\":\"admin\""));
     assert!(
-        scan::find_plaintext(&h.database_url, &["goodwill after outage"]).await.is_empty(),
+        scan::find_plaintext(&h.database_url, &["goodwill after outage"])
+            .await
+            .is_empty(),
         "the reason is sealed"
     );
 
@@ -106,9 +150,51 @@ async fn staff_grants_are_recorded_with_actor_and_sealed_reason() {
     let account = s.account_id.to_string();
     let by = staff.account_id.to_string();
     for (args, why) in [
-        (vec!["credits", "grant", "--account", &account, "--amount", "0", "--reason", "x", "--by", &by], "amount must be"),
-        (vec!["credits", "grant", "--account", &account, "--amount", "5", "--reason", " ", "--by", &by], "reason is required"),
-        (vec!["credits", "grant", "--account", &by, "--amount", "5", "--reason", "x", "--by", &account], ""),
+        (
+            vec![
+                "credits",
+                "grant",
+                "--account",
+                &account,
+                "--amount",
+                "0",
+                "--reason",
+                "x",
+                "--by",
+                &by,
+            ],
+            "amount must be",
+        ),
+        (
+            vec![
+                "credits",
+                "grant",
+                "--account",
+                &account,
+                "--amount",
+                "5",
+                "--reason",
+                " ",
+                "--by",
+                &by,
+            ],
+            "reason is required",
+        ),
+        (
+            vec![
+                "credits",
+                "grant",
+                "--account",
+                &by,
+                "--amount",
+                "5",
+                "--reason",
+                "x",
+                "--by",
+                &account,
+            ],
+            "",
+        ),
     ] {
         let out = h.cli(&args);
         if why.is_empty() {
@@ -121,10 +207,32 @@ async fn staff_grants_are_recorded_with_actor_and_sealed_reason() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
     let unknown = Uuid::new_v4().to_string();
-    let out = h.cli(&["credits", "grant", "--account", &unknown, "--amount", "5", "--reason", "x", "--by", &by]);
+    let out = h.cli(&[
+        "credits",
+        "grant",
+        "--account",
+        &unknown,
+        "--amount",
+        "5",
+        "--reason",
+        "x",
+        "--by",
+        &by,
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no active account"));
-    let out = h.cli(&["credits", "grant", "--account", &account, "--amount", "5", "--reason", "x", "--by", &unknown]);
+    let out = h.cli(&[
+        "credits",
+        "grant",
+        "--account",
+        &account,
+        "--amount",
+        "5",
+        "--reason",
+        "x",
+        "--by",
+        &unknown,
+    ]);
     assert!(!out.status.success(), "the actor must be a real account");
     wait_for_balance(&h, s.account_id, 25).await;
 }
@@ -143,7 +251,10 @@ async fn ledger_history_pages_newest_first() {
     loop {
         let page: Value = s.get(&h, &path).await.json().await.unwrap();
         for e in page["entries"].as_array().unwrap() {
-            seen.push((e["amount"].as_i64().unwrap(), e["balance_after"].as_i64().unwrap()));
+            seen.push((
+                e["amount"].as_i64().unwrap(),
+                e["balance_after"].as_i64().unwrap(),
+            ));
         }
         match page["next_before"].as_i64() {
             Some(b) => path = format!("/v1/credits/ledger?limit=2&before={b}"),
@@ -156,8 +267,16 @@ async fn ledger_history_pages_newest_first() {
         assert_eq!(r.status(), 400, "{bad}");
     }
     let other = h.sign_in("other@example.com").await;
-    let page: Value = other.get(&h, "/v1/credits/ledger").await.json().await.unwrap();
-    assert!(page["entries"].as_array().unwrap().is_empty(), "no one sees another's ledger");
+    let page: Value = other
+        .get(&h, "/v1/credits/ledger")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["entries"].as_array().unwrap().is_empty(),
+        "no one sees another's ledger"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,19 +302,37 @@ async fn billing_records_outlive_erasure_without_identity() {
         "evt_erasure_pay",
         "checkout.session.completed",
         h.clock.now().timestamp(),
-        stripe::checkout_session_completed("cs_test_erasure", "payment", &s.account_id.to_string(), &customer, Some("pi_erasure"), None, 600, metadata),
+        stripe::checkout_session_completed(
+            "cs_test_erasure",
+            "payment",
+            &s.account_id.to_string(),
+            &customer,
+            Some("pi_erasure"),
+            None,
+            600,
+            metadata,
+        ),
     );
     assert_eq!(h.deliver(&event).await.status(), 200);
     h.cli_ok(&["erase", "--subject", &s.account_id.to_string()]);
 
-    assert!(scan::find_plaintext(&h.database_url, &["leaving@example.com"]).await.is_empty());
+    assert!(
+        scan::find_plaintext(&h.database_url, &["leaving@example.com"])
+            .await
+            .is_empty()
+    );
     let out = h.cli_ok(&["events", "--stream", &format!("billing/{}", s.account_id)]);
     let record: Value = serde_json::from_str(
-        out.lines().find(|l| l.contains("BillingRecorded")).expect("billing record kept"),
+        out.lines()
+            .find(|l| l.contains("BillingRecorded"))
+            .expect("billing record kept"),
     )
     .unwrap();
     let detail = &record["payload"]["BillingRecorded"]["detail"];
     let opened = h.app.vault.open_json(detail).await.unwrap();
-    assert_eq!(opened["amount_cents"], 600, "the record still opens: {opened}");
+    assert_eq!(
+        opened["amount_cents"], 600,
+        "the record still opens: {opened}"
+    );
     assert!(!out.contains("leaving@example.com"));
 }

@@ -72,12 +72,7 @@ impl AppState {
     }
 
     async fn billing_state(&self, account_id: Uuid) -> Result<BillingAccount, ApiError> {
-        Ok(self
-            .stores
-            .billing
-            .load(&account_id.to_string())
-            .await?
-            .0)
+        Ok(self.stores.billing.load(&account_id.to_string()).await?.0)
     }
 
     /// The plan in force now (`free` without an entitling subscription).
@@ -102,10 +97,7 @@ impl AppState {
             None => None,
         };
         Ok(BillingOverview {
-            plan: b
-                .plan_at(self.clock.now())
-                .unwrap_or(FREE_PLAN)
-                .to_string(),
+            plan: b.plan_at(self.clock.now()).unwrap_or(FREE_PLAN).to_string(),
             subscription: b.subscription.as_ref().map(|s| SubscriptionView {
                 plan: s.state.plan.clone(),
                 status: s.state.status.as_str().to_string(),
@@ -129,7 +121,9 @@ impl AppState {
         self.refs
             .link(&customer, account_id, ctx.at.timestamp_millis())
             .await?;
-        let meta = self.meta(Actor::Account(account_id), Some(account_id), ctx).await?;
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
         self.stores
             .billing
             .execute(
@@ -173,8 +167,7 @@ impl AppState {
                     ))
                 })?;
                 let b = self.billing_state(account_id).await?;
-                if b.plan_at(ctx.at).is_some()
-                    && b.subscription.as_ref().is_some_and(|s| !s.ended)
+                if b.plan_at(ctx.at).is_some() && b.subscription.as_ref().is_some_and(|s| !s.ended)
                 {
                     return Err(ApiError::Conflict(
                         "a subscription is already active; change plans in the billing portal (POST /v1/billing/portal)".into(),

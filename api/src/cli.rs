@@ -1,13 +1,13 @@
 //! The `journey` command line.
 
 use crate::config::Config;
+use crate::credits::ManualGrant;
 use crate::identity::Ctx;
 use crate::state::AppState;
 use crate::{server, telemetry};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use crate::credits::ManualGrant;
 use journey_domain::credits::GrantSource;
 use journey_domain::meta::Actor;
 use uuid::Uuid;
@@ -240,7 +240,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .grant_credits(grant, actor, &ctx)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let balance = app.balance(account).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let balance = app
+                .balance(account)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "{}",
                 serde_json::json!({"grant_id": grant_id, "account_id": account, "available": balance.available})
@@ -248,11 +251,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             app.db.close().await;
         }
         Command::Billing {
-            command: BillingCliCommand::LiftSuspension {
-                account,
-                reason,
-                by,
-            },
+            command:
+                BillingCliCommand::LiftSuspension {
+                    account,
+                    reason,
+                    by,
+                },
         } => {
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());

@@ -112,7 +112,10 @@ impl Config {
             ("JOURNEY_MASTER_KEY", &mut cfg.master_key),
             ("JOURNEY_PEPPER", &mut cfg.pepper),
             ("JOURNEY_STRIPE_SECRET_KEY", &mut cfg.stripe_secret_key),
-            ("JOURNEY_STRIPE_WEBHOOK_SECRET", &mut cfg.stripe_webhook_secret),
+            (
+                "JOURNEY_STRIPE_WEBHOOK_SECRET",
+                &mut cfg.stripe_webhook_secret,
+            ),
         ] {
             if let Ok(v) = std::env::var(var) {
                 *field = Some(v);

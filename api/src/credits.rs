@@ -79,11 +79,7 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
 
 impl AppState {
     pub async fn balance(&self, account_id: Uuid) -> Result<Balance, ApiError> {
-        let (ledger, _) = self
-            .stores
-            .credits
-            .load(&account_id.to_string())
-            .await?;
+        let (ledger, _) = self.stores.credits.load(&account_id.to_string()).await?;
         Ok(Balance {
             available: ledger.available(self.clock.now()),
             reserved: ledger.reserved(),
@@ -174,7 +170,12 @@ impl AppState {
         }
         let note = self
             .vault
-            .seal(&subject, DataCategory::Billing, ctx.at, &grant.reason.to_string())
+            .seal(
+                &subject,
+                DataCategory::Billing,
+                ctx.at,
+                &grant.reason.to_string(),
+            )
             .await?;
         let grant_id = Uuid::new_v4();
         let cmd = CreditCommand::Grant {

@@ -333,12 +333,12 @@ impl AppState {
                 else {
                     return Ok(None);
                 };
-                let plan_id = match price_id.as_deref().and_then(|p| self.catalog.plan_for_price(p))
+                let plan_id = match price_id
+                    .as_deref()
+                    .and_then(|p| self.catalog.plan_for_price(p))
                 {
                     Some(p) => Some(p.to_string()),
-                    None => self
-                        .billing_state_plan(account)
-                        .await?,
+                    None => self.billing_state_plan(account).await?,
                 };
                 let plan = plan_id.as_ref().and_then(|p| self.catalog.plans.get(p));
                 let purchase_ref = payment_intents
@@ -360,7 +360,10 @@ impl AppState {
                         purchase_ref: purchase_ref.clone(),
                     }),
                     _ => {
-                        tracing::warn!(invoice_id, "paid invoice for no known plan: no credits granted");
+                        tracing::warn!(
+                            invoice_id,
+                            "paid invoice for no known plan: no credits granted"
+                        );
                         None
                     }
                 };
@@ -406,13 +409,18 @@ impl AppState {
             } => {
                 let direct = metadata.get("account_id").map(String::as_str);
                 let Some(account) = self
-                    .route(direct, &[Some(customer.as_str()), Some(subscription_id.as_str())])
+                    .route(
+                        direct,
+                        &[Some(customer.as_str()), Some(subscription_id.as_str())],
+                    )
                     .await?
                 else {
                     return Ok(None);
                 };
                 let Some(status) = SubscriptionStatus::parse(status) else {
-                    return Err(ApiError::bad(format!("unknown subscription status {status:?}")));
+                    return Err(ApiError::bad(format!(
+                        "unknown subscription status {status:?}"
+                    )));
                 };
                 let plan = price_id
                     .as_deref()
@@ -423,13 +431,15 @@ impl AppState {
                     account,
                     refs: vec![customer.clone(), subscription_id.clone()],
                     credit: None,
-                    changes: vec![Change::Ready(BillingChange::Subscription(SubscriptionState {
-                        subscription_id: subscription_id.clone(),
-                        plan,
-                        status,
-                        current_period_end: current_period_end.and_then(ts),
-                        cancel_at_period_end: *cancel_at_period_end,
-                    }))],
+                    changes: vec![Change::Ready(BillingChange::Subscription(
+                        SubscriptionState {
+                            subscription_id: subscription_id.clone(),
+                            plan,
+                            status,
+                            current_period_end: current_period_end.and_then(ts),
+                            cancel_at_period_end: *cancel_at_period_end,
+                        },
+                    ))],
                     receipt: None,
                 }
             }
@@ -439,7 +449,10 @@ impl AppState {
                 paid_until,
             } => {
                 let Some(account) = self
-                    .route(None, &[Some(customer.as_str()), Some(subscription_id.as_str())])
+                    .route(
+                        None,
+                        &[Some(customer.as_str()), Some(subscription_id.as_str())],
+                    )
                     .await?
                 else {
                     return Ok(None);

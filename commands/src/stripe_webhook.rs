@@ -145,7 +145,8 @@ fn notice(object: EventObject) -> Notice {
         | EventObject::CheckoutSessionAsyncPaymentSucceeded(s) => {
             if !matches!(
                 s.payment_status,
-                CheckoutSessionPaymentStatus::Paid | CheckoutSessionPaymentStatus::NoPaymentRequired
+                CheckoutSessionPaymentStatus::Paid
+                    | CheckoutSessionPaymentStatus::NoPaymentRequired
             ) {
                 // Delayed payment methods: wait for `async_payment_succeeded`.
                 return Notice::Ignored;
@@ -158,10 +159,7 @@ fn notice(object: EventObject) -> Notice {
                 payment_intent: s.payment_intent.as_ref().map(id_of),
                 subscription: s.subscription.as_ref().map(id_of),
                 amount_total: s.amount_total.unwrap_or(0),
-                currency: s
-                    .currency
-                    .map(|c| c.to_string())
-                    .unwrap_or_default(),
+                currency: s.currency.map(|c| c.to_string()).unwrap_or_default(),
                 metadata: s.metadata.clone().unwrap_or_default(),
             }
         }
@@ -192,7 +190,11 @@ fn notice(object: EventObject) -> Notice {
                 })
                 .unwrap_or_default();
             Notice::InvoicePaid {
-                invoice_id: inv.id.as_ref().map(|i| i.as_str().to_string()).unwrap_or_default(),
+                invoice_id: inv
+                    .id
+                    .as_ref()
+                    .map(|i| i.as_str().to_string())
+                    .unwrap_or_default(),
                 customer: inv.customer.as_ref().map(id_of),
                 subscription,
                 price_id,

@@ -253,7 +253,11 @@ impl BillingAccount {
         request_id: &str,
     ) -> bool {
         self.processed.get(event_id).map(String::as_str) == Some(request_id)
-            && self.recorded.get(&record_key(kind, stripe_id)).map(String::as_str) == Some(event_id)
+            && self
+                .recorded
+                .get(&record_key(kind, stripe_id))
+                .map(String::as_str)
+                == Some(event_id)
     }
 
     fn takes(&self, subscription_id: &str, stripe_created: i64) -> bool {
@@ -410,7 +414,9 @@ impl Aggregate for BillingAccount {
                     .as_ref()
                     .is_some_and(|s| s.state.subscription_id == subscription_id);
                 let plan = if same {
-                    self.subscription.as_ref().and_then(|s| s.state.plan.clone())
+                    self.subscription
+                        .as_ref()
+                        .and_then(|s| s.state.plan.clone())
                 } else {
                     None
                 };
@@ -499,8 +505,23 @@ mod tests {
     async fn older_subscription_news_does_not_override_newer() {
         let mut b = BillingAccount::default();
         let updated = sub(SubscriptionStatus::Active, true);
-        apply(&mut b, "evt_2", 20, vec![BillingChange::Subscription(updated.clone())]).await;
-        apply(&mut b, "evt_1", 10, vec![BillingChange::Subscription(sub(SubscriptionStatus::Active, false))]).await;
+        apply(
+            &mut b,
+            "evt_2",
+            20,
+            vec![BillingChange::Subscription(updated.clone())],
+        )
+        .await;
+        apply(
+            &mut b,
+            "evt_1",
+            10,
+            vec![BillingChange::Subscription(sub(
+                SubscriptionStatus::Active,
+                false,
+            ))],
+        )
+        .await;
         assert_eq!(b.subscription.as_ref().unwrap().state, updated);
         assert_eq!(b.plan_at(at(100)), Some("growth"));
     }
@@ -508,7 +529,16 @@ mod tests {
     #[tokio::test]
     async fn ended_subscription_keeps_plan_until_paid_period_ends() {
         let mut b = BillingAccount::default();
-        apply(&mut b, "evt_1", 10, vec![BillingChange::Subscription(sub(SubscriptionStatus::Active, true))]).await;
+        apply(
+            &mut b,
+            "evt_1",
+            10,
+            vec![BillingChange::Subscription(sub(
+                SubscriptionStatus::Active,
+                true,
+            ))],
+        )
+        .await;
         let end = at(0) + Duration::days(30);
         let ended = BillingChange::SubscriptionEnded {
             subscription_id: "sub_1".into(),
@@ -516,7 +546,16 @@ mod tests {
         };
         apply(&mut b, "evt_2", 20, vec![ended]).await;
         // A stale update after the deletion changes nothing.
-        apply(&mut b, "evt_3", 20, vec![BillingChange::Subscription(sub(SubscriptionStatus::Active, false))]).await;
+        apply(
+            &mut b,
+            "evt_3",
+            20,
+            vec![BillingChange::Subscription(sub(
+                SubscriptionStatus::Active,
+                false,
+            ))],
+        )
+        .await;
         assert_eq!(b.plan_at(end - Duration::seconds(1)), Some("growth"));
         assert_eq!(b.plan_at(end), None);
     }
@@ -524,7 +563,11 @@ mod tests {
     #[tokio::test]
     async fn a_stripe_event_applies_once() {
         let mut b = BillingAccount::default();
-        let suspend = || vec![BillingChange::Suspend { dispute_id: "dp_1".into() }];
+        let suspend = || {
+            vec![BillingChange::Suspend {
+                dispute_id: "dp_1".into(),
+            }]
+        };
         apply(&mut b, "evt_1", 10, suspend()).await;
         let sink = EventSink::default();
         b.handle(
@@ -541,7 +584,10 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(sink.collect().await.is_empty(), "a redelivery writes nothing");
+        assert!(
+            sink.collect().await.is_empty(),
+            "a redelivery writes nothing"
+        );
         assert_eq!(b.processed.get("evt_1").map(String::as_str), Some("r"));
     }
 }

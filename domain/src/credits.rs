@@ -224,7 +224,14 @@ impl CreditLedger {
             .values()
             .filter(|l| l.live_at(at) && l.remaining > 0)
             .collect();
-        lots.sort_by_key(|l| (l.expires_at.is_none(), l.expires_at, l.granted_at, l.grant_id));
+        lots.sort_by_key(|l| {
+            (
+                l.expires_at.is_none(),
+                l.expires_at,
+                l.granted_at,
+                l.grant_id,
+            )
+        });
         lots
     }
 
@@ -681,7 +688,11 @@ mod tests {
             at: t0(),
         };
         TestFramework::<CreditLedger>::with(())
-            .given(vec![granted(1, 5, None), reserved.clone(), captured.clone()])
+            .given(vec![
+                granted(1, 5, None),
+                reserved.clone(),
+                captured.clone(),
+            ])
             .when(CreditCommand::Capture {
                 task_id: task(1),
                 at: t0(),

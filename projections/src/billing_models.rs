@@ -55,10 +55,10 @@ impl Projection for Billing {
         .await?;
         let at = e.committed_at;
         let q = match event {
-            BillingEvent::StripeCustomerLinked { customer_id, .. } => {
-                sqlx::query("UPDATE rm_billing SET customer_id = $1, updated_at = $2 WHERE account_id = $3")
-                    .bind(customer_id)
-            }
+            BillingEvent::StripeCustomerLinked { customer_id, .. } => sqlx::query(
+                "UPDATE rm_billing SET customer_id = $1, updated_at = $2 WHERE account_id = $3",
+            )
+            .bind(customer_id),
             BillingEvent::SubscriptionChanged { state, .. } => sqlx::query(
                 "UPDATE rm_billing SET plan = $1, status = $2, period_end = $3,
                  cancel_at_period_end = $4, ended = 0, updated_at = $5 WHERE account_id = $6",
@@ -115,7 +115,14 @@ impl Projection for CreditEntries {
                 expires_at,
                 at,
                 ..
-            } => ("grant", None, Some(grant_id), Some(source.as_str()), *expires_at, at),
+            } => (
+                "grant",
+                None,
+                Some(grant_id),
+                Some(source.as_str()),
+                *expires_at,
+                at,
+            ),
             CreditEvent::CreditsReserved { task_id, at, .. } => {
                 ("reserve", Some(task_id), None, None, None, at)
             }

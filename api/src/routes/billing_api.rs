@@ -173,15 +173,12 @@ pub async fn stripe_webhook(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let payload =
-        std::str::from_utf8(&body).map_err(|_| ApiError::bad("payload is not UTF-8"))?;
+    let payload = std::str::from_utf8(&body).map_err(|_| ApiError::bad("payload is not UTF-8"))?;
     let signature = req
         .headers()
         .get("Stripe-Signature")
         .and_then(|v| v.to_str().ok());
-    let outcome = app
-        .handle_stripe_webhook(payload, signature, &ctx)
-        .await?;
+    let outcome = app.handle_stripe_webhook(payload, signature, &ctx).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "received": true,
         "outcome": format!("{outcome:?}").to_lowercase(),
