@@ -336,3 +336,61 @@ async fn billing_records_outlive_erasure_without_identity() {
     );
     assert!(!out.contains("leaving@example.com"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_credits_stop_counting_at_expiry_and_are_not_reissued() {
+    let h = Harness::start().await;
+    let s = h.sign_in("expiring@example.com").await;
+    let staff = h.sign_in("staff@example.com").await;
+    grant(
+        &h,
+        s.account_id,
+        staff.account_id,
+        "5",
+        &["--expires-in-days", "1"],
+    );
+    grant(&h, s.account_id, staff.account_id, "2", &[]);
+    wait_for_balance(&h, s.account_id, 7).await;
+    let c = ctx(&h);
+    // The soonest-expiring credits are spent first.
+    let task = Uuid::new_v4();
+    h.app
+        .reserve_credits(s.account_id, task, 4, Actor::System, &c)
+        .await
+        .unwrap();
+    h.app
+        .release_credits(s.account_id, task, Actor::System, &c)
+        .await
+        .unwrap();
+    h.clock
+        .advance(chrono::Duration::days(1) + chrono::Duration::seconds(1));
+    assert_eq!(h.app.balance(s.account_id).await.unwrap().available, 2);
+    let e = h
+        .app
+        .reserve_credits(s.account_id, Uuid::new_v4(), 3, Actor::System, &ctx(&h))
+        .await;
+    assert!(matches!(e, Err(ApiError::PaymentRequired(_))), "{e:?}");
+    h.app
+        .reserve_credits(s.account_id, Uuid::new_v4(), 2, Actor::System, &ctx(&h))
+        .await
+        .unwrap();
+    h.app.runner.catch_up().await.unwrap();
+    let page: Value = s.get(&h, "/v1/credits/ledger").await.json().await.unwrap();
+    let kinds: Vec<(&str, i64)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["amount"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("reserve", -2),
+            ("expire", -5),
+            ("release", 4),
+            ("reserve", -4),
+            ("grant", 2),
+            ("grant", 5)
+        ]
+    );
+}

@@ -86,6 +86,8 @@ impl AppState {
         })
     }
 
+    /// Runs a ledger command. Balances are read from the aggregate, so only callers that
+    /// then read the ledger history (grants) wait for the projection.
     async fn credit_command(
         &self,
         account_id: Uuid,
@@ -94,13 +96,13 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
         let meta = self.meta(actor, Some(account_id), ctx).await?;
-        let id = account_id.to_string();
         self.stores
             .credits
-            .execute(&id, command, &meta)
+            .execute(&account_id.to_string(), command, &meta)
             .await
             .map_err(credit_error)?;
-        self.settle::<CreditLedger>(&id).await
+        self.runner.nudge();
+        Ok(())
     }
 
     /// Holds `amount` credits for `task_id`; 402 when the balance is short. Retrying the
@@ -190,6 +192,7 @@ impl AppState {
         };
         self.credit_command(grant.account_id, cmd, actor, ctx)
             .await?;
+        self.settle::<CreditLedger>(&subject).await?;
         Ok(grant_id)
     }
 

@@ -1,0 +1,164 @@
+//! Credit reservations per second: on one hot account, and spread over many accounts.
+//! Prints figures; asserts nothing about speed.
+//!
+//!   cargo bench --bench credit_reservations                  # Postgres (default URL below)
+//!   JOURNEY_BENCH_DATABASE_URL=sqlite cargo bench --bench credit_reservations
+//!
+//! Options (environment): BENCH_RESERVATIONS (default 2000), BENCH_WORKERS (8),
+//! BENCH_ACCOUNTS (200).
+
+use journey_api::config::Config;
+use journey_api::identity::Ctx;
+use journey_api::state::{App, AppState};
+use journey_domain::credits::{CreditCommand, GrantSource};
+use journey_domain::meta::{Actor, CommandMeta};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn fresh_database(dir: &std::path::Path) -> String {
+    let base = std::env::var("JOURNEY_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if base == "sqlite" {
+        return format!("sqlite://{}", dir.join("bench.db").display());
+    }
+    let name = format!("journey_bench_{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("Postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut u = url::Url::parse(&base).unwrap();
+    u.set_path(&format!("/{name}"));
+    u.to_string()
+}
+
+async fn fund(app: &App, account: Uuid) {
+    let meta = CommandMeta::system(app.clock.now());
+    app.stores
+        .credits
+        .execute(
+            &account.to_string(),
+            CreditCommand::Grant {
+                grant_id: Uuid::new_v4(),
+                source: GrantSource::Promotion,
+                amount: 1_000_000_000,
+                expires_at: None,
+                idempotency_key: None,
+                purchase_ref: None,
+                note: None,
+                at: meta.at,
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+}
+
+struct Figures {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `total` reservations of 1 credit by `workers` concurrent callers; each picks its
+/// account with `pick(i)`.
+async fn run(
+    app: &App,
+    total: usize,
+    workers: usize,
+    pick: Arc<dyn Fn(usize) -> Uuid + Send + Sync>,
+) -> Figures {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let (app, next, pick) = (app.clone(), next.clone(), pick.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return lat;
+                    }
+                    let ctx = Ctx::system(app.clock.now());
+                    let t = Instant::now();
+                    app.reserve_credits(pick(i), Uuid::new_v4(), 1, Actor::System, &ctx)
+                        .await
+                        .expect("reservation");
+                    lat.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Figures {
+        per_sec: total as f64 / elapsed.as_secs_f64(),
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+    }
+}
+
+fn report(label: &str, f: &Figures) {
+    println!(
+        "{label:<44} {:>9.0} reservations/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        f.per_sec,
+        f.p50.as_secs_f64() * 1000.0,
+        f.p99.as_secs_f64() * 1000.0
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let total = env_or("BENCH_RESERVATIONS", 2000);
+    let workers = env_or("BENCH_WORKERS", 8);
+    let accounts = env_or("BENCH_ACCOUNTS", 200);
+    let dir = std::env::temp_dir().join(format!("journey-bench-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = fresh_database(&dir).await;
+    let cfg = Config {
+        data_dir: dir,
+        database_url: Some(url.clone()),
+        master_key: Some("00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+        pepper: Some("bench-pepper-0123456789abcdef".into()),
+        ..Config::default()
+    };
+    let app = AppState::build(cfg, None).await.expect("app builds");
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!("backend {backend}, {total} reservations per run, {workers} concurrent callers");
+
+    let hot = Uuid::new_v4();
+    fund(&app, hot).await;
+    let first = run(&app, total, workers, Arc::new(move |_| hot)).await;
+    report("one hot account (stream 0 → N events)", &first);
+    let second = run(&app, total, workers, Arc::new(move |_| hot)).await;
+    report("one hot account (stream N → 2N events)", &second);
+
+    let ids: Vec<Uuid> = (0..accounts).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        fund(&app, *id).await;
+    }
+    let ids = Arc::new(ids);
+    let spread = run(&app, total, workers, Arc::new(move |i| ids[i % ids.len()])).await;
+    report(&format!("{accounts} accounts, round robin"), &spread);
+    app.db.close().await;
+}
