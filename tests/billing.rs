@@ -446,6 +446,12 @@ async fn refund_claws_back_unused_credits_and_dispute_suspends_keys_until_lifted
         .await
         .unwrap();
     assert_eq!(json_of(client_account(&h, &key).await).await["credits"], 0);
+    let newest = ledger(&h, &s).await[0].clone();
+    assert_eq!(
+        (&newest["kind"], &newest["amount"], &newest["balance_after"]),
+        (&json!("release"), &json!(0), &json!(0)),
+        "the history agrees with the balance: {newest}"
+    );
 
     // A chargeback suspends the account: its keys answer 403 with a clear error.
     let dispute = stripe::event(
@@ -633,4 +639,31 @@ async fn checkout_refuses_bad_input_without_calling_stripe() {
         .as_str()
         .unwrap()
         .starts_with("https://billing.stripe.com/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_unreachable_or_unconfigured_is_a_clear_503() {
+    let h = Harness::start_with(|c| c.stripe_api_base = Some("http://127.0.0.1:9".into())).await;
+    let s = h.sign_in("outage@example.com").await;
+    let r = checkout(&h, &s, json!({ "pack": "small" })).await;
+    assert_eq!(r.status(), 503);
+    let msg = json_of(r).await["errors"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("payment provider"), "{msg}");
+    assert_eq!(billing(&h, &s).await["plan"], "free", "nothing changed");
+
+    let h = Harness::start_with(|c| {
+        c.stripe_secret_key = None;
+        c.stripe_webhook_secret = None;
+    })
+    .await;
+    let s = h.sign_in("unbilled@example.com").await;
+    assert_eq!(
+        checkout(&h, &s, json!({ "pack": "small" })).await.status(),
+        503
+    );
+    let event = stripe::event("evt_x", "invoice.paid", now(&h), json!({}));
+    assert_eq!(h.deliver(&event).await.status(), 503);
 }

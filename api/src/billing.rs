@@ -60,6 +60,12 @@ pub struct RedirectUrl {
     pub url: String,
 }
 
+/// Stripe failed or is unreachable: the holder can retry; nothing was changed here.
+fn provider_down(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %format!("{e:#}"), "Stripe call failed");
+    ApiError::Unavailable("the payment provider could not be reached; please try again".into())
+}
+
 impl AppState {
     pub fn stripe_required(&self) -> Result<(), ApiError> {
         if self.stripe.is_configured() {
@@ -117,7 +123,11 @@ impl AppState {
         if let Some(c) = self.billing_state(account_id).await?.customer_id {
             return Ok(c);
         }
-        let customer = self.stripe.create_customer(account_id).await?;
+        let customer = self
+            .stripe
+            .create_customer(account_id)
+            .await
+            .map_err(provider_down)?;
         self.refs
             .link(&customer, account_id, ctx.at.timestamp_millis())
             .await?;
@@ -193,7 +203,8 @@ impl AppState {
                 cancel_url: format!("{base}/v1/billing?checkout=cancelled"),
                 idempotency_key: format!("journey-checkout-{}", ctx.request_id),
             })
-            .await?;
+            .await
+            .map_err(provider_down)?;
         Ok(RedirectUrl { url })
     }
 
@@ -203,7 +214,8 @@ impl AppState {
         let url = self
             .stripe
             .portal(&customer, &format!("{}/v1/billing", self.cfg.public_url()))
-            .await?;
+            .await
+            .map_err(provider_down)?;
         Ok(RedirectUrl { url })
     }
 

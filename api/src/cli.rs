@@ -246,7 +246,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "{}",
-                serde_json::json!({"grant_id": grant_id, "account_id": account, "available": balance.available})
+                serde_json::json!({
+                    "grant_id": grant_id,
+                    "granted": grant_id.is_some(),
+                    "account_id": account,
+                    "available": balance.available,
+                })
             );
             app.db.close().await;
         }

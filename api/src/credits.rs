@@ -154,12 +154,13 @@ impl AppState {
     }
 
     /// A staff or promotional grant; the reason is sealed with the account's billing data.
+    /// Returns the new grant's id, or `None` when its idempotency key was already used.
     pub async fn grant_credits(
         &self,
         grant: ManualGrant<'_>,
         actor: Actor,
         ctx: &Ctx,
-    ) -> Result<Uuid, ApiError> {
+    ) -> Result<Option<Uuid>, ApiError> {
         let subject = grant.account_id.to_string();
         if !self.account_exists(grant.account_id).await? {
             return Err(ApiError::NotFound(format!(
@@ -193,7 +194,9 @@ impl AppState {
         self.credit_command(grant.account_id, cmd, actor, ctx)
             .await?;
         self.settle::<CreditLedger>(&subject).await?;
-        Ok(grant_id)
+        // `None`: the idempotency key had been used, nothing was granted.
+        let (ledger, _) = self.stores.credits.load(&subject).await?;
+        Ok(ledger.lots.contains_key(&grant_id).then_some(grant_id))
     }
 
     async fn account_exists(&self, account_id: Uuid) -> Result<bool, ApiError> {

@@ -267,7 +267,7 @@ impl AppState {
                         .and_then(|c| c.parse::<u64>().ok())
                         .or_else(|| self.catalog.packs.get(&pack).map(|p| p.credits));
                     let Some(credits) = credits else {
-                        // Not one of our packs: keep the payment record, grant nothing.
+                        // Not a session we created (no pack): nothing of ours to apply.
                         tracing::warn!(session_id, "paid checkout without a known pack");
                         return Ok(None);
                     };

@@ -1,17 +1,20 @@
-//! Aggregate stores over either backend. `Repo` delegates to sqlite-es or postgres-es so
-//! that one `CqrsFramework` type serves both. We use the plain event-store mode: cqrs-es
-//! 0.5's snapshot modes apply new events twice to saved snapshots.
+//! Aggregate stores over either backend. `Repo` delegates to sqlite-es or postgres-es, and
+//! commits go through cqrs-es's `PersistedEventStore` (its optimistic lock on the stream
+//! sequence). We use the plain event-store mode — cqrs-es 0.5's snapshot modes apply new
+//! events twice to saved snapshots — and keep recent aggregate states in memory instead.
 
 use crate::db::{Db, TypedPool};
+use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
-    SerializedSnapshot,
+    EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
+    ReplayStream, SerializedEvent, SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
+use cqrs_es::{Aggregate, AggregateError, EventStore};
 use journey_domain::meta::CommandMeta;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
+use std::collections::HashMap;
 
 pub enum Repo {
     Sqlite(SqliteEventRepository),
@@ -126,26 +129,28 @@ async fn backoff(attempt: u32) {
 /// processes are still serialized by the optimistic lock.
 const LOCK_STRIPES: usize = 128;
 
+/// Aggregates whose state is kept in memory per store. A hit reads only the events
+/// appended since (by any process), so a long stream is not replayed on every command.
+const CACHE_LIMIT: usize = 10_000;
+
 pub struct Store<A: Aggregate> {
-    cqrs: CqrsFramework<A, PersistedEventStore<Repo, A>>,
-    loader: PersistedEventStore<Repo, A>,
+    events: PersistedEventStore<Repo, A>,
+    repo: Repo,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    cache: std::sync::Mutex<HashMap<String, (A, usize)>>,
 }
 
 impl<A> Store<A>
 where
-    A: Aggregate<Services = ()>,
+    A: Aggregate<Services = ()> + Clone,
     A::Command: Clone,
 {
     pub fn new(db: &Db) -> Self {
         Store {
-            cqrs: CqrsFramework::new(
-                PersistedEventStore::new_event_store(Repo::new(db)),
-                vec![],
-                (),
-            ),
-            loader: PersistedEventStore::new_event_store(Repo::new(db)),
+            events: PersistedEventStore::new_event_store(Repo::new(db)),
+            repo: Repo::new(db),
             stripes: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
+            cache: Default::default(),
         }
     }
 
@@ -153,6 +158,84 @@ where
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
         &self.stripes[(h as usize) % LOCK_STRIPES]
+    }
+
+    fn remember(&self, id: &str, aggregate: A, sequence: usize) {
+        let mut cache = self.cache.lock().expect("store cache");
+        if cache.len() >= CACHE_LIMIT && !cache.contains_key(id) {
+            // Crude but bounded: start over rather than track recency.
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (aggregate, sequence));
+    }
+
+    fn forget(&self, id: &str) {
+        self.cache.lock().expect("store cache").remove(id);
+    }
+
+    /// The aggregate's current state and sequence: the cached state plus every event
+    /// committed after it (the whole stream on a miss).
+    async fn state(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
+        let cached = self.cache.lock().expect("store cache").get(id).cloned();
+        let (mut aggregate, mut sequence) = cached.unwrap_or_default();
+        let newer = if sequence == 0 {
+            self.repo.get_events::<A>(id).await?
+        } else {
+            self.repo.get_last_events::<A>(id, sequence).await?
+        };
+        if newer.is_empty() {
+            return Ok((aggregate, sequence));
+        }
+        for e in newer {
+            let event: A::Event = serde_json::from_value(e.payload)
+                .map_err(|err| AggregateError::DeserializationError(Box::new(err)))?;
+            aggregate.apply(event);
+            sequence = e.sequence;
+        }
+        self.remember(id, aggregate.clone(), sequence);
+        Ok((aggregate, sequence))
+    }
+
+    /// Handles one command against the current state and appends its events, failing with
+    /// `AggregateConflict` if another writer appended first.
+    async fn run(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &CommandMeta,
+    ) -> Result<(), AggregateError<A::Error>> {
+        let (before, sequence) = self.state(id).await?;
+        let mut scratch = before.clone();
+        let sink = EventSink::default();
+        scratch
+            .handle(command, &(), &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut after = before.clone();
+        for e in &events {
+            after.apply(e.clone());
+        }
+        let appended = events.len();
+        let context = EventStoreAggregateContext {
+            aggregate_id: id.to_string(),
+            aggregate: before,
+            current_sequence: sequence,
+            current_snapshot: None,
+        };
+        match self.events.commit(events, context, meta.to_map()).await {
+            Ok(_) => {
+                self.remember(id, after, sequence + appended);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(id);
+                Err(e)
+            }
+        }
     }
 
     pub async fn execute(
@@ -165,11 +248,7 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
-                .cqrs
-                .execute_with_metadata(id, command.clone(), meta.to_map())
-                .await
-            {
+            match self.run(id, command.clone(), meta).await {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_ATTEMPTS => {
                     backoff(attempt).await;
                     continue;
@@ -186,15 +265,11 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<(), StoreError<A::Error>> {
-        self.cqrs
-            .execute_with_metadata(id, command, meta.to_map())
-            .await
-            .map_err(StoreError::from)
+        self.run(id, command, meta).await.map_err(StoreError::from)
     }
 
-    /// Current state by full replay of the stream (read-your-own-write).
+    /// Current state (read-your-own-write: includes every committed event).
     pub async fn load(&self, id: &str) -> Result<(A, usize), StoreError<A::Error>> {
-        let ctx = self.loader.load_aggregate(id).await?;
-        Ok((ctx.aggregate, ctx.current_sequence))
+        Ok(self.state(id).await?)
     }
 }

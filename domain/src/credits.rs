@@ -112,10 +112,12 @@ pub enum CreditEvent {
         amount: u64,
         at: DateTime<Utc>,
     },
-    /// The reserved credits go back to their lots (unless a lot was closed meanwhile).
+    /// The reserved credits go back to their lots, except to lots closed meanwhile
+    /// (expired or clawed back): `returned` is what came back.
     ReservationReleased {
         task_id: Uuid,
         amount: u64,
+        returned: u64,
         at: DateTime<Utc>,
     },
     CreditsExpired {
@@ -415,9 +417,16 @@ impl Aggregate for CreditLedger {
                     Settlement::Open => {}
                 }
                 let amount = r.amount;
+                let returned = r
+                    .allocations
+                    .iter()
+                    .filter(|a| self.lots.get(&a.grant_id).is_some_and(|l| !l.closed))
+                    .map(|a| a.amount)
+                    .sum();
                 let event = CreditEvent::ReservationReleased {
                     task_id,
                     amount,
+                    returned,
                     at,
                 };
                 sink.write(event, self).await;
@@ -523,8 +532,8 @@ impl CreditEvent {
     /// The change to the available balance this event records (reservations count as spent).
     pub fn delta(&self) -> i64 {
         match self {
-            CreditEvent::CreditsGranted { amount, .. }
-            | CreditEvent::ReservationReleased { amount, .. } => *amount as i64,
+            CreditEvent::CreditsGranted { amount, .. } => *amount as i64,
+            CreditEvent::ReservationReleased { returned, .. } => *returned as i64,
             CreditEvent::CreditsReserved { amount, .. }
             | CreditEvent::CreditsExpired { amount, .. }
             | CreditEvent::CreditsClawedBack { amount, .. } => -(*amount as i64),
@@ -740,6 +749,7 @@ mod tests {
         ledger.apply(CreditEvent::ReservationReleased {
             task_id: task(1),
             amount: 3,
+            returned: 3,
             at: t0(),
         });
         assert_eq!(ledger.available(t0()), 5);
@@ -752,6 +762,7 @@ mod tests {
         refunded.apply(CreditEvent::ReservationReleased {
             task_id: task(1),
             amount: 3,
+            returned: 0,
             at: t0(),
         });
         assert_eq!(refunded.available(t0()), 0);
