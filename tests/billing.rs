@@ -367,8 +367,14 @@ async fn subscription_events_out_of_order_reach_the_right_state() {
             ),
         )
     };
+    let mails_before = h.smtp.count();
     assert_eq!(h.deliver(&invoice("evt_inv_a")).await.status(), 200);
     assert_eq!(h.deliver(&invoice("evt_inv_b")).await.status(), 200);
+    let receipt = h.smtp.wait_for(mails_before + 1).await;
+    assert!(
+        receipt.contains("Growth plan") && receipt.contains("30.00 USD"),
+        "{receipt}"
+    );
     let a = json_of(client_account(&h, &key).await).await;
     assert_eq!(a["plan"], "growth");
     assert_eq!(a["credits"], 3500, "one period, one grant");
@@ -666,4 +672,23 @@ async fn stripe_unreachable_or_unconfigured_is_a_clear_503() {
     );
     let event = stripe::event("evt_x", "invoice.paid", now(&h), json!({}));
     assert_eq!(h.deliver(&event).await.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_configured_webhook_secret_verifies_during_rotation() {
+    let h = Harness::start_with(|c| {
+        c.stripe_webhook_secret = Some(format!("whsec_previous_one, {}", stripe::WEBHOOK_SECRET));
+    })
+    .await;
+    let s = h.sign_in("rotation@example.com").await;
+    let bought = pack_checkout(&h, &s, "small").await;
+    let t = now(&h);
+    let old = stripe::sign(&bought.event, "whsec_previous_one", t);
+    assert_eq!(h.deliver_signed(&bought.event, &old).await.status(), 200);
+    let unknown = stripe::sign(&bought.event, "whsec_never_configured", t);
+    assert_eq!(
+        h.deliver_signed(&bought.event, &unknown).await.status(),
+        400
+    );
+    assert_eq!(ledger(&h, &s).await.len(), 1);
 }

@@ -264,3 +264,48 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     f.write_all(contents.as_bytes())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_hides_every_secret() {
+        let c = Config {
+            master_key: Some("mk-secret-value".into()),
+            pepper: Some("pepper-secret-value".into()),
+            smtp_url: Some("smtp://u:smtp-secret@host".into()),
+            google_client_secret: "google-secret-value".into(),
+            stripe_secret_key: Some("sk_live_secret_value".into()),
+            stripe_webhook_secret: Some("whsec_secret_value".into()),
+            database_url: Some("postgres://u:db-secret@host/db".into()),
+            ..Config::default()
+        };
+        let text = c.masked();
+        for secret in [
+            "mk-secret-value",
+            "pepper-secret-value",
+            "smtp-secret",
+            "google-secret-value",
+            "sk_live_secret_value",
+            "whsec_secret_value",
+            "db-secret",
+        ] {
+            assert!(!text.contains(secret), "{secret} shown:\n{text}");
+        }
+    }
+
+    #[test]
+    fn built_in_catalogue_is_valid_and_webhook_secrets_split() {
+        let c = Config {
+            stripe_webhook_secret: Some(" whsec_a ,whsec_b,".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.webhook_secrets(), ["whsec_a", "whsec_b"]);
+        let catalog = c.catalog().unwrap();
+        assert_eq!(
+            catalog.plan_for_price("price_journey_growth_monthly"),
+            Some("growth")
+        );
+    }
+}

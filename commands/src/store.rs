@@ -169,73 +169,77 @@ where
         cache.insert(id.to_string(), (aggregate, sequence));
     }
 
-    fn forget(&self, id: &str) {
-        self.cache.lock().expect("store cache").remove(id);
-    }
-
     /// The aggregate's current state and sequence: the cached state plus every event
-    /// committed after it (the whole stream on a miss).
-    async fn state(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let cached = self.cache.lock().expect("store cache").get(id).cloned();
+    /// committed after it (the whole stream on a miss). `take` moves the state out of the
+    /// cache instead of copying it (the caller holds the id's stripe and puts it back).
+    async fn state(&self, id: &str, take: bool) -> Result<(A, usize), AggregateError<A::Error>> {
+        let cached = {
+            let mut cache = self.cache.lock().expect("store cache");
+            if take {
+                cache.remove(id)
+            } else {
+                cache.get(id).cloned()
+            }
+        };
         let (mut aggregate, mut sequence) = cached.unwrap_or_default();
         let newer = if sequence == 0 {
             self.repo.get_events::<A>(id).await?
         } else {
             self.repo.get_last_events::<A>(id, sequence).await?
         };
-        if newer.is_empty() {
-            return Ok((aggregate, sequence));
-        }
+        let changed = !newer.is_empty();
         for e in newer {
             let event: A::Event = serde_json::from_value(e.payload)
                 .map_err(|err| AggregateError::DeserializationError(Box::new(err)))?;
             aggregate.apply(event);
             sequence = e.sequence;
         }
-        self.remember(id, aggregate.clone(), sequence);
+        if changed && !take {
+            self.remember(id, aggregate.clone(), sequence);
+        }
         Ok((aggregate, sequence))
     }
 
     /// Handles one command against the current state and appends its events, failing with
     /// `AggregateConflict` if another writer appended first.
+    ///
+    /// `handle` runs on the state itself, not a copy (copying a large aggregate per command
+    /// was the hot path's main cost). That is sound because aggregates change only through
+    /// `EventSink::write`, which applies each event it records: an empty sink means an
+    /// unchanged state, and a non-empty one is exactly the events' effect.
     async fn run(
         &self,
         id: &str,
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<(), AggregateError<A::Error>> {
-        let (before, sequence) = self.state(id).await?;
-        let mut scratch = before.clone();
+        let (mut aggregate, sequence) = self.state(id, true).await?;
         let sink = EventSink::default();
-        scratch
-            .handle(command, &(), &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
+        let outcome = aggregate.handle(command, &(), &sink).await;
         let events = sink.collect().await;
+        if let Err(e) = outcome {
+            // A refusal that wrote nothing left the state as it was.
+            if events.is_empty() {
+                self.remember(id, aggregate, sequence);
+            }
+            return Err(AggregateError::UserError(e));
+        }
         if events.is_empty() {
+            self.remember(id, aggregate, sequence);
             return Ok(());
         }
-        let mut after = before.clone();
-        for e in &events {
-            after.apply(e.clone());
-        }
         let appended = events.len();
+        // The context's aggregate is only read by cqrs-es's snapshot modes, which we do
+        // not use.
         let context = EventStoreAggregateContext {
             aggregate_id: id.to_string(),
-            aggregate: before,
+            aggregate: A::default(),
             current_sequence: sequence,
             current_snapshot: None,
         };
-        match self.events.commit(events, context, meta.to_map()).await {
-            Ok(_) => {
-                self.remember(id, after, sequence + appended);
-                Ok(())
-            }
-            Err(e) => {
-                self.forget(id);
-                Err(e)
-            }
-        }
+        self.events.commit(events, context, meta.to_map()).await?;
+        self.remember(id, aggregate, sequence + appended);
+        Ok(())
     }
 
     pub async fn execute(
@@ -270,6 +274,6 @@ where
 
     /// Current state (read-your-own-write: includes every committed event).
     pub async fn load(&self, id: &str) -> Result<(A, usize), StoreError<A::Error>> {
-        Ok(self.state(id).await?)
+        Ok(self.state(id, false).await?)
     }
 }
