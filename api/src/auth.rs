@@ -137,3 +137,44 @@ impl FromRequest for ApiKeyAuth {
         })
     }
 }
+
+/// A signed-in staff member: a session (with CSRF for changes) whose account holds at
+/// least one staff role. Handlers narrow the roles with `require`.
+pub struct StaffAuth {
+    pub account_id: Uuid,
+    pub roles: std::collections::BTreeSet<journey_domain::staff::Role>,
+}
+
+impl StaffAuth {
+    pub fn require(&self, any_of: &[journey_domain::staff::Role]) -> Result<(), ApiError> {
+        if any_of.iter().any(|r| self.roles.contains(r)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = any_of.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::Forbidden(format!(
+            "this needs one of the staff roles: {}",
+            names.join(", ")
+        )))
+    }
+}
+
+impl FromRequest for StaffAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<StaffAuth, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let app = app(req);
+        let session = SessionAuth::from_request(req, payload);
+        Box::pin(async move {
+            let session = session.await?;
+            let staff = app.staff_member(session.account_id).await?;
+            if staff.roles.is_empty() {
+                return Err(ApiError::Forbidden("a staff role is required".into()));
+            }
+            Ok(StaffAuth {
+                account_id: session.account_id,
+                roles: staff.roles,
+            })
+        })
+    }
+}

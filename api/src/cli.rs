@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use journey_domain::credits::GrantSource;
 use journey_domain::meta::Actor;
+use journey_domain::staff::Role;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -65,6 +66,19 @@ pub enum Command {
         #[command(subcommand)]
         command: BillingCliCommand,
     },
+    /// Grant or revoke staff roles (admin, compliance, support).
+    Staff {
+        #[command(subcommand)]
+        command: StaffCliCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StaffCliCommand {
+    /// Give the account registered under EMAIL a staff role.
+    Grant { email: String, role: String },
+    /// Take a staff role away.
+    Revoke { email: String, role: String },
 }
 
 #[derive(Subcommand)]
@@ -270,6 +284,34 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("suspension lifted for account {account}");
+            app.db.close().await;
+        }
+        Command::Staff { command } => {
+            let (email, role, grant) = match command {
+                StaffCliCommand::Grant { email, role } => (email, role, true),
+                StaffCliCommand::Revoke { email, role } => (email, role, false),
+            };
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: use admin, compliance or support")
+            })?;
+            let app = AppState::build(cfg, None).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let id = app
+                .set_role(&email, role, grant, Actor::System, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roles: Vec<&str> = app
+                .staff_member(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({ "account_id": id, "roles": roles })
+            );
             app.db.close().await;
         }
     }

@@ -1,5 +1,6 @@
 //! The HTTP surface, the OpenAPI document and the `journey` command line.
 
+pub mod admin;
 pub mod auth;
 pub mod billing;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;
+pub mod staff;
 pub mod state;
 pub mod stripe_events;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use journey_domain::catalog::Catalog;
 use journey_domain::credits::CreditLedger;
 use journey_domain::magic_link::MagicLink;
 use journey_domain::session::Session;
+use journey_domain::staff::StaffMember;
 use journey_projections::Runner;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub struct Stores {
     pub accounts: Store<Account>,
     pub credits: Store<CreditLedger>,
     pub billing: Store<BillingAccount>,
+    pub staff: Store<StaffMember>,
     pub links: Store<MagicLink>,
     pub sessions: Store<Session>,
     pub keys: Store<ApiKey>,
@@ -109,6 +111,7 @@ impl AppState {
                 accounts: Store::new(&db),
                 credits: Store::new(&db),
                 billing: Store::new(&db),
+                staff: Store::new(&db),
                 links: Store::new(&db),
                 sessions: Store::new(&db),
                 keys: Store::new(&db),

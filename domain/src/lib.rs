@@ -12,6 +12,7 @@ pub mod meta;
 pub mod retention;
 pub mod sealed;
 pub mod session;
+pub mod staff;
 
 pub use sealed::{DataCategory, Opened, Sealed};
 

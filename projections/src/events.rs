@@ -192,6 +192,32 @@ pub async fn total_events(db: &Db) -> Result<i64> {
         .try_get(0)?)
 }
 
+/// Events of every stream of a data subject (`subject_streams`), in position order.
+pub async fn read_subject(
+    db: &Db,
+    subject: &str,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let sql = format!(
+        "SELECT {} FROM events
+         WHERE (aggregate_type, aggregate_id) IN
+               (SELECT aggregate_type, aggregate_id FROM subject_streams WHERE subject = $1)
+           AND position > $2
+         ORDER BY position LIMIT $3",
+        columns(db)
+    );
+    sqlx::query(&sql)
+        .bind(subject)
+        .bind(after_position)
+        .bind(limit)
+        .fetch_all(&db.any)
+        .await?
+        .iter()
+        .map(row_to_event)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

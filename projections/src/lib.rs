@@ -5,6 +5,7 @@ pub mod billing_models;
 pub mod events;
 pub mod read_models;
 pub mod runner;
+pub mod staff_models;
 
 pub use events::{Cursor, StoredEvent};
 pub use runner::{Projection, ProjectionStatus, Runner};

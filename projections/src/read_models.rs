@@ -20,6 +20,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(ApiKeys),
         Arc::new(crate::billing_models::Billing),
         Arc::new(crate::billing_models::CreditEntries),
+        Arc::new(crate::staff_models::SubjectStreams),
+        Arc::new(crate::staff_models::Staff),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! HTTP routes. Each module registers its own paths; `openapi` collects their docs.
 
 pub mod account_api;
+pub mod admin_api;
 pub mod auth;
 pub mod billing_api;
 pub mod client_api;

@@ -1,0 +1,137 @@
+//! The staff API (`/admin/v1/*`): a staff role is required (403 otherwise), and every read
+//! of a subject's data is audited — who, whose, what, why, when — before it is returned.
+
+use crate::admin::EventPage;
+use crate::auth::StaffAuth;
+use crate::error::{ApiError, ErrorBody};
+use crate::identity::Ctx;
+use crate::staff::{AuditEntry, AuditFilter};
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use journey_domain::staff::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/admin/v1/subjects/{id}/events",
+        web::get().to(subject_events),
+    )
+    .route("/admin/v1/audit", web::get().to(audit));
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad("limit must be between 1 and 500"));
+    }
+    Ok(limit)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Why you are reading this (a ticket or request id); recorded in the audit trail.
+    pub reason: Option<String>,
+    /// Events after this position (the previous page's `next_after`).
+    pub after: Option<i64>,
+    /// 1..=500, default 100.
+    pub limit: Option<u32>,
+}
+
+/// A subject's whole history, opened; erased fields read `"[erased]"`. Audited.
+#[utoipa::path(get, path = "/admin/v1/subjects/{id}/events", tag = "admin",
+    params(("id" = Uuid, Path, description = "The subject's account id"), EventsQuery),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 400, description = "Missing reason or bad paging", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "No staff role", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn subject_events(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+    q: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance, Role::Support])?;
+    let limit = page_limit(q.limit)?;
+    let page = app
+        .subject_history(
+            &staff,
+            id.into_inner(),
+            q.reason.as_deref(),
+            q.after.unwrap_or(0),
+            limit,
+            &ctx,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Why you are reading the trail; itself recorded.
+    pub reason: Option<String>,
+    /// Staff member's account id.
+    pub actor: Option<Uuid>,
+    pub subject: Option<Uuid>,
+    /// RFC 3339.
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339.
+    pub to: Option<DateTime<Utc>>,
+    /// Entries after this position.
+    pub after: Option<i64>,
+    /// 1..=500, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// The audit trail of staff reads (admin and compliance only). Reading it is audited too.
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", params(AuditQuery),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 400, description = "Missing reason or bad filters", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn audit(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let q = q.into_inner();
+    let filter = AuditFilter {
+        actor: q.actor,
+        subject: q.subject,
+        from: q.from,
+        to: q.to,
+        after: q.after,
+        limit: page_limit(q.limit)?,
+    };
+    if let (Some(f), Some(t)) = (filter.from, filter.to) {
+        if f > t {
+            return Err(ApiError::bad("`from` is after `to`"));
+        }
+    }
+    app.audit_read(
+        staff.account_id,
+        filter.subject,
+        "audit.list",
+        q.reason.as_deref(),
+        &ctx,
+    )
+    .await?;
+    let entries = app.audit_trail(&filter).await?;
+    Ok(HttpResponse::Ok().json(AuditPage { entries }))
+}

@@ -1,0 +1,151 @@
+//! Staff use cases: granting and revoking roles, and the audit trail. Every staff read of
+//! a subject's data calls `audit_read` first; if the audit event cannot be written, the
+//! read fails and nothing is returned.
+
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use journey_commands::identity_index::IdentityKind;
+use journey_commands::secrets::normalize_email;
+use journey_commands::StoreError;
+use journey_domain::account::AccountStatus;
+use journey_domain::meta::Actor;
+use journey_domain::staff::{Role, StaffCommand, StaffError, StaffMember};
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub position: i64,
+    /// The staff member's account id.
+    pub actor: String,
+    pub subject: Option<String>,
+    pub action: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Filters for the audit trail; all optional.
+#[derive(Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<Uuid>,
+    pub subject: Option<Uuid>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl AppState {
+    pub async fn staff_member(&self, account_id: Uuid) -> Result<StaffMember, ApiError> {
+        Ok(self.stores.staff.load(&account_id.to_string()).await?.0)
+    }
+
+    /// The active account registered under `email`.
+    pub async fn account_by_email(&self, email: &str) -> Result<Uuid, ApiError> {
+        let normalized =
+            normalize_email(email).ok_or_else(|| ApiError::bad("not a valid email address"))?;
+        let id = self
+            .identity
+            .find(IdentityKind::Email, &self.email_hash(&normalized))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no account for {normalized}")))?;
+        let (account, _) = self.stores.accounts.load(&id.to_string()).await?;
+        if account.status != AccountStatus::Active {
+            return Err(ApiError::NotFound(format!(
+                "no active account for {normalized}"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Grants (`grant = true`) or revokes a role; returns the account id.
+    pub async fn set_role(
+        &self,
+        email: &str,
+        role: Role,
+        grant: bool,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<Uuid, ApiError> {
+        let id = self.account_by_email(email).await?;
+        let command = if grant {
+            StaffCommand::Grant { role, at: ctx.at }
+        } else {
+            StaffCommand::Revoke { role, at: ctx.at }
+        };
+        let meta = self.meta(actor, None, ctx).await?;
+        self.stores
+            .staff
+            .execute(&id.to_string(), command, &meta)
+            .await?;
+        self.settle::<StaffMember>(&id.to_string()).await?;
+        Ok(id)
+    }
+
+    /// Records a staff read before the data is returned.
+    pub async fn audit_read(
+        &self,
+        staff: Uuid,
+        subject: Option<Uuid>,
+        action: &str,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let meta = self.meta(Actor::Staff(staff), None, ctx).await?;
+        let command = StaffCommand::RecordRead {
+            subject,
+            action: action.to_string(),
+            reason: reason.unwrap_or_default().to_string(),
+            at: ctx.at,
+        };
+        self.stores
+            .staff
+            .execute(&staff.to_string(), command, &meta)
+            .await
+            .map_err(|e| match e {
+                StoreError::Rejected(StaffError::NoRole) => {
+                    ApiError::Forbidden("a staff role is required".into())
+                }
+                StoreError::Rejected(e @ StaffError::BadReason) => {
+                    ApiError::bad(format!("{e}: pass it as the `reason` query parameter"))
+                }
+                other => other.into(),
+            })?;
+        self.runner.nudge();
+        Ok(())
+    }
+
+    pub async fn audit_trail(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, ApiError> {
+        self.runner.catch_up().await?;
+        let rows = sqlx::query(
+            "SELECT position, actor, subject, action, reason, at FROM rm_audit
+             WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR subject = $2)
+               AND at >= $3 AND at <= $4 AND position > $5
+             ORDER BY position LIMIT $6",
+        )
+        .bind(f.actor.map(|a| a.to_string()).unwrap_or_default())
+        .bind(f.subject.map(|s| s.to_string()).unwrap_or_default())
+        .bind(f.from.map_or(i64::MIN, |t| t.timestamp_millis()))
+        .bind(f.to.map_or(i64::MAX, |t| t.timestamp_millis()))
+        .bind(f.after.unwrap_or(0))
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.db.any)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    position: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    subject: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    reason: r.try_get(4)?,
+                    at: DateTime::from_timestamp_millis(r.try_get(5)?).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+}

@@ -1,0 +1,33 @@
+-- Staff roles, the audit trail of staff reads, and the subject → streams index (issue 4).
+
+-- Every stream of a data subject (ids only; kept after erasure so purges can find them).
+CREATE TABLE subject_streams
+(
+    subject        text    NOT NULL,
+    aggregate_type text    NOT NULL,
+    aggregate_id   text    NOT NULL,
+    first_position bigint NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
+);
+CREATE INDEX subject_streams_by_subject ON subject_streams (subject);
+
+CREATE TABLE rm_staff_roles
+(
+    account_id text    NOT NULL,
+    role       text    NOT NULL,
+    granted_at bigint NOT NULL,
+    PRIMARY KEY (account_id, role)
+);
+
+-- One row per staff read of personal data.
+CREATE TABLE rm_audit
+(
+    position bigint PRIMARY KEY,
+    actor    text    NOT NULL,
+    subject  text,
+    action   text    NOT NULL,
+    reason   text    NOT NULL,
+    at       bigint NOT NULL
+);
+CREATE INDEX rm_audit_by_actor ON rm_audit (actor, at);
+CREATE INDEX rm_audit_by_subject ON rm_audit (subject, at);

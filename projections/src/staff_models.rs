@@ -1,0 +1,129 @@
+//! Read models for staff work: which streams belong to which data subject, who holds
+//! which staff role, and the audit trail of staff reads.
+
+use crate::events::StoredEvent;
+use crate::runner::Projection;
+use anyhow::Result;
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use journey_domain::api_key::{ApiKey, ApiKeyEvent};
+use journey_domain::magic_link::{MagicLink, MagicLinkEvent};
+use journey_domain::session::{Session, SessionEvent};
+use journey_domain::staff::{StaffEvent, StaffMember};
+use sqlx::AnyConnection;
+
+/// The data subject a stream belongs to. Streams of account-keyed aggregates are named
+/// by the account id; sessions, keys and sign-in links name it in their first event.
+fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
+    Ok(match e.aggregate_type.as_str() {
+        t if t == Session::TYPE => match e.decode_known::<SessionEvent>()? {
+            Some(SessionEvent::SessionStarted { account_id, .. }) => Some(account_id.to_string()),
+            _ => None,
+        },
+        t if t == ApiKey::TYPE => match e.decode_known::<ApiKeyEvent>()? {
+            Some(ApiKeyEvent::ApiKeyCreated { account_id, .. }) => Some(account_id.to_string()),
+            _ => None,
+        },
+        t if t == MagicLink::TYPE => match e.decode_known::<MagicLinkEvent>()? {
+            Some(MagicLinkEvent::MagicLinkIssued { purpose, .. }) => {
+                Some(purpose.account_id().to_string())
+            }
+            _ => None,
+        },
+        // Every other aggregate is keyed by the account it concerns.
+        _ => Some(e.aggregate_id.clone()),
+    })
+}
+
+/// `subject_streams`: every stream of a data subject, for exports, staff views and purges.
+/// Holds only ids and is kept after erasure (the purge walks it).
+pub struct SubjectStreams;
+
+#[async_trait]
+impl Projection for SubjectStreams {
+    fn name(&self) -> &'static str {
+        "subject_streams"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["subject_streams"]
+    }
+    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+        let Some(subject) = subject_of(e)? else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO subject_streams (subject, aggregate_type, aggregate_id, first_position)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING",
+        )
+        .bind(subject)
+        .bind(&e.aggregate_type)
+        .bind(&e.aggregate_id)
+        .bind(e.cursor.position)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `rm_staff_roles` and `rm_audit`: roles held, and every staff read (who, whose, what,
+/// why, when). Audit rows are not deleted on erasure: they name the subject by id only.
+pub struct Staff;
+
+#[async_trait]
+impl Projection for Staff {
+    fn name(&self) -> &'static str {
+        "staff"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_staff_roles", "rm_audit"]
+    }
+    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+        if e.aggregate_type != StaffMember::TYPE {
+            return Ok(());
+        }
+        let Some(event) = e.decode_known::<StaffEvent>()? else {
+            return Ok(());
+        };
+        let staff = e.aggregate_id.as_str();
+        match event {
+            StaffEvent::RoleGranted { role, at } => {
+                sqlx::query(
+                    "INSERT INTO rm_staff_roles (account_id, role, granted_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (account_id, role) DO NOTHING",
+                )
+                .bind(staff)
+                .bind(role.as_str())
+                .bind(at.timestamp_millis())
+                .execute(&mut *conn)
+                .await?;
+            }
+            StaffEvent::RoleRevoked { role, .. } => {
+                sqlx::query("DELETE FROM rm_staff_roles WHERE account_id = $1 AND role = $2")
+                    .bind(staff)
+                    .bind(role.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            StaffEvent::StaffRead {
+                subject,
+                action,
+                reason,
+                at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO rm_audit (position, actor, subject, action, reason, at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (position) DO NOTHING",
+                )
+                .bind(e.cursor.position)
+                .bind(staff)
+                .bind(subject.map(|s| s.to_string()))
+                .bind(action)
+                .bind(reason)
+                .bind(at.timestamp_millis())
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
