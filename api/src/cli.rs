@@ -71,6 +71,23 @@ pub enum Command {
         #[command(subcommand)]
         command: StaffCliCommand,
     },
+    /// Email a marketing message to every account that consented, did not object and is
+    /// not restricted.
+    Marketing {
+        #[arg(long)]
+        subject: String,
+        /// File holding the message body.
+        #[arg(long)]
+        body_file: std::path::PathBuf,
+        /// Count the recipients without sending.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write pseudonymous per-account analytics (JSON lines) for accounts that allow it.
+    Analytics {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +301,37 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("suspension lifted for account {account}");
+            app.db.close().await;
+        }
+        Command::Marketing {
+            subject,
+            body_file,
+            dry_run,
+        } => {
+            let body = std::fs::read_to_string(&body_file)
+                .with_context(|| format!("cannot read {}", body_file.display()))?;
+            let app = AppState::build(cfg, None).await?;
+            let report = app
+                .send_marketing(&subject, &body, dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string(&report)?);
+            app.db.close().await;
+        }
+        Command::Analytics { out } => {
+            let app = AppState::build(cfg, None).await?;
+            let rows = app
+                .analytics_rows()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut text = String::new();
+            for r in &rows {
+                text.push_str(&serde_json::to_string(r)?);
+                text.push('\n');
+            }
+            std::fs::write(&out, text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("{} accounts written to {}", rows.len(), out.display());
             app.db.close().await;
         }
         Command::Staff { command } => {

@@ -54,6 +54,8 @@ pub struct Config {
     pub stripe_webhook_secret: Option<String>,
     /// Stripe API base URL (tests point it at a local fake); default Stripe's.
     pub stripe_api_base: Option<String>,
+    /// The privacy policy version in force, recorded with every consent change.
+    pub policy_version: String,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: None,
+            policy_version: "2026-03-26".into(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod consents;
 pub mod credits;
 pub mod error;
 pub mod http_middleware;

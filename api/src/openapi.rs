@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{account_api, admin_api, auth, billing_api, client_api, ops};
+use crate::routes::{account_api, admin_api, auth, billing_api, client_api, ops, privacy_api};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
         billing_api::catalog, billing_api::overview, billing_api::checkout,
         billing_api::portal, billing_api::ledger, billing_api::stripe_webhook,
         admin_api::subject_events, admin_api::audit,
+        privacy_api::get_consents, privacy_api::put_consents, privacy_api::object,
+        privacy_api::restrict, privacy_api::lift_restriction,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),
@@ -26,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         (name = "api-keys", description = "API key management"),
         (name = "client-api", description = "JourneyAPI-compatible API (API key)"),
         (name = "billing", description = "Plans, credit packs, Stripe and the credit ledger"),
+        (name = "privacy", description = "Consents, objection and restriction of processing"),
         (name = "admin", description = "Staff API: a staff role is required; every read of a subject's data is audited"),
         (name = "ops", description = "Health, readiness, metrics"),
     )

@@ -33,6 +33,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::client_api::routes)
             .configure(routes::billing_api::routes)
             .configure(routes::admin_api::routes)
+            .configure(routes::privacy_api::routes)
             .configure(routes::ops::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))

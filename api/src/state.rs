@@ -15,6 +15,7 @@ use journey_domain::account::Account;
 use journey_domain::api_key::ApiKey;
 use journey_domain::billing::BillingAccount;
 use journey_domain::catalog::Catalog;
+use journey_domain::consent::Consents;
 use journey_domain::credits::CreditLedger;
 use journey_domain::magic_link::MagicLink;
 use journey_domain::session::Session;
@@ -27,6 +28,7 @@ pub struct Stores {
     pub credits: Store<CreditLedger>,
     pub billing: Store<BillingAccount>,
     pub staff: Store<StaffMember>,
+    pub consents: Store<Consents>,
     pub links: Store<MagicLink>,
     pub sessions: Store<Session>,
     pub keys: Store<ApiKey>,
@@ -112,6 +114,7 @@ impl AppState {
                 credits: Store::new(&db),
                 billing: Store::new(&db),
                 staff: Store::new(&db),
+                consents: Store::new(&db),
                 links: Store::new(&db),
                 sessions: Store::new(&db),
                 keys: Store::new(&db),

@@ -6,6 +6,7 @@ pub mod account;
 pub mod api_key;
 pub mod billing;
 pub mod catalog;
+pub mod consent;
 pub mod credits;
 pub mod magic_link;
 pub mod meta;

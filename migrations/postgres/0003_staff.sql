@@ -31,3 +31,14 @@ CREATE TABLE rm_audit
 );
 CREATE INDEX rm_audit_by_actor ON rm_audit (actor, at);
 CREATE INDEX rm_audit_by_subject ON rm_audit (subject, at);
+
+-- Consent state per account, for the processing gates (marketing, analytics).
+CREATE TABLE rm_consents
+(
+    account_id         text    PRIMARY KEY,
+    analytics_cookies  bigint NOT NULL DEFAULT 0,
+    marketing_email    bigint NOT NULL DEFAULT 0,
+    marketing_objected bigint NOT NULL DEFAULT 0,
+    restricted         bigint NOT NULL DEFAULT 0,
+    updated_at         bigint NOT NULL
+);

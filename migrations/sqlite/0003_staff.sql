@@ -31,3 +31,14 @@ CREATE TABLE rm_audit
 ) STRICT;
 CREATE INDEX rm_audit_by_actor ON rm_audit (actor, at);
 CREATE INDEX rm_audit_by_subject ON rm_audit (subject, at);
+
+-- Consent state per account, for the processing gates (marketing, analytics).
+CREATE TABLE rm_consents
+(
+    account_id         text    PRIMARY KEY,
+    analytics_cookies  integer NOT NULL DEFAULT 0,
+    marketing_email    integer NOT NULL DEFAULT 0,
+    marketing_objected integer NOT NULL DEFAULT 0,
+    restricted         integer NOT NULL DEFAULT 0,
+    updated_at         integer NOT NULL
+) STRICT;

@@ -22,6 +22,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::billing_models::CreditEntries),
         Arc::new(crate::staff_models::SubjectStreams),
         Arc::new(crate::staff_models::Staff),
+        Arc::new(crate::staff_models::ConsentGates),
     ]
 }
 

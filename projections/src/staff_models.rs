@@ -7,6 +7,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use journey_domain::api_key::{ApiKey, ApiKeyEvent};
+use journey_domain::consent::{ConsentEvent, Consents, Purpose};
 use journey_domain::magic_link::{MagicLink, MagicLinkEvent};
 use journey_domain::session::{Session, SessionEvent};
 use journey_domain::staff::{StaffEvent, StaffMember};
@@ -124,6 +125,66 @@ impl Projection for Staff {
                 .await?;
             }
         }
+        Ok(())
+    }
+}
+
+/// `rm_consents`: the processing gates per account. Deleted with the account on erasure.
+pub struct ConsentGates;
+
+#[async_trait]
+impl Projection for ConsentGates {
+    fn name(&self) -> &'static str {
+        "consents"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_consents"]
+    }
+    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+        if let Some(account) = crate::read_models::erased_account(e) {
+            sqlx::query("DELETE FROM rm_consents WHERE account_id = $1")
+                .bind(account)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
+        if e.aggregate_type != Consents::TYPE {
+            return Ok(());
+        }
+        let Some(event) = e.decode_known::<ConsentEvent>()? else {
+            return Ok(());
+        };
+        let id = e.aggregate_id.as_str();
+        sqlx::query(
+            "INSERT INTO rm_consents (account_id, updated_at) VALUES ($1, $2)
+             ON CONFLICT (account_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(e.committed_at)
+        .execute(&mut *conn)
+        .await?;
+        let column = |p: Purpose| match p {
+            Purpose::AnalyticsCookies => "analytics_cookies",
+            Purpose::MarketingEmail => "marketing_email",
+        };
+        let set = match event {
+            ConsentEvent::ConsentGiven {
+                purpose: Purpose::MarketingEmail,
+                ..
+            } => "marketing_email = 1, marketing_objected = 0".to_string(),
+            ConsentEvent::ConsentGiven { purpose, .. } => format!("{} = 1", column(purpose)),
+            ConsentEvent::ConsentWithdrawn { purpose, .. } => format!("{} = 0", column(purpose)),
+            ConsentEvent::MarketingObjected { .. } => "marketing_objected = 1".into(),
+            ConsentEvent::ProcessingRestricted { .. } => "restricted = 1".into(),
+            ConsentEvent::RestrictionLifted { .. } => "restricted = 0".into(),
+        };
+        sqlx::query(&format!(
+            "UPDATE rm_consents SET {set}, updated_at = $1 WHERE account_id = $2"
+        ))
+        .bind(e.committed_at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }

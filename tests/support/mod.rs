@@ -196,6 +196,10 @@ impl Harness {
             .env("JOURNEY_DATA_DIR", &self.data_dir)
             .env("JOURNEY_MASTER_KEY", MASTER_KEY)
             .env("JOURNEY_PEPPER", PEPPER)
+            .env(
+                "JOURNEY_SMTP_URL",
+                format!("smtp://127.0.0.1:{}", self.smtp.port),
+            )
             .env("JOURNEY_LOG", "warn")
             .output()
             .expect("journey binary runs")

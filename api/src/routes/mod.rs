@@ -6,6 +6,7 @@ pub mod auth;
 pub mod billing_api;
 pub mod client_api;
 pub mod ops;
+pub mod privacy_api;
 
 use actix_web::cookie::{time, Cookie, SameSite};
 
