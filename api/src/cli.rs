@@ -83,6 +83,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Export everything held about a data subject (access and portability).
+    Export {
+        #[arg(long)]
+        subject: Uuid,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// json or html.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
     /// Write pseudonymous per-account analytics (JSON lines) for accounts that allow it.
     Analytics {
         #[arg(long)]
@@ -316,6 +326,33 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string(&report)?);
+            app.db.close().await;
+        }
+        Command::Export {
+            subject,
+            out,
+            format,
+        } => {
+            let format = crate::export_jobs::ExportFormat::parse(&format)
+                .with_context(|| format!("unknown format {format:?}: use json or html"))?;
+            let app = AppState::build(cfg, None).await?;
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("exporting [{bar:40}] {pos}/{len} events ({per_sec})")
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            let doc = app
+                .build_export(subject, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            bar.finish();
+            std::fs::write(&out, format.render(&doc))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("export of {subject} written to {}", out.display());
             app.db.close().await;
         }
         Command::Analytics { out } => {

@@ -8,6 +8,8 @@ pub mod config;
 pub mod consents;
 pub mod credits;
 pub mod error;
+pub mod export;
+pub mod export_jobs;
 pub mod http_middleware;
 pub mod identity;
 pub mod openapi;

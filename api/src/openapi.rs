@@ -18,6 +18,8 @@ use utoipa::{Modify, OpenApi};
         admin_api::subject_events, admin_api::audit,
         privacy_api::get_consents, privacy_api::put_consents, privacy_api::object,
         privacy_api::restrict, privacy_api::lift_restriction,
+        privacy_api::start_export, privacy_api::export_status, privacy_api::export_download,
+        privacy_api::staff_export,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),

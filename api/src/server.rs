@@ -34,6 +34,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::billing_api::routes)
             .configure(routes::admin_api::routes)
             .configure(routes::privacy_api::routes)
+            .configure(routes::privacy_api::export_routes)
             .configure(routes::ops::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))

@@ -63,6 +63,10 @@ impl MasterKey {
     }
 }
 
+/// Data keys fetched during one long read (an export), by key id; `None` = destroyed.
+#[derive(Default)]
+pub struct KeyRing(std::collections::HashMap<String, Option<Vec<u8>>>);
+
 #[derive(Clone)]
 pub struct Vault {
     db: Db,
@@ -131,12 +135,19 @@ impl Vault {
     /// Replaces every sealed envelope in a JSON tree with its opened value, or
     /// `"[erased]"` where the key is gone (audits, exports).
     pub async fn open_json(&self, v: &Value) -> Result<Value, VaultError> {
+        self.open_json_with(v, &mut KeyRing::default()).await
+    }
+
+    /// `open_json` reusing data keys already fetched into `ring` (exports open many
+    /// values under few keys). A key destroyed after it entered the ring still opens
+    /// values for the ring's short life: keep rings per export, not longer.
+    pub async fn open_json_with(&self, v: &Value, ring: &mut KeyRing) -> Result<Value, VaultError> {
         let mut out = v.clone();
         let mut stack = vec![&mut out];
         while let Some(node) = stack.pop() {
             if is_sealed_json(node) {
                 let (k, n, c) = (str_at(node, "k"), str_at(node, "n"), str_at(node, "c"));
-                *node = match self.open_raw(&k, &n, &c).await? {
+                *node = match self.open_raw_with(&k, &n, &c, ring).await? {
                     None => Value::String(ERASED_MARKER.into()),
                     Some(p) => serde_json::from_slice(&p)
                         .map_err(|e| VaultError::Encoding(e.to_string()))?,
@@ -155,7 +166,7 @@ impl Vault {
                                 str_at(&inner, "n"),
                                 str_at(&inner, "c"),
                             );
-                            *node = match self.open_raw(&k, &n, &c).await? {
+                            *node = match self.open_raw_with(&k, &n, &c, ring).await? {
                                 None => Value::String(ERASED_MARKER.into()),
                                 Some(p) => serde_json::from_slice(&p)
                                     .map_err(|e| VaultError::Encoding(e.to_string()))?,
@@ -175,7 +186,26 @@ impl Vault {
         n: &str,
         c: &str,
     ) -> Result<Option<Vec<u8>>, VaultError> {
-        let Some(key) = self.unwrapped(key_id).await? else {
+        self.open_raw_with(key_id, n, c, &mut KeyRing::default())
+            .await
+    }
+
+    async fn open_raw_with(
+        &self,
+        key_id: &str,
+        n: &str,
+        c: &str,
+        ring: &mut KeyRing,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        let key = match ring.0.get(key_id) {
+            Some(k) => k.clone(),
+            None => {
+                let k = self.unwrapped(key_id).await?;
+                ring.0.insert(key_id.to_string(), k.clone());
+                k
+            }
+        };
+        let Some(key) = key else {
             return Ok(None);
         };
         let nonce = B64.decode(n).map_err(|_| VaultError::Tampered)?;

@@ -29,5 +29,29 @@ macro_rules! domain_event {
                 $version.to_string()
             }
         }
+        impl $ty {
+            /// Every event type of this enum, as stored in `events.event_type`.
+            pub const EVENT_TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+        }
     };
+}
+
+/// Every (aggregate type, event type) this version writes: the export mapping and other
+/// exhaustive tables are checked against it.
+pub fn all_event_types() -> Vec<(&'static str, &'static str)> {
+    use cqrs_es::Aggregate;
+    fn of<A: Aggregate>(types: &'static [&'static str]) -> Vec<(&'static str, &'static str)> {
+        types.iter().map(|t| (A::TYPE, *t)).collect()
+    }
+    [
+        of::<account::Account>(account::AccountEvent::EVENT_TYPES),
+        of::<magic_link::MagicLink>(magic_link::MagicLinkEvent::EVENT_TYPES),
+        of::<session::Session>(session::SessionEvent::EVENT_TYPES),
+        of::<api_key::ApiKey>(api_key::ApiKeyEvent::EVENT_TYPES),
+        of::<credits::CreditLedger>(credits::CreditEvent::EVENT_TYPES),
+        of::<billing::BillingAccount>(billing::BillingEvent::EVENT_TYPES),
+        of::<consent::Consents>(consent::ConsentEvent::EVENT_TYPES),
+        of::<staff::StaffMember>(staff::StaffEvent::EVENT_TYPES),
+    ]
+    .concat()
 }

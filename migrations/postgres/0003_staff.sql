@@ -42,3 +42,19 @@ CREATE TABLE rm_consents
     restricted         bigint NOT NULL DEFAULT 0,
     updated_at         bigint NOT NULL
 );
+
+-- Self-service export jobs. The document is sealed under the subject's account key, so an
+-- erasure makes it unreadable; rows expire with their download link.
+CREATE TABLE export_jobs
+(
+    job_id       text    PRIMARY KEY,
+    account_id   text    NOT NULL,
+    format       text    NOT NULL,
+    status       text    NOT NULL,
+    document     text,
+    error        text,
+    created_at   bigint NOT NULL,
+    ready_at     bigint,
+    expires_at   bigint
+);
+CREATE INDEX export_jobs_by_account ON export_jobs (account_id);

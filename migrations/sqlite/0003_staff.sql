@@ -42,3 +42,19 @@ CREATE TABLE rm_consents
     restricted         integer NOT NULL DEFAULT 0,
     updated_at         integer NOT NULL
 ) STRICT;
+
+-- Self-service export jobs. The document is sealed under the subject's account key, so an
+-- erasure makes it unreadable; rows expire with their download link.
+CREATE TABLE export_jobs
+(
+    job_id       text    PRIMARY KEY,
+    account_id   text    NOT NULL,
+    format       text    NOT NULL,
+    status       text    NOT NULL,
+    document     text,
+    error        text,
+    created_at   integer NOT NULL,
+    ready_at     integer,
+    expires_at   integer
+) STRICT;
+CREATE INDEX export_jobs_by_account ON export_jobs (account_id);

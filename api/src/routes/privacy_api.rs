@@ -4,12 +4,13 @@
 use crate::auth::{SessionAuth, StaffAuth};
 use crate::consents::{ConsentUpdate, ConsentsView};
 use crate::error::{ApiError, ErrorBody};
+use crate::export_jobs::{self, ExportFormat, ExportJob};
 use crate::identity::Ctx;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use journey_domain::staff::Role;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -115,4 +116,155 @@ pub async fn lift_restriction(
         .lift_restriction(staff.account_id, id.into_inner(), &body.reason, &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+pub fn export_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/me/export", web::post().to(start_export))
+        .route("/v1/me/exports/{id}", web::get().to(export_status))
+        .route(
+            "/v1/me/exports/{id}/download",
+            web::get().to(export_download),
+        )
+        .route(
+            "/admin/v1/subjects/{id}/export",
+            web::get().to(staff_export),
+        );
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBody {
+    /// `json` (default) or `html`.
+    pub format: Option<ExportFormat>,
+}
+
+/// Starts an export of everything held about you (access and portability). Poll the job,
+/// then download with the signed link it gives (valid one hour, only in your session).
+#[utoipa::path(post, path = "/v1/me/export", tag = "privacy", request_body = ExportBody,
+    responses(
+        (status = 202, body = ExportJob),
+        (status = 400, description = "Unknown format", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Missing CSRF header", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn start_export(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    auth: SessionAuth,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    // The body is optional; when present it must be valid.
+    let body: ExportBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ExportBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?
+    };
+    let format = body.format.unwrap_or(ExportFormat::Json);
+    let job = export_jobs::start(&app.into_inner(), auth.account_id, format, &ctx).await?;
+    Ok(HttpResponse::Accepted().json(job))
+}
+
+/// An export job of yours: `pending`, `ready` (with `download_url`) or `failed`.
+#[utoipa::path(get, path = "/v1/me/exports/{id}", tag = "privacy",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = ExportJob),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such export of yours", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn export_status(
+    app: web::Data<AppState>,
+    auth: SessionAuth,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let job = export_jobs::status(&app.into_inner(), auth.account_id, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadQuery {
+    pub expires: i64,
+    pub sig: String,
+}
+
+/// Downloads a ready export through its signed link, in the session of the account it belongs to.
+#[utoipa::path(get, path = "/v1/me/exports/{id}/download", tag = "privacy",
+    params(("id" = Uuid, Path, description = "Job id"), DownloadQuery),
+    responses(
+        (status = 200, description = "The export document (JSON or HTML)"),
+        (status = 400, description = "Malformed link", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Link expired or not for this account", body = ErrorBody),
+        (status = 404, description = "No such export", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn export_download(
+    app: web::Data<AppState>,
+    auth: SessionAuth,
+    id: web::Path<Uuid>,
+    q: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let job = id.into_inner();
+    let (format, text) =
+        export_jobs::download(&app.into_inner(), auth.account_id, job, q.expires, &q.sig).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header((
+            "Content-Disposition",
+            format!(
+                "attachment; filename=\"journeyapi-export-{job}.{}\"",
+                format.as_str()
+            ),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(text))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StaffExportQuery {
+    /// Why (e.g. the request id); recorded in the audit trail.
+    pub reason: Option<String>,
+    /// `json` (default) or `html`.
+    pub format: Option<String>,
+}
+
+/// A subject's export for a request that arrived another way (admin or compliance). Audited.
+#[utoipa::path(get, path = "/admin/v1/subjects/{id}/export", tag = "admin",
+    params(("id" = Uuid, Path, description = "The subject's account id"), StaffExportQuery),
+    responses(
+        (status = 200, description = "The export document"),
+        (status = 400, description = "Missing reason or unknown format", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
+        (status = 404, description = "No data held about the subject", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn staff_export(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+    q: web::Query<StaffExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let format = match q.format.as_deref() {
+        None => ExportFormat::Json,
+        Some(f) => {
+            ExportFormat::parse(f).ok_or_else(|| ApiError::bad("format must be json or html"))?
+        }
+    };
+    let subject = id.into_inner();
+    app.audit_read(
+        staff.account_id,
+        Some(subject),
+        "subject.export",
+        q.reason.as_deref(),
+        &ctx,
+    )
+    .await?;
+    let doc = app.build_export(subject, |_, _| {}).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header(("Cache-Control", "no-store"))
+        .body(format.render(&doc)))
 }

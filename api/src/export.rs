@@ -1,0 +1,331 @@
+//! Access and portability export: one versioned JSON document of everything held about a
+//! subject, built by replaying every stream of the subject (`subject_streams`) in commit
+//! order and opening sealed fields (destroyed keys read `"[erased]"`), plus an HTML
+//! rendering of the same document. docs/export-format.md describes the format.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use journey_commands::vault::KeyRing;
+use serde_json::{json, Map, Value};
+use sqlx::Row;
+use uuid::Uuid;
+
+pub const FORMAT: &str = "journeyapi.subject-export";
+pub const VERSION: u32 = 1;
+
+/// Where an event goes in the export. Every event type this version writes must be listed
+/// here (a test checks `journey_domain::all_event_types()` against it), so a new kind of
+/// data cannot be left out of exports silently.
+pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str> {
+    Some(match (aggregate_type, event_type) {
+        ("account", "AccountRegistered" | "GoogleLinked" | "NameCorrected" | "EmailChanged") => {
+            "profile"
+        }
+        ("account", "AccountErased") => "erasure",
+        ("magic_link", "MagicLinkIssued" | "MagicLinkConsumed") => "sign_in_links",
+        ("session", "SessionStarted" | "SessionEnded") => "sessions",
+        ("api_key", "ApiKeyCreated" | "ApiKeyUsed" | "ApiKeyRevoked") => "api_keys",
+        (
+            "credit_ledger",
+            "CreditsGranted"
+            | "CreditsReserved"
+            | "ReservationCaptured"
+            | "ReservationReleased"
+            | "CreditsExpired"
+            | "PurchaseRefunded"
+            | "CreditsClawedBack",
+        ) => "credit_ledger",
+        (
+            "billing",
+            "StripeCustomerLinked"
+            | "SubscriptionChanged"
+            | "SubscriptionEnded"
+            | "BillingRecorded"
+            | "PaymentMethodUpdated"
+            | "AccountSuspended"
+            | "SuspensionLifted"
+            | "StripeEventProcessed",
+        ) => "billing",
+        (
+            "consent",
+            "ConsentGiven"
+            | "ConsentWithdrawn"
+            | "MarketingObjected"
+            | "ProcessingRestricted"
+            | "RestrictionLifted",
+        ) => "consents",
+        ("staff", "RoleGranted" | "RoleRevoked") => "staff_roles",
+        ("staff", "StaffRead") => "staff_activity",
+        _ => return None,
+    })
+}
+
+/// Sections in document order (also the HTML order).
+pub const SECTIONS: [&str; 11] = [
+    "profile",
+    "sign_in_links",
+    "sessions",
+    "api_keys",
+    "consents",
+    "credit_ledger",
+    "billing",
+    "staff_roles",
+    "staff_activity",
+    "erasure",
+    "unmapped",
+];
+
+const BATCH: i64 = 1000;
+
+impl AppState {
+    async fn subject_event_count(&self, subject: &str) -> Result<u64, ApiError> {
+        let n: i64 = sqlx::query(
+            "SELECT count(*) FROM events WHERE (aggregate_type, aggregate_id) IN
+             (SELECT aggregate_type, aggregate_id FROM subject_streams WHERE subject = $1)",
+        )
+        .bind(subject)
+        .fetch_one(&self.db.any)
+        .await?
+        .try_get(0)?;
+        Ok(n as u64)
+    }
+
+    /// Builds the export. `progress(done, total)` is called after each batch of events.
+    pub async fn build_export(
+        &self,
+        subject: Uuid,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Value, ApiError> {
+        self.runner.catch_up().await?;
+        let id = subject.to_string();
+        let total = self.subject_event_count(&id).await?;
+        if total == 0 {
+            return Err(ApiError::NotFound(format!("no data held about {subject}")));
+        }
+        let mut ring = KeyRing::default();
+        let mut sections: Map<String, Value> = SECTIONS
+            .iter()
+            .map(|s| (s.to_string(), Value::Array(vec![])))
+            .collect();
+        let mut usage = Vec::new();
+        let (mut after, mut done) = (0i64, 0u64);
+        loop {
+            let batch =
+                journey_projections::events::read_subject(&self.db, &id, after, BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in &batch {
+                let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
+                let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
+                let at = DateTime::<Utc>::from_timestamp_millis(e.committed_at).unwrap_or_default();
+                let stream = format!("{}/{}", e.aggregate_type, e.aggregate_id);
+                let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
+                // Payloads are `{"EventType": {...}}`: keep the inner object.
+                let data = data.get(&e.event_type).cloned().unwrap_or(data);
+                sections[section]
+                    .as_array_mut()
+                    .expect("sections are arrays")
+                    .push(json!({
+                        "event": e.event_type,
+                        "stream": stream,
+                        "recorded_at": at,
+                        "data": data,
+                    }));
+                usage.push(json!({
+                    "at": meta.get("at").cloned().unwrap_or(json!(at)),
+                    "actor": meta.get("actor"),
+                    "request_id": meta.get("request_id"),
+                    "client_ip": meta.get("client_ip"),
+                    "stream": stream,
+                    "event": e.event_type,
+                }));
+                after = e.cursor.position;
+            }
+            done += batch.len() as u64;
+            progress(done, total);
+        }
+        let accessed = self.staff_reads_of(subject).await?;
+        let profile = match self.me(subject).await {
+            Ok(me) => serde_json::to_value(me).map_err(|e| ApiError::Internal(e.into()))?,
+            Err(_) => Value::Null,
+        };
+        let balance = self.balance(subject).await?;
+        Ok(json!({
+            "format": FORMAT,
+            "version": VERSION,
+            "subject": subject,
+            "generated_at": self.clock.now(),
+            "summary": {
+                "profile": profile,
+                "plan": self.plan_of(subject).await?,
+                "credits": balance,
+                "consents": self.consents(subject).await.map(|c| json!({
+                    "granted": c.granted.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                    "marketing_objection": c.marketing_objection,
+                    "restricted": c.restricted,
+                }))?,
+            },
+            "sections": sections,
+            "usage_log": usage,
+            "accessed_by_staff": accessed,
+            "not_held": {
+                "tasks_and_prompts": "no task or prompt data exists yet in this version",
+                "requests": "data-subject requests are not recorded in this version",
+                "card_details": "only card brand, last four digits and country are kept (see billing)",
+            },
+        }))
+    }
+
+    /// Staff reads of this subject's data (who, what, why, when).
+    async fn staff_reads_of(&self, subject: Uuid) -> Result<Vec<Value>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT actor, action, reason, at FROM rm_audit WHERE subject = $1 ORDER BY position",
+        )
+        .bind(subject.to_string())
+        .fetch_all(&self.db.any)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(json!({
+                    "staff": r.try_get::<String, _>(0)?,
+                    "action": r.try_get::<String, _>(1)?,
+                    "reason": r.try_get::<String, _>(2)?,
+                    "at": DateTime::<Utc>::from_timestamp_millis(r.try_get(3)?),
+                }))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => esc(s),
+        other => format!("<code>{}</code>", esc(&other.to_string())),
+    }
+}
+
+fn table(rows: &[Value]) -> String {
+    if rows.is_empty() {
+        return "<p>None.</p>\n".into();
+    }
+    let mut cols: Vec<String> = Vec::new();
+    for r in rows {
+        if let Value::Object(m) = r {
+            for k in m.keys() {
+                if !cols.contains(k) {
+                    cols.push(k.clone());
+                }
+            }
+        }
+    }
+    let mut out = String::from("<table>\n<tr>");
+    for c in &cols {
+        out.push_str(&format!("<th>{}</th>", esc(c)));
+    }
+    out.push_str("</tr>\n");
+    for r in rows {
+        out.push_str("<tr>");
+        for c in &cols {
+            out.push_str(&format!(
+                "<td>{}</td>",
+                cell(r.get(c).unwrap_or(&Value::Null))
+            ));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+/// The same document as readable HTML (every value escaped).
+pub fn render_html(doc: &Value) -> String {
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Your JourneyAPI data</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left}}code{{white-space:pre-wrap}}</style></head><body>\n\
+         <h1>Your JourneyAPI data</h1>\n<p>Subject {} · generated {} · format {} v{}</p>\n",
+        cell(&doc["subject"]),
+        cell(&doc["generated_at"]),
+        FORMAT,
+        VERSION
+    );
+    out.push_str("<h2>Summary</h2>\n");
+    if let Value::Object(m) = &doc["summary"] {
+        let rows: Vec<Value> = m
+            .iter()
+            .map(|(k, v)| json!({ "item": k, "value": v }))
+            .collect();
+        out.push_str(&table(&rows));
+    }
+    for s in SECTIONS {
+        let rows = doc["sections"][s].as_array().cloned().unwrap_or_default();
+        out.push_str(&format!("<h2>{}</h2>\n", esc(&s.replace('_', " "))));
+        out.push_str(&table(&rows));
+    }
+    for (key, title) in [
+        ("usage_log", "Usage log (request metadata)"),
+        ("accessed_by_staff", "Staff access to your data"),
+    ] {
+        out.push_str(&format!("<h2>{title}</h2>\n"));
+        out.push_str(&table(
+            doc[key].as_array().map(Vec::as_slice).unwrap_or(&[]),
+        ));
+    }
+    out.push_str("<h2>Not held</h2>\n");
+    if let Value::Object(m) = &doc["not_held"] {
+        let rows: Vec<Value> = m
+            .iter()
+            .map(|(k, v)| json!({ "item": k, "note": v }))
+            .collect();
+        out.push_str(&table(&rows));
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_type_has_an_export_mapping() {
+        let missing: Vec<String> = journey_domain::all_event_types()
+            .into_iter()
+            .filter(|(a, e)| section_of(a, e).is_none())
+            .map(|(a, e)| format!("{a}/{e}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "event types without an export mapping (add them to export::section_of): {missing:?}"
+        );
+        for (a, e) in journey_domain::all_event_types() {
+            assert!(SECTIONS.contains(&section_of(a, e).unwrap()), "{a}/{e}");
+        }
+    }
+
+    #[test]
+    fn html_escapes_everything() {
+        let doc = json!({
+            "subject": "<script>",
+            "generated_at": "now",
+            "summary": { "profile": { "name": "<b>x</b>" } },
+            "sections": { "profile": [ { "event": "E", "data": { "name": "<img src=x>" } } ] },
+            "usage_log": [],
+            "accessed_by_staff": [],
+            "not_held": {},
+        });
+        let html = render_html(&doc);
+        assert!(!html.contains("<script>") && !html.contains("<img") && !html.contains("<b>x"));
+        assert!(html.contains("&lt;img src=x&gt;"));
+    }
+}

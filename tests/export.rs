@@ -1,0 +1,329 @@
+//! Access and portability export: every kind of data the subject has, opened; the
+//! self-service job and its signed, expiring, account-bound link; staff and CLI exports.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{stripe, Harness, Session};
+
+/// Gives `s` one of every kind of data this version holds.
+async fn rich_subject(h: &Harness, s: &Session, officer: &Session) {
+    let r = s
+        .write(h, Method::PATCH, "/v1/me")
+        .json(&json!({ "name": "Ada Exporter" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let key = s.create_key(h, "laptop key").await;
+    let raw = key["key"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .get(h.url("/api/v1/account"))
+        .header("Authorization", raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .write(h, Method::PUT, "/v1/me/consents")
+        .json(&json!({ "marketing_email": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A paid pack and a card on file, through Stripe.
+    let r = s
+        .write(h, Method::POST, "/v1/billing/checkout")
+        .json(&json!({ "pack": "small" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let req = h
+        .stripe
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/checkout/sessions")
+        .unwrap();
+    let customer = stripe::FakeStripe::form_value(&req, "customer").unwrap();
+    let t = journey_commands::Clock::now(h.clock.as_ref()).timestamp();
+    let meta = json!({ "account_id": s.account_id.to_string(), "pack": "small", "credits": "500" });
+    for e in [
+        stripe::event(
+            "evt_export_paid",
+            "checkout.session.completed",
+            t,
+            stripe::checkout_session_completed(
+                "cs_export",
+                "payment",
+                &s.account_id.to_string(),
+                &customer,
+                Some("pi_export"),
+                None,
+                600,
+                meta,
+            ),
+        ),
+        stripe::event(
+            "evt_export_pm",
+            "payment_method.attached",
+            t,
+            stripe::payment_method("pm_export", &customer, "mastercard", "4444", "DE"),
+        ),
+    ] {
+        assert_eq!(h.deliver(&e).await.status(), 200);
+    }
+    let ctx = journey_api::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
+    h.app
+        .reserve_credits(
+            s.account_id,
+            uuid::Uuid::new_v4(),
+            7,
+            journey_domain::meta::Actor::System,
+            &ctx,
+        )
+        .await
+        .unwrap();
+    let r = officer
+        .get(
+            h,
+            &format!(
+                "/admin/v1/subjects/{}/events?reason=ticket-99",
+                s.account_id
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+async fn ready_job(h: &Harness, s: &Session, body: Value) -> Value {
+    let r = s
+        .write(h, Method::POST, "/v1/me/export")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    let status_path = format!("/v1/me/exports/{}", job["job_id"].as_str().unwrap());
+    for _ in 0..100 {
+        let job: Value = s.get(h, &status_path).await.json().await.unwrap();
+        match job["status"].as_str().unwrap() {
+            "ready" => return job,
+            "pending" => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            other => panic!("export {other}: {job}"),
+        }
+    }
+    panic!("export never became ready");
+}
+
+fn path_of(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}?{}", u.path(), u.query().unwrap())
+}
+
+fn events_in<'a>(doc: &'a Value, section: &str) -> Vec<&'a str> {
+    doc["sections"][section]
+        .as_array()
+        .unwrap_or_else(|| panic!("section {section}"))
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_service_export_holds_every_kind_of_data() {
+    let h = Harness::start().await;
+    let s = h.sign_in("exporter@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    rich_subject(&h, &s, &officer).await;
+
+    let job = ready_job(&h, &s, json!({})).await;
+    let url = job["download_url"].as_str().unwrap();
+    let r = s.get(&h, &path_of(url)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("attachment"));
+    let doc: Value = r.json().await.unwrap();
+
+    assert_eq!(
+        (&doc["format"], &doc["version"]),
+        (&json!("journeyapi.subject-export"), &json!(1))
+    );
+    assert_eq!(doc["summary"]["profile"]["email"], "exporter@example.com");
+    assert_eq!(doc["summary"]["profile"]["name"], "Ada Exporter");
+    assert_eq!(doc["summary"]["credits"]["available"], 493);
+    assert!(events_in(&doc, "profile").contains(&"NameCorrected"));
+    let registered = &doc["sections"]["profile"][0]["data"];
+    assert_eq!(
+        registered["email"], "exporter@example.com",
+        "sealed fields are opened"
+    );
+    assert!(events_in(&doc, "sign_in_links").contains(&"MagicLinkConsumed"));
+    assert!(events_in(&doc, "sessions").contains(&"SessionStarted"));
+    let keys = &doc["sections"]["api_keys"];
+    assert_eq!(keys[0]["data"]["name"], "laptop key");
+    assert!(events_in(&doc, "api_keys").contains(&"ApiKeyUsed"));
+    assert!(events_in(&doc, "consents").contains(&"ConsentGiven"));
+    let ledger = events_in(&doc, "credit_ledger");
+    assert!(ledger.contains(&"CreditsGranted") && ledger.contains(&"CreditsReserved"));
+    let billing = &doc["sections"]["billing"];
+    let text = billing.to_string();
+    assert!(
+        text.contains("\"last4\":\"4444\"") && text.contains("\"amount_cents\":600"),
+        "{text}"
+    );
+    assert!(doc["sections"]["unmapped"].as_array().unwrap().is_empty());
+    let usage = doc["usage_log"].as_array().unwrap();
+    assert!(
+        usage.iter().any(|u| u["client_ip"] == "127.0.0.1"),
+        "request metadata, opened"
+    );
+    let staff = doc["accessed_by_staff"].as_array().unwrap();
+    assert_eq!(staff.len(), 1);
+    assert_eq!(
+        (&staff[0]["staff"], &staff[0]["reason"]),
+        (&json!(officer.account_id.to_string()), &json!("ticket-99"))
+    );
+    assert!(
+        !doc.to_string().contains("\"sealed\":\"v1\""),
+        "nothing left sealed"
+    );
+
+    // HTML rendering of the same data.
+    let job = ready_job(&h, &s, json!({ "format": "html" })).await;
+    let r = s
+        .get(&h, &path_of(job["download_url"].as_str().unwrap()))
+        .await;
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Your JourneyAPI data") && html.contains("exporter@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_links_are_signed_expiring_and_bound_to_the_account() {
+    let h = Harness::start().await;
+    let s = h.sign_in("linked@example.com").await;
+    let other = h.sign_in("other@example.com").await;
+    let job = ready_job(&h, &s, json!({})).await;
+    let path = path_of(job["download_url"].as_str().unwrap());
+
+    let r = other.get(&h, &path).await;
+    assert_eq!(r.status(), 403, "another account's session");
+    let r = other
+        .get(
+            &h,
+            &format!("/v1/me/exports/{}", job["job_id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(r.status(), 404, "another account cannot see the job");
+    let r = reqwest::get(h.url(&path)).await.unwrap();
+    assert_eq!(r.status(), 401, "no session");
+    let tampered = path.replace("sig=", "sig=0");
+    assert_eq!(s.get(&h, &tampered).await.status(), 403);
+    assert_eq!(
+        s.get(&h, path.split('?').next().unwrap()).await.status(),
+        400
+    );
+    let r = s
+        .write(&h, Method::POST, "/v1/me/export")
+        .json(&json!({ "format": "pdf" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    assert_eq!(s.get(&h, &path).await.status(), 200);
+    h.clock.advance(chrono::Duration::minutes(61));
+    let r = s.get(&h, &path).await;
+    assert_eq!(r.status(), 403);
+    let msg: Value = r.json().await.unwrap();
+    assert!(msg["errors"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_and_cli_exports() {
+    let h = Harness::start().await;
+    let s = h.sign_in("requested@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    let support = h.sign_in("support@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    h.cli_ok(&["staff", "grant", "support@example.com", "support"]);
+    let path = format!("/admin/v1/subjects/{}/export", s.account_id);
+    assert_eq!(
+        officer.get(&h, &path).await.status(),
+        400,
+        "a reason is required"
+    );
+    assert_eq!(
+        support.get(&h, &format!("{path}?reason=x")).await.status(),
+        403
+    );
+    let r = officer
+        .get(
+            &h,
+            &format!("{path}?reason=emailed%20access%20request%2042"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["summary"]["profile"]["email"], "requested@example.com");
+    let trail: Value = officer
+        .get(
+            &h,
+            &format!("/admin/v1/audit?reason=check&subject={}", s.account_id),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "subject.export"));
+
+    let out = h.data_dir.join("subject.html");
+    h.cli_ok(&[
+        "export",
+        "--subject",
+        &s.account_id.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "html",
+    ]);
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains("requested@example.com"));
+    let out = h.data_dir.join("subject.json");
+    h.cli_ok(&[
+        "export",
+        "--subject",
+        &s.account_id.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(doc["version"], 1);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let fail = h.cli(&[
+        "export",
+        "--subject",
+        &unknown,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!fail.status.success());
+    assert!(String::from_utf8_lossy(&fail.stderr).contains("no data held"));
+}
