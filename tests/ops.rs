@@ -150,6 +150,8 @@ async fn openapi_documents_every_endpoint_with_its_errors() {
         ("/v1/me/exports/{id}", "get"),
         ("/v1/me/exports/{id}/download", "get"),
         ("/admin/v1/subjects/{id}/export", "get"),
+        ("/v1/me", "delete"),
+        ("/admin/v1/retention/runs", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

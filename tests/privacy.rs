@@ -343,8 +343,8 @@ async fn a_periodic_key_that_raced_an_erasure_is_not_used() {
     let s = h.sign_in("racer@example.com").await;
     let subject = s.account_id.to_string();
     h.cli_ok(&["erase", "--subject", &subject]);
-    // Simulate a sealer whose new weekly key landed after the erasure destroyed keys.
-    // (Next week: this week's usage key exists already, destroyed by the erasure.)
+    // Simulate a sealer whose new daily key landed after the erasure destroyed keys.
+    // (Next week: today's usage key exists already, destroyed by the erasure.)
     let usage = journey_domain::DataCategory::Usage;
     let next_week = chrono::Utc::now() + chrono::Duration::days(7);
     let period = journey_domain::retention::period_label(usage, next_week);

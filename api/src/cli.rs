@@ -83,6 +83,17 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the retention schedule: purge accounts whose deletion window ended, destroy
+    /// expired keys, compact their events into tombstones. Recorded as an event.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCliCommand,
+    },
+    /// Cancel a pending account deletion (the holder asked support within the window).
+    Deletion {
+        #[command(subcommand)]
+        command: DeletionCliCommand,
+    },
     /// Export everything held about a data subject (access and portability).
     Export {
         #[arg(long)]
@@ -98,6 +109,40 @@ pub enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RetentionCliCommand {
+    Run {
+        /// Evaluate the schedule at this instant (RFC 3339 or YYYY-MM-DD); default now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Report what would happen without changing anything (the run is still recorded).
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeletionCliCommand {
+    Cancel {
+        #[arg(long)]
+        subject: Uuid,
+        #[arg(long)]
+        reason: String,
+        /// The staff member's own account id (recorded as the actor).
+        #[arg(long)]
+        by: Uuid,
+    },
+}
+
+fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("--as-of {s:?}: use RFC 3339 or YYYY-MM-DD"))?;
+    Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
 }
 
 #[derive(Subcommand)]
@@ -326,6 +371,36 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string(&report)?);
+            app.db.close().await;
+        }
+        Command::Retention {
+            command: RetentionCliCommand::Run { as_of, dry_run },
+        } => {
+            let as_of = as_of.as_deref().map(parse_instant).transpose()?;
+            let app = AppState::build(cfg, None).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let report = app
+                .retention_run(as_of.unwrap_or(ctx.at), dry_run, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            app.db.close().await;
+        }
+        Command::Deletion {
+            command:
+                DeletionCliCommand::Cancel {
+                    subject,
+                    reason,
+                    by,
+                },
+        } => {
+            let app = AppState::build(cfg, None).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let actor = staff(&app, by).await?;
+            app.cancel_deletion(subject, &reason, actor, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("deletion of {subject} cancelled");
             app.db.close().await;
         }
         Command::Export {

@@ -56,6 +56,8 @@ pub struct Config {
     pub stripe_api_base: Option<String>,
     /// The privacy policy version in force, recorded with every consent change.
     pub policy_version: String,
+    /// Seconds between the server's retention runs (0 = off; `journey retention run` still works).
+    pub retention_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             stripe_webhook_secret: None,
             stripe_api_base: None,
             policy_version: "2026-03-26".into(),
+            retention_interval_secs: 24 * 3600,
         }
     }
 }

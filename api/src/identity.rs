@@ -96,6 +96,13 @@ pub struct ErasureReport {
     pub identity_claims_dropped: u64,
 }
 
+fn pending_deletion() -> ApiError {
+    ApiError::Forbidden(
+        "this account is scheduled for deletion; contact support within the 30-day window to cancel"
+            .into(),
+    )
+}
+
 fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
@@ -275,6 +282,7 @@ impl AppState {
                     AccountStatus::Erased => {
                         return Err(ApiError::Forbidden("this account has been erased".into()))
                     }
+                    AccountStatus::PendingDeletion => return Err(pending_deletion()),
                     AccountStatus::Active => false,
                     AccountStatus::New => {
                         self.register(account_id, email, SignInMethod::MagicLink, None, &meta)
@@ -521,6 +529,7 @@ impl AppState {
             AccountStatus::Erased => {
                 return Err(ApiError::Forbidden("this account has been erased".into()))
             }
+            AccountStatus::PendingDeletion => return Err(pending_deletion()),
             AccountStatus::Active => {
                 if account.google_sub.is_none() {
                     self.stores
@@ -762,7 +771,7 @@ impl AppState {
         let row = sqlx::query(
             "SELECT k.key_id, k.account_id, k.last_used_at, COALESCE(b.suspended, 0)
              FROM rm_api_keys k
-             JOIN rm_accounts a ON a.account_id = k.account_id
+             JOIN rm_accounts a ON a.account_id = k.account_id AND a.status = 'active'
              LEFT JOIN rm_billing b ON b.account_id = k.account_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
@@ -807,6 +816,47 @@ impl AppState {
     }
 
     // ---- erasure -----------------------------------------------------------------------
+
+    pub async fn open_sessions_of(&self, subject: &str) -> Result<Vec<String>, ApiError> {
+        self.ids_of(
+            subject,
+            "SELECT session_id FROM rm_sessions WHERE account_id = $1 AND ended_at IS NULL",
+        )
+        .await
+    }
+
+    pub async fn live_keys_of(&self, subject: &str) -> Result<Vec<String>, ApiError> {
+        self.ids_of(
+            subject,
+            "SELECT key_id FROM rm_api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+        )
+        .await
+    }
+
+    pub async fn end_session_for_erasure(
+        &self,
+        session: &str,
+        meta: &CommandMeta,
+    ) -> Result<(), ApiError> {
+        let end = SessionCommand::End {
+            reason: SessionEndReason::AccountErased,
+            at: meta.at,
+        };
+        self.stores.sessions.execute(session, end, meta).await?;
+        Ok(())
+    }
+
+    pub async fn revoke_key_for_erasure(
+        &self,
+        key: &str,
+        meta: &CommandMeta,
+    ) -> Result<(), ApiError> {
+        self.stores
+            .keys
+            .execute(key, ApiKeyCommand::Revoke { at: meta.at }, meta)
+            .await?;
+        Ok(())
+    }
 
     /// The first column of a read-model query keyed by account id.
     async fn ids_of(&self, account_id: &str, sql: &str) -> Result<Vec<String>, ApiError> {
@@ -858,36 +908,13 @@ impl AppState {
             client_ip: None,
             at: ctx.at,
         };
-        let sessions = self
-            .ids_of(
-                &subject,
-                "SELECT session_id FROM rm_sessions WHERE account_id = $1 AND ended_at IS NULL",
-            )
-            .await?;
+        let sessions = self.open_sessions_of(&subject).await?;
         for s in &sessions {
-            self.stores
-                .sessions
-                .execute(
-                    s,
-                    SessionCommand::End {
-                        reason: SessionEndReason::AccountErased,
-                        at: ctx.at,
-                    },
-                    &meta,
-                )
-                .await?;
+            self.end_session_for_erasure(s, &meta).await?;
         }
-        let keys = self
-            .ids_of(
-                &subject,
-                "SELECT key_id FROM rm_api_keys WHERE account_id = $1 AND revoked_at IS NULL",
-            )
-            .await?;
+        let keys = self.live_keys_of(&subject).await?;
         for k in &keys {
-            self.stores
-                .keys
-                .execute(k, ApiKeyCommand::Revoke { at: ctx.at }, &meta)
-                .await?;
+            self.revoke_key_for_erasure(k, &meta).await?;
         }
         let categories: Vec<DataCategory> = DataCategory::erasable().collect();
         let destroyed = self

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         privacy_api::get_consents, privacy_api::put_consents, privacy_api::object,
         privacy_api::restrict, privacy_api::lift_restriction,
         privacy_api::start_export, privacy_api::export_status, privacy_api::export_download,
-        privacy_api::staff_export,
+        privacy_api::staff_export, privacy_api::delete_me, privacy_api::retention_runs,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),

@@ -35,6 +35,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::admin_api::routes)
             .configure(routes::privacy_api::routes)
             .configure(routes::privacy_api::export_routes)
+            .configure(routes::privacy_api::deletion_routes)
             .configure(routes::ops::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
@@ -67,6 +68,28 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             }
         })
     };
+    let retention = {
+        let app = app.clone();
+        let mut stop = stop_tx.subscribe();
+        let every = app.cfg.retention_interval_secs;
+        tokio::spawn(async move {
+            if every == 0 {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {
+                        let ctx = crate::identity::Ctx::system(app.clock.now());
+                        match app.retention_run(ctx.at, false, &ctx).await {
+                            Ok(r) => tracing::info!(purged = r.accounts_purged, tombstoned = r.events_tombstoned, "retention run"),
+                            Err(e) => tracing::error!(error = %e, "retention run failed"),
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let db = app.db.clone();
     let done = tokio::spawn(async move {
         // actix handles SIGTERM/SIGINT: it stops accepting, drains in-flight requests,
@@ -75,6 +98,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         let _ = stop_tx.send(true);
         let _ = runner.await;
         let _ = pruner.await;
+        let _ = retention.await;
         db.close().await;
         result.map_err(Into::into)
     });

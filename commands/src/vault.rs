@@ -63,6 +63,15 @@ impl MasterKey {
     }
 }
 
+/// A data key's identity (never its material).
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub subject: String,
+    pub category: String,
+    pub period: String,
+}
+
 /// Data keys fetched during one long read (an export), by key id; `None` = destroyed.
 #[derive(Default)]
 pub struct KeyRing(std::collections::HashMap<String, Option<Vec<u8>>>);
@@ -376,6 +385,77 @@ impl Vault {
             }
         }
         Ok(report)
+    }
+
+    /// Live periodic keys (weekly or yearly) with their subject, category and period.
+    pub async fn live_periodic_keys(&self) -> Result<Vec<KeyInfo>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT key_id, subject, category, period FROM data_keys
+             WHERE wrapped IS NOT NULL AND period <> 'lifetime'",
+        )
+        .fetch_all(&self.db.any)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyInfo {
+                    key_id: r.try_get(0)?,
+                    subject: r.try_get(1)?,
+                    category: r.try_get(2)?,
+                    period: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(VaultError::from)
+    }
+
+    /// Destroys one key (retention expiry); false if it was already gone.
+    pub async fn destroy_key(
+        &self,
+        key_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let n = sqlx::query(
+            "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
+             WHERE key_id = $3 AND wrapped IS NOT NULL",
+        )
+        .bind(at.timestamp_millis())
+        .bind(reason)
+        .bind(key_id)
+        .execute(&self.db.any)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Destroyed keys whose events have not been compacted into tombstones yet.
+    pub async fn uncompacted_destroyed(&self) -> Result<Vec<KeyInfo>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT key_id, subject, category, period FROM data_keys
+             WHERE wrapped IS NULL AND compacted_at IS NULL",
+        )
+        .fetch_all(&self.db.any)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyInfo {
+                    key_id: r.try_get(0)?,
+                    subject: r.try_get(1)?,
+                    category: r.try_get(2)?,
+                    period: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(VaultError::from)
+    }
+
+    pub async fn mark_compacted(&self, key_id: &str, at: DateTime<Utc>) -> Result<(), VaultError> {
+        sqlx::query("UPDATE data_keys SET compacted_at = $1 WHERE key_id = $2")
+            .bind(at.timestamp_millis())
+            .bind(key_id)
+            .execute(&self.db.any)
+            .await?;
+        Ok(())
     }
 
     async fn is_erased_lifetime(

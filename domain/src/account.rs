@@ -46,6 +46,39 @@ pub enum AccountCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// The holder asked for deletion: disabled now, purged at `purge_after`.
+    RequestDeletion {
+        purge_after: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Staff cancel a pending deletion inside the window, at the holder's request.
+    CancelDeletion {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Records the erasure certificate (after `Erase`).
+    Certify {
+        certificate: ErasureCertificate,
+    },
+}
+
+/// What an erasure did: categories, counts, time, reason and requester — never content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureCertificate {
+    /// Data categories whose keys were destroyed.
+    pub categories: Vec<String>,
+    pub keys_destroyed: u64,
+    pub sessions_ended: u64,
+    pub api_keys_revoked: u64,
+    pub identity_claims_dropped: u64,
+    pub events_tombstoned: u64,
+    /// Kept on purpose: the billing records the law makes us keep, and for how long.
+    pub retained: Vec<String>,
+    pub reason: String,
+    /// Who asked (`account:<id>` for the holder, `staff:<id>`, `system`).
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub erased_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,11 +101,26 @@ pub enum AccountEvent {
         at: DateTime<Utc>,
     },
     /// Identity keys were destroyed; records why and when, never what.
-    AccountErased { reason: String, at: DateTime<Utc> },
+    AccountErased {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    DeletionRequested {
+        purge_after: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    DeletionCancelled {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    ErasureCertified {
+        certificate: ErasureCertificate,
+    },
 }
 
 crate::domain_event!(AccountEvent, "1", {
-    AccountRegistered, GoogleLinked, NameCorrected, EmailChanged, AccountErased
+    AccountRegistered, GoogleLinked, NameCorrected, EmailChanged, AccountErased,
+    DeletionRequested, DeletionCancelled, ErasureCertified
 });
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -83,6 +131,12 @@ pub enum AccountError {
     NotRegistered,
     #[error("account has been erased")]
     Erased,
+    #[error("account is scheduled for deletion")]
+    PendingDeletion,
+    #[error("no deletion is pending")]
+    NoDeletionPending,
+    #[error("the account is not erased yet")]
+    NotErased,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -90,6 +144,8 @@ pub enum AccountStatus {
     #[default]
     New,
     Active,
+    /// Disabled at the holder's request; purged when the window ends.
+    PendingDeletion,
     Erased,
 }
 
@@ -102,6 +158,8 @@ pub struct Account {
     pub google_sub: Option<Sealed<String>>,
     pub created_at: Option<DateTime<Utc>>,
     pub methods: Vec<SignInMethod>,
+    pub purge_after: Option<DateTime<Utc>>,
+    pub certified: bool,
 }
 
 impl Account {
@@ -109,6 +167,7 @@ impl Account {
         match self.status {
             AccountStatus::New => Err(AccountError::NotRegistered),
             AccountStatus::Erased => Err(AccountError::Erased),
+            AccountStatus::PendingDeletion => Err(AccountError::PendingDeletion),
             AccountStatus::Active => Ok(()),
         }
     }
@@ -142,7 +201,9 @@ impl Aggregate for Account {
             } => {
                 match self.status {
                     AccountStatus::New => {}
-                    AccountStatus::Active => return Err(AccountError::AlreadyRegistered),
+                    AccountStatus::Active | AccountStatus::PendingDeletion => {
+                        return Err(AccountError::AlreadyRegistered)
+                    }
                     AccountStatus::Erased => return Err(AccountError::Erased),
                 }
                 sink.write(AccountEvent::AccountRegistered { email, method, at }, self)
@@ -171,11 +232,35 @@ impl Aggregate for Account {
                 // Erasing twice is a no-op, so retried erasure requests are safe.
                 AccountStatus::Erased => {}
                 // New: a sign-in that never completed still sealed an email under this id.
-                AccountStatus::New | AccountStatus::Active => {
+                AccountStatus::New | AccountStatus::Active | AccountStatus::PendingDeletion => {
                     sink.write(AccountEvent::AccountErased { reason, at }, self)
                         .await;
                 }
             },
+            AccountCommand::RequestDeletion { purge_after, at } => {
+                if self.status == AccountStatus::PendingDeletion {
+                    return Ok(());
+                }
+                self.require_active()?;
+                sink.write(AccountEvent::DeletionRequested { purge_after, at }, self)
+                    .await;
+            }
+            AccountCommand::CancelDeletion { reason, at } => {
+                if self.status != AccountStatus::PendingDeletion {
+                    return Err(AccountError::NoDeletionPending);
+                }
+                sink.write(AccountEvent::DeletionCancelled { reason, at }, self)
+                    .await;
+            }
+            AccountCommand::Certify { certificate } => {
+                if self.status != AccountStatus::Erased {
+                    return Err(AccountError::NotErased);
+                }
+                if !self.certified {
+                    sink.write(AccountEvent::ErasureCertified { certificate }, self)
+                        .await;
+                }
+            }
         }
         Ok(())
     }
@@ -205,6 +290,15 @@ impl Aggregate for Account {
             AccountEvent::AccountErased { .. } => {
                 self.status = AccountStatus::Erased;
             }
+            AccountEvent::DeletionRequested { purge_after, .. } => {
+                self.status = AccountStatus::PendingDeletion;
+                self.purge_after = Some(purge_after);
+            }
+            AccountEvent::DeletionCancelled { .. } => {
+                self.status = AccountStatus::Active;
+                self.purge_after = None;
+            }
+            AccountEvent::ErasureCertified { .. } => self.certified = true,
         }
     }
 }

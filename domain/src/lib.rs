@@ -11,6 +11,7 @@ pub mod credits;
 pub mod magic_link;
 pub mod meta;
 pub mod retention;
+pub mod retention_log;
 pub mod sealed;
 pub mod session;
 pub mod staff;
@@ -52,6 +53,7 @@ pub fn all_event_types() -> Vec<(&'static str, &'static str)> {
         of::<billing::BillingAccount>(billing::BillingEvent::EVENT_TYPES),
         of::<consent::Consents>(consent::ConsentEvent::EVENT_TYPES),
         of::<staff::StaffMember>(staff::StaffEvent::EVENT_TYPES),
+        of::<retention_log::RetentionRun>(retention_log::RetentionEvent::EVENT_TYPES),
     ]
     .concat()
 }

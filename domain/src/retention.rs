@@ -11,6 +11,9 @@ pub enum KeyPeriod {
     Lifetime,
     /// One key per ISO week (e.g. `2026-W47`), so weekly expiry destroys old weeks only.
     IsoWeek,
+    /// One key per UTC day (e.g. `2026-11-24`): a 90-day term then ends within a day of 90
+    /// days, not up to a week later.
+    Day,
     /// One key per calendar year.
     Year,
 }
@@ -46,13 +49,13 @@ pub fn schedule() -> [RetentionRule; 5] {
         },
         RetentionRule {
             category: DataCategory::Usage,
-            period: KeyPeriod::IsoWeek,
+            period: KeyPeriod::Day,
             keep: Keep::For(Duration::days(90)),
             policy: "Task and usage logs — retained for 90 days",
         },
         RetentionRule {
             category: DataCategory::Prompts,
-            period: KeyPeriod::IsoWeek,
+            period: KeyPeriod::Day,
             keep: Keep::For(Duration::days(90)),
             policy: "We may retain prompt metadata (excluding image content) for up to 90 days",
         },
@@ -86,20 +89,58 @@ pub fn period_label(category: DataCategory, at: DateTime<Utc>) -> String {
             let w = at.iso_week();
             format!("{}-W{:02}", w.year(), w.week())
         }
+        KeyPeriod::Day => at.format("%Y-%m-%d").to_string(),
         KeyPeriod::Year => format!("{}", at.year()),
     }
 }
 
+/// When a periodic key of `category` for `period` (a `period_label`) expires: the end of
+/// its period plus the time its rule keeps data. `None` for rules without a fixed term.
+pub fn key_expires_at(category: DataCategory, period: &str) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDate, Weekday};
+    let r = rule(category);
+    let Keep::For(keep) = r.keep else {
+        return None;
+    };
+    let end = match r.period {
+        KeyPeriod::Lifetime => return None,
+        KeyPeriod::IsoWeek => {
+            let (y, w) = period.split_once("-W")?;
+            NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, Weekday::Mon)?
+                + Duration::days(7)
+        }
+        KeyPeriod::Day => NaiveDate::parse_from_str(period, "%Y-%m-%d").ok()? + Duration::days(1),
+        KeyPeriod::Year => NaiveDate::from_ymd_opt(period.parse::<i32>().ok()? + 1, 1, 1)?,
+    };
+    Some(end.and_hms_opt(0, 0, 0)?.and_utc() + keep)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn periodic_keys_expire_after_their_period_plus_the_term() {
+        use chrono::TimeZone;
+        // The day 2026-03-09 ends at midnight; usage is kept 90 days after that.
+        assert_eq!(
+            key_expires_at(DataCategory::Usage, "2026-03-09"),
+            Some(Utc.with_ymd_and_hms(2026, 3, 10, 0, 0, 0).unwrap() + Duration::days(90))
+        );
+        assert_eq!(
+            key_expires_at(DataCategory::Billing, "2026"),
+            Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap() + Duration::days(7 * 365 + 2))
+        );
+        assert_eq!(key_expires_at(DataCategory::Account, "lifetime"), None);
+        assert_eq!(key_expires_at(DataCategory::Usage, "garbage"), None);
+    }
+
     use super::*;
     use chrono::TimeZone;
 
     #[test]
-    fn weekly_categories_cut_keys_by_iso_week() {
+    fn usage_and_prompt_keys_are_cut_by_day() {
         let at = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();
-        assert_eq!(period_label(DataCategory::Prompts, at), "2026-W47");
-        assert_eq!(period_label(DataCategory::Usage, at), "2026-W47");
+        assert_eq!(period_label(DataCategory::Prompts, at), "2026-11-20");
+        assert_eq!(period_label(DataCategory::Usage, at), "2026-11-20");
         assert_eq!(period_label(DataCategory::Account, at), "lifetime");
         assert_eq!(period_label(DataCategory::Billing, at), "2026");
     }

@@ -58,3 +58,6 @@ CREATE TABLE export_jobs
     expires_at   bigint
 );
 CREATE INDEX export_jobs_by_account ON export_jobs (account_id);
+
+-- Retention compaction: when the events sealed under a destroyed key were rewritten into tombstones.
+ALTER TABLE data_keys ADD COLUMN compacted_at bigint;

@@ -82,6 +82,25 @@ impl Projection for Accounts {
                     .execute(&mut *conn)
                     .await?;
             }
+            AccountEvent::DeletionRequested { at, .. } => {
+                sqlx::query(
+                    "UPDATE rm_accounts SET status = 'pending_deletion', updated_at = $1 WHERE account_id = $2",
+                )
+                .bind(ms(at))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            AccountEvent::DeletionCancelled { at, .. } => {
+                sqlx::query(
+                    "UPDATE rm_accounts SET status = 'active', updated_at = $1 WHERE account_id = $2",
+                )
+                .bind(ms(at))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            AccountEvent::ErasureCertified { .. } => {}
             AccountEvent::AccountErased { .. } => {
                 sqlx::query("DELETE FROM rm_accounts WHERE account_id = $1")
                     .bind(id)

@@ -31,6 +31,8 @@ fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
             }
             _ => None,
         },
+        // Retention runs concern no one.
+        "retention" => None,
         // Every other aggregate is keyed by the account it concerns.
         _ => Some(e.aggregate_id.clone()),
     })

@@ -6,6 +6,7 @@ use crate::consents::{ConsentUpdate, ConsentsView};
 use crate::error::{ApiError, ErrorBody};
 use crate::export_jobs::{self, ExportFormat, ExportJob};
 use crate::identity::Ctx;
+use crate::retention::DeletionScheduled;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use journey_domain::staff::Role;
@@ -267,4 +268,53 @@ pub async fn staff_export(
         .content_type(format.content_type())
         .insert_header(("Cache-Control", "no-store"))
         .body(format.render(&doc)))
+}
+
+pub fn deletion_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/me", web::delete().to(delete_me))
+        .route("/admin/v1/retention/runs", web::get().to(retention_runs));
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    /// Must be exactly `delete my account`.
+    pub confirm: Option<String>,
+}
+
+/// Deletes your account: disabled at once (signed out everywhere, API keys revoked), then
+/// purged 30 days later. Billing records are kept, apart from your identity, up to 7
+/// years. Within the 30 days only support can cancel (you can no longer sign in).
+#[utoipa::path(delete, path = "/v1/me", tag = "privacy", request_body = DeleteBody,
+    responses(
+        (status = 202, body = DeletionScheduled),
+        (status = 400, description = "Missing or wrong confirmation", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Missing CSRF header", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn delete_me(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    auth: SessionAuth,
+    body: web::Json<DeleteBody>,
+) -> Result<HttpResponse, ApiError> {
+    let done = app
+        .request_deletion(auth.account_id, body.confirm.as_deref(), &ctx)
+        .await?;
+    Ok(HttpResponse::Accepted().json(done))
+}
+
+/// Recorded retention runs, newest first (admin or compliance).
+#[utoipa::path(get, path = "/admin/v1/retention/runs", tag = "admin",
+    responses(
+        (status = 200, description = "Run reports: as_of, dry_run, accounts_purged, keys_destroyed, events_tombstoned"),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn retention_runs(
+    app: web::Data<AppState>,
+    staff: StaffAuth,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": app.retention_runs(100).await? })))
 }

@@ -1,0 +1,393 @@
+//! Deletion with a 30-day window, and the retention run.
+//!
+//! `DELETE /v1/me` disables the account at once (sessions ended, API keys revoked) and
+//! schedules the purge for 30 days later, as the privacy policy states. Within the window
+//! the holder can cancel only through support (`journey deletion cancel`): they can no
+//! longer sign in. The retention run (daily in the server, or `journey retention run`)
+//! purges accounts whose window ended, destroys periodic keys past their term, and rewrites
+//! events sealed under destroyed keys into tombstones (ciphertext removed, key id kept).
+
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use chrono::{DateTime, Duration, Utc};
+use journey_commands::mailer::Mail;
+use journey_domain::account::{Account, AccountCommand, AccountStatus, ErasureCertificate};
+use journey_domain::meta::{Actor, CommandMeta};
+use journey_domain::retention::key_expires_at;
+use journey_domain::retention_log::{RetentionCommand, RunReport};
+use journey_domain::sealed::is_sealed_json;
+use journey_domain::{DataCategory, Opened};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use uuid::Uuid;
+
+/// The window between a deletion request and the purge (privacy policy, section 5).
+pub const DELETION_WINDOW_DAYS: i64 = 30;
+/// What the holder must send to confirm `DELETE /v1/me`.
+pub const CONFIRMATION: &str = "delete my account";
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeletionScheduled {
+    /// `pending_deletion`.
+    pub status: String,
+    /// When everything but the billing records is destroyed.
+    pub purge_after: DateTime<Utc>,
+    pub sessions_ended: usize,
+    pub api_keys_revoked: usize,
+}
+
+/// Replaces sealed envelopes under `destroyed` keys by tombstones (same key id, no
+/// ciphertext); returns whether anything changed.
+fn tombstone(v: &mut Value, destroyed: &HashSet<String>) -> bool {
+    let hit = |node: &Value| {
+        is_sealed_json(node)
+            && node["k"].as_str().is_some_and(|k| destroyed.contains(k))
+            && (node["c"].as_str() != Some("") || node["n"].as_str() != Some(""))
+    };
+    let mut changed = false;
+    let mut stack = vec![v];
+    while let Some(node) = stack.pop() {
+        if hit(node) {
+            node["n"] = Value::String(String::new());
+            node["c"] = Value::String(String::new());
+            changed = true;
+            continue;
+        }
+        match node {
+            Value::Object(m) => stack.extend(m.values_mut()),
+            Value::Array(a) => stack.extend(a.iter_mut()),
+            Value::String(s) if s.contains("\"sealed\":\"v1\"") => {
+                // Metadata maps hold sealed envelopes serialized into strings.
+                if let Ok(mut inner) = serde_json::from_str::<Value>(s) {
+                    if hit(&inner) {
+                        inner["n"] = Value::String(String::new());
+                        inner["c"] = Value::String(String::new());
+                        *s = inner.to_string();
+                        changed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+impl AppState {
+    /// Ends every open session and revokes every key of the account; returns the counts.
+    async fn cut_access(
+        &self,
+        subject: &str,
+        meta: &CommandMeta,
+    ) -> Result<(usize, usize), ApiError> {
+        self.runner.catch_up().await?;
+        let sessions = self.open_sessions_of(subject).await?;
+        for s in &sessions {
+            self.end_session_for_erasure(s, meta).await?;
+        }
+        let keys = self.live_keys_of(subject).await?;
+        for k in &keys {
+            self.revoke_key_for_erasure(k, meta).await?;
+        }
+        Ok((sessions.len(), keys.len()))
+    }
+
+    /// The holder's deletion request: disabled now, purged after the window.
+    pub async fn request_deletion(
+        &self,
+        account_id: Uuid,
+        confirm: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<DeletionScheduled, ApiError> {
+        if confirm.map(|c| c.trim().to_lowercase()) != Some(CONFIRMATION.into()) {
+            return Err(ApiError::bad(format!(
+                "to delete your account, send {{\"confirm\": \"{CONFIRMATION}\"}}"
+            )));
+        }
+        let me = self.me(account_id).await?;
+        let subject = account_id.to_string();
+        let purge_after = ctx.at + Duration::days(DELETION_WINDOW_DAYS);
+        let meta = self
+            .meta(Actor::Account(account_id), Some(account_id), ctx)
+            .await?;
+        self.stores
+            .accounts
+            .execute(
+                &subject,
+                AccountCommand::RequestDeletion {
+                    purge_after,
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        let (sessions_ended, api_keys_revoked) = self.cut_access(&subject, &meta).await?;
+        self.settle::<Account>(&subject).await?;
+        if let Err(e) = self
+            .mailer
+            .send(Mail {
+                to: me.email,
+                subject: "Your JourneyAPI account will be deleted".into(),
+                body: format!(
+                    "We received your request to delete your JourneyAPI account.\n\n\
+                     Your account is disabled now: you are signed out everywhere and your API keys no \
+                     longer work. On {} we will delete your account data, usage logs and prompts. \
+                     Billing records are kept, separately from your identity, for up to 7 years as the \
+                     law requires.\n\nChanged your mind? Contact support before that date.\n",
+                    purge_after.format("%Y-%m-%d %H:%M UTC")
+                ),
+            })
+            .await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "deletion notice not sent");
+        }
+        Ok(DeletionScheduled {
+            status: "pending_deletion".into(),
+            purge_after,
+            sessions_ended,
+            api_keys_revoked,
+        })
+    }
+
+    /// Staff cancel a pending deletion within the window (the holder asked support).
+    pub async fn cancel_deletion(
+        &self,
+        account_id: Uuid,
+        reason: &str,
+        actor: Actor,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        if reason.trim().is_empty() {
+            return Err(ApiError::bad("a reason is required"));
+        }
+        let meta = self.meta(actor, None, ctx).await?;
+        let subject = account_id.to_string();
+        self.stores
+            .accounts
+            .execute(
+                &subject,
+                AccountCommand::CancelDeletion {
+                    reason: reason.to_string(),
+                    at: ctx.at,
+                },
+                &meta,
+            )
+            .await?;
+        self.settle::<Account>(&subject).await
+    }
+
+    /// Accounts whose deletion window has ended at `as_of`.
+    async fn due_purges(&self, as_of: DateTime<Utc>) -> Result<Vec<Uuid>, ApiError> {
+        self.runner.catch_up().await?;
+        let rows =
+            sqlx::query("SELECT account_id FROM rm_accounts WHERE status = 'pending_deletion'")
+                .fetch_all(&self.db.any)
+                .await?;
+        let mut due = Vec::new();
+        for r in rows {
+            let id: String = r.try_get(0)?;
+            let (a, _) = self.stores.accounts.load(&id).await?;
+            if a.status == AccountStatus::PendingDeletion
+                && a.purge_after.is_some_and(|p| p <= as_of)
+            {
+                due.push(Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?);
+            }
+        }
+        Ok(due)
+    }
+
+    /// Purges one account whose window ended: erasure, tombstones, certificate, email.
+    async fn purge(&self, account_id: Uuid, ctx: &Ctx) -> Result<u64, ApiError> {
+        let subject = account_id.to_string();
+        let (account, _) = self.stores.accounts.load(&subject).await?;
+        // Capture the address before its key is destroyed.
+        let email = match self.vault.open_opt(&account.email).await? {
+            Some(Opened::Value(e)) => Some(e),
+            _ => None,
+        };
+        let stream =
+            journey_projections::events::read_stream(&self.db, "account", &subject).await?;
+        let request = stream
+            .iter()
+            .rev()
+            .find(|e| e.event_type == "DeletionRequested");
+        let requested_by = request
+            .and_then(|e| e.metadata.get("actor"))
+            .and_then(Value::as_str)
+            .unwrap_or("system")
+            .to_string();
+        let requested_at = request
+            .and_then(|e| DateTime::from_timestamp_millis(e.committed_at))
+            .unwrap_or(ctx.at);
+        let reason = "deletion requested by the account holder; 30-day window ended";
+        let report = self
+            .erase_account(account_id, reason, Actor::System, ctx)
+            .await?;
+        let tombstoned = self.compact(Some(&subject), ctx).await?;
+        let certificate = ErasureCertificate {
+            categories: report.categories.clone(),
+            keys_destroyed: report.keys_destroyed,
+            sessions_ended: report.sessions_ended as u64,
+            api_keys_revoked: report.api_keys_revoked as u64,
+            identity_claims_dropped: report.identity_claims_dropped,
+            events_tombstoned: tombstoned,
+            retained: vec!["billing records (sealed under billing keys, up to 7 years)".into()],
+            reason: reason.into(),
+            requested_by,
+            requested_at,
+            erased_at: ctx.at,
+        };
+        let meta = CommandMeta::system(ctx.at);
+        self.stores
+            .accounts
+            .execute(&subject, AccountCommand::Certify { certificate }, &meta)
+            .await?;
+        if let Some(to) = email {
+            if let Err(e) = self
+                .mailer
+                .send(Mail {
+                    to,
+                    subject: "Your JourneyAPI account has been deleted".into(),
+                    body: "Your JourneyAPI account data, usage logs and prompts have been deleted. \
+                           Billing records are kept, separately from your identity, for up to 7 years \
+                           as the law requires.\n"
+                        .into(),
+                })
+                .await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "deletion confirmation not sent");
+            }
+        }
+        Ok(tombstoned)
+    }
+
+    /// Rewrites events sealed under destroyed, not yet compacted keys (of `only` subject,
+    /// or all) into tombstones; returns how many events changed.
+    pub async fn compact(&self, only: Option<&str>, ctx: &Ctx) -> Result<u64, ApiError> {
+        let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
+        for k in self.vault.uncompacted_destroyed().await? {
+            if only.is_none_or(|s| s == k.subject) {
+                by_subject.entry(k.subject).or_default().push(k.key_id);
+            }
+        }
+        let update = self.db.pick(
+            "UPDATE events SET payload = $1, metadata = $2
+             WHERE aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
+            "UPDATE events SET payload = $1::json, metadata = $2::json
+             WHERE aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
+        );
+        let mut changed = 0;
+        for (subject, keys) in by_subject {
+            let destroyed: HashSet<String> = keys.iter().cloned().collect();
+            let mut after = 0;
+            loop {
+                let batch =
+                    journey_projections::events::read_subject(&self.db, &subject, after, 1000)
+                        .await?;
+                let Some(last) = batch.last() else { break };
+                after = last.cursor.position;
+                for mut e in batch {
+                    let p = tombstone(&mut e.payload, &destroyed);
+                    let m = tombstone(&mut e.metadata, &destroyed);
+                    if p || m {
+                        sqlx::query(update)
+                            .bind(e.payload.to_string())
+                            .bind(e.metadata.to_string())
+                            .bind(&e.aggregate_type)
+                            .bind(&e.aggregate_id)
+                            .bind(e.sequence)
+                            .execute(&self.db.any)
+                            .await?;
+                        changed += 1;
+                    }
+                }
+            }
+            for k in &keys {
+                self.vault.mark_compacted(k, ctx.at).await?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// One retention run at `as_of`. A dry run changes nothing but is recorded too.
+    pub async fn retention_run(
+        &self,
+        as_of: DateTime<Utc>,
+        dry_run: bool,
+        ctx: &Ctx,
+    ) -> Result<RunReport, ApiError> {
+        let started_at = self.clock.now();
+        let due = self.due_purges(as_of).await?;
+        let mut keys_destroyed: BTreeMap<String, u64> = BTreeMap::new();
+        let mut events_tombstoned = 0;
+        let run_ctx = Ctx {
+            at: as_of,
+            ..ctx.clone()
+        };
+        if !dry_run {
+            for id in &due {
+                events_tombstoned += self.purge(*id, &run_ctx).await?;
+            }
+        }
+        for k in self.vault.live_periodic_keys().await? {
+            let Some(category) = DataCategory::parse(&k.category) else {
+                continue;
+            };
+            if key_expires_at(category, &k.period).is_some_and(|t| t <= as_of) {
+                let destroyed = dry_run
+                    || self
+                        .vault
+                        .destroy_key(&k.key_id, "retention: term ended", as_of)
+                        .await?;
+                if destroyed {
+                    *keys_destroyed.entry(k.category).or_default() += 1;
+                }
+            }
+        }
+        if !dry_run {
+            events_tombstoned += self.compact(None, &run_ctx).await?;
+        }
+        let report = RunReport {
+            as_of,
+            dry_run,
+            accounts_purged: if dry_run { 0 } else { due.len() as u64 },
+            keys_destroyed,
+            events_tombstoned,
+            started_at,
+            finished_at: self.clock.now(),
+        };
+        let meta = CommandMeta::system(ctx.at);
+        self.stores
+            .retention
+            .execute(
+                &Uuid::new_v4().to_string(),
+                RetentionCommand::Record(report.clone()),
+                &meta,
+            )
+            .await?;
+        self.runner.nudge();
+        Ok(report)
+    }
+
+    /// Recorded runs, newest first.
+    pub async fn retention_runs(&self, limit: i64) -> Result<Vec<Value>, ApiError> {
+        let rows = sqlx::query(self.db.pick(
+            "SELECT payload FROM events WHERE aggregate_type = 'retention' ORDER BY position DESC LIMIT $1",
+            "SELECT payload::text FROM events WHERE aggregate_type = 'retention' ORDER BY position DESC LIMIT $1",
+        ))
+        .bind(limit)
+        .fetch_all(&self.db.any)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get(0)?;
+                let v: Value =
+                    serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.into()))?;
+                Ok(v.get("RetentionRunRecorded").cloned().unwrap_or(v))
+            })
+            .collect()
+    }
+}

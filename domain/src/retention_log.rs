@@ -1,0 +1,73 @@
+//! The record of retention runs: one aggregate per run (id = run id), so staff can read
+//! what each run destroyed and compacted. Holds counts only, no subject data.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The instant the schedule was evaluated at (`--as-of`, or now).
+    pub as_of: DateTime<Utc>,
+    pub dry_run: bool,
+    /// Accounts whose 30-day deletion window ended and that were purged.
+    pub accounts_purged: u64,
+    /// Periodic keys destroyed, by category.
+    pub keys_destroyed: BTreeMap<String, u64>,
+    /// Events rewritten so that values under destroyed keys became tombstones.
+    pub events_tombstoned: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetentionCommand {
+    Record(RunReport),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RetentionEvent {
+    RetentionRunRecorded(RunReport),
+}
+
+crate::domain_event!(RetentionEvent, "1", { RetentionRunRecorded });
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RetentionError {
+    #[error("this run is already recorded")]
+    AlreadyRecorded,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RetentionRun {
+    pub recorded: bool,
+}
+
+impl Aggregate for RetentionRun {
+    const TYPE: &'static str = "retention";
+    type Command = RetentionCommand;
+    type Event = RetentionEvent;
+    type Error = RetentionError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: RetentionCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), RetentionError> {
+        let RetentionCommand::Record(report) = command;
+        if self.recorded {
+            return Err(RetentionError::AlreadyRecorded);
+        }
+        sink.write(RetentionEvent::RetentionRunRecorded(report), self)
+            .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, _: RetentionEvent) {
+        self.recorded = true;
+    }
+}

@@ -1,0 +1,331 @@
+//! Deletion with its 30-day window, the erasure certificate, and the retention run
+//! (`journey retention run --as-of`): usage expires after 90 days, billing stays.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{scan, stripe, Harness, Session};
+
+fn days_from_now(d: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(d)).to_rfc3339()
+}
+
+fn run(h: &Harness, as_of: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["retention", "run", "--as-of", as_of];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&h.cli_ok(&args)).unwrap()
+}
+
+async fn buy_pack(h: &Harness, s: &Session) {
+    let r = s
+        .write(h, Method::POST, "/v1/billing/checkout")
+        .json(&json!({ "pack": "small" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let req = h
+        .stripe
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/checkout/sessions")
+        .unwrap();
+    let customer = stripe::FakeStripe::form_value(&req, "customer").unwrap();
+    let meta = json!({ "account_id": s.account_id.to_string(), "pack": "small", "credits": "500" });
+    let t = journey_commands::Clock::now(h.clock.as_ref()).timestamp();
+    let e = stripe::event(
+        &format!("evt_{}", s.account_id.simple()),
+        "checkout.session.completed",
+        t,
+        stripe::checkout_session_completed(
+            &format!("cs_{}", s.account_id.simple()),
+            "payment",
+            &s.account_id.to_string(),
+            &customer,
+            Some("pi_keep"),
+            None,
+            600,
+            meta,
+        ),
+    );
+    assert_eq!(h.deliver(&e).await.status(), 200);
+}
+
+fn stream(h: &Harness, s: &str) -> String {
+    h.cli_ok(&["events", "--stream", s])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_disables_at_once_and_purges_after_thirty_days() {
+    let h = Harness::start().await;
+    let s = h.sign_in("leaving@example.com").await;
+    let key = s.create_key(&h, "old laptop").await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    buy_pack(&h, &s).await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+
+    for (body, why) in [
+        (json!({}), "missing"),
+        (json!({ "confirm": "yes" }), "wrong"),
+    ] {
+        let r = s
+            .write(&h, Method::DELETE, "/v1/me")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{why}");
+    }
+    let r = s
+        .client
+        .delete(h.url("/v1/me"))
+        .json(&json!({ "confirm": "delete my account" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "CSRF header required");
+    assert_eq!(
+        s.get(&h, "/v1/me").await.status(),
+        200,
+        "nothing changed yet"
+    );
+
+    let mails = h.smtp.count();
+    let r = s
+        .write(&h, Method::DELETE, "/v1/me")
+        .json(&json!({ "confirm": "Delete my account" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&done["status"], &done["api_keys_revoked"]),
+        (&json!("pending_deletion"), &json!(1))
+    );
+    let notice = h.smtp.wait_for(mails + 1).await;
+    assert!(
+        notice.contains("leaving@example.com") && notice.contains("will be deleted"),
+        "{notice}"
+    );
+
+    // Disabled at once: session, key and new sign-ins refused.
+    assert_eq!(s.get(&h, "/v1/me").await.status(), 401);
+    let r = reqwest::Client::new()
+        .get(h.url("/api/v1/account"))
+        .header("Authorization", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let token = h.magic_link_token("leaving@example.com").await;
+    let r = h.consume_json(&h.browser(), &token).await;
+    assert_eq!(r.status(), 403);
+    let msg: Value = r.json().await.unwrap();
+    assert!(msg["errors"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("scheduled for deletion"));
+
+    let account = format!("account/{}", s.account_id);
+    let registered: Value =
+        serde_json::from_str(stream(&h, &account).lines().next().unwrap()).unwrap();
+    let email_ct = registered["payload"]["AccountRegistered"]["email"]["c"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Inside the window nothing is purged.
+    let report = run(&h, &days_from_now(29), &[]);
+    assert_eq!(report["accounts_purged"], 0);
+    assert!(stream(&h, &account).contains(&email_ct));
+
+    let mails = h.smtp.count();
+    let report = run(&h, &days_from_now(31), &[]);
+    assert_eq!(report["accounts_purged"], 1, "{report}");
+    assert!(report["events_tombstoned"].as_u64().unwrap() > 0);
+    let confirmation = h.smtp.wait_for(mails + 1).await;
+    assert!(
+        confirmation.contains("leaving@example.com") && confirmation.contains("has been deleted")
+    );
+
+    let events = stream(&h, &account);
+    assert!(
+        !events.contains(&email_ct),
+        "the sealed email is compacted into a tombstone"
+    );
+    let cert: Value = serde_json::from_str(
+        events
+            .lines()
+            .find(|l| l.contains("ErasureCertified"))
+            .unwrap(),
+    )
+    .unwrap();
+    let cert = &cert["payload"]["ErasureCertified"]["certificate"];
+    assert_eq!(cert["requested_by"], format!("account:{}", s.account_id));
+    assert!(cert["categories"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("account")));
+    assert!(cert["keys_destroyed"].as_u64().unwrap() >= 2);
+    assert!(!events.contains("leaving@example.com"));
+    assert!(
+        scan::find_plaintext(&h.database_url, &["leaving@example.com", "old laptop"])
+            .await
+            .is_empty()
+    );
+
+    // Billing records stay, still readable, apart from the identity.
+    let billing = stream(&h, &format!("billing/{}", s.account_id));
+    let record: Value = serde_json::from_str(
+        billing
+            .lines()
+            .find(|l| l.contains("BillingRecorded"))
+            .unwrap(),
+    )
+    .unwrap();
+    let opened = h
+        .app
+        .vault
+        .open_json(&record["payload"]["BillingRecorded"]["detail"])
+        .await
+        .unwrap();
+    assert_eq!(opened["amount_cents"], 600);
+
+    let r = officer.get(&h, "/admin/v1/retention/runs").await;
+    assert_eq!(r.status(), 200);
+    let runs: Value = r.json().await.unwrap();
+    let purged: Vec<i64> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["accounts_purged"].as_i64().unwrap())
+        .collect();
+    assert_eq!(purged, [1, 0], "newest first");
+    assert_eq!(s.get(&h, "/admin/v1/retention/runs").await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_can_cancel_a_deletion_within_the_window() {
+    let h = Harness::start().await;
+    let s = h.sign_in("regret@example.com").await;
+    let staff = h.sign_in("support@example.com").await;
+    let r = s
+        .write(&h, Method::DELETE, "/v1/me")
+        .json(&json!({ "confirm": "delete my account" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let subject = s.account_id.to_string();
+    let by = staff.account_id.to_string();
+    h.cli_ok(&[
+        "deletion",
+        "cancel",
+        "--subject",
+        &subject,
+        "--reason",
+        "holder called within 30 days",
+        "--by",
+        &by,
+    ]);
+    let again = h.cli(&[
+        "deletion",
+        "cancel",
+        "--subject",
+        &subject,
+        "--reason",
+        "twice",
+        "--by",
+        &by,
+    ]);
+    assert!(!again.status.success(), "nothing pending any more");
+    let back = h.sign_in("regret@example.com").await;
+    assert_eq!(back.account_id, s.account_id);
+    assert_eq!(back.get(&h, "/v1/me").await.status(), 200);
+    let report = run(&h, &days_from_now(31), &[]);
+    assert_eq!(report["accounts_purged"], 0);
+    assert_eq!(back.get(&h, "/v1/me").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_run_91_days_later_removes_usage_and_keeps_billing() {
+    let h = Harness::start().await;
+    let s = h.sign_in("longterm@example.com").await;
+    s.create_key(&h, "ci key").await;
+    buy_pack(&h, &s).await;
+    let subject = s.account_id.to_string();
+    let export = |h: &Harness| {
+        let out = h
+            .data_dir
+            .join(format!("export-{}.json", uuid::Uuid::new_v4()));
+        h.cli_ok(&[
+            "export",
+            "--subject",
+            &subject,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        serde_json::from_str::<Value>(&std::fs::read_to_string(out).unwrap()).unwrap()
+    };
+    let ips = |doc: &Value| -> Vec<Value> {
+        doc["usage_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["client_ip"].clone())
+            .filter(|ip| !ip.is_null())
+            .collect()
+    };
+    let before = export(&h);
+    assert!(
+        ips(&before).iter().any(|ip| ip == "127.0.0.1"),
+        "usage data exists"
+    );
+
+    let dry = run(&h, &days_from_now(91), &["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        dry["keys_destroyed"]["usage"].as_u64().unwrap() >= 1,
+        "{dry}"
+    );
+    assert!(
+        ips(&export(&h)).iter().any(|ip| ip == "127.0.0.1"),
+        "a dry run changes nothing"
+    );
+
+    let early = run(&h, &days_from_now(80), &[]);
+    assert!(
+        early["keys_destroyed"].get("usage").is_none(),
+        "not before the term: {early}"
+    );
+
+    let report = run(&h, &days_from_now(91), &[]);
+    assert!(
+        report["keys_destroyed"]["usage"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["events_tombstoned"].as_u64().unwrap() >= 1);
+    assert!(report["keys_destroyed"].get("billing").is_none());
+    let after = export(&h);
+    let after_ips = ips(&after);
+    assert!(
+        !after_ips.is_empty() && after_ips.iter().all(|ip| ip == "[erased]"),
+        "{after_ips:?}"
+    );
+    assert_eq!(
+        after["summary"]["profile"]["email"], "longterm@example.com",
+        "account data stays while open"
+    );
+    assert!(
+        after["sections"]["billing"]
+            .to_string()
+            .contains("\"amount_cents\":600"),
+        "billing stays"
+    );
+}
