@@ -86,6 +86,13 @@ async fn rich_subject(h: &Harness, s: &Session, officer: &Session) {
         )
         .await
         .unwrap();
+    let r = s
+        .write(h, Method::POST, "/v1/me/requests")
+        .json(&json!({ "type": "portability" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let r = officer
         .get(
             h,
@@ -117,6 +124,11 @@ async fn ready_job(h: &Harness, s: &Session, body: Value) -> Value {
         }
     }
     panic!("export never became ready");
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 fn path_of(url: &str) -> String {
@@ -177,6 +189,19 @@ async fn self_service_export_holds_every_kind_of_data() {
     assert!(
         text.contains("\"last4\":\"4444\"") && text.contains("\"amount_cents\":600"),
         "{text}"
+    );
+    assert!(events_in(&doc, "requests").contains(&"RequestReceived"));
+    let requests = doc["sections"]["requests"].to_string();
+    let text = doc.to_string();
+    assert!(
+        text.contains("\"code_hash\":\"[withheld]\"")
+            && text.contains("\"key_hash\":\"[withheld]\""),
+        "secret-derived values are withheld: {requests}"
+    );
+    let session_stream = sha256_hex(&s.session_token);
+    assert!(
+        !text.contains(&session_stream),
+        "streams named by token hashes are withheld"
     );
     assert!(doc["sections"]["unmapped"].as_array().unwrap().is_empty());
     let usage = doc["usage_log"].as_array().unwrap();

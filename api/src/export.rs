@@ -60,6 +60,17 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
         ) => "consents",
         ("staff", "RoleGranted" | "RoleRevoked") => "staff_roles",
         ("staff", "StaffRead") => "staff_activity",
+        (
+            "dsr",
+            "RequestReceived"
+            | "VerificationCodeIssued"
+            | "VerificationFailed"
+            | "RequestVerified"
+            | "RequestStarted"
+            | "RequestCompleted"
+            | "RequestRejected"
+            | "DueReminderSent",
+        ) => "requests",
         _ => return None,
     })
 }
@@ -72,7 +83,7 @@ pub const NO_SUBJECT_DATA: [(&str, &str, &str); 1] = [(
 )];
 
 /// Sections in document order (also the HTML order).
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "profile",
     "sign_in_links",
     "sessions",
@@ -82,11 +93,34 @@ pub const SECTIONS: [&str; 11] = [
     "billing",
     "staff_roles",
     "staff_activity",
+    "requests",
     "erasure",
     "unmapped",
 ];
 
 const BATCH: i64 = 1000;
+
+/// Secret-derived values are never exported, not even hashed: HMACs of API keys and of
+/// verification codes, and streams named by a hash of a sign-in or session token.
+const SECRET_FIELDS: [&str; 2] = ["key_hash", "code_hash"];
+const HASH_NAMED_STREAMS: [&str; 2] = ["session", "magic_link"];
+const WITHHELD: &str = "[withheld]";
+
+fn withhold_secrets(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if SECRET_FIELDS.contains(&k.as_str()) {
+                    *val = Value::String(WITHHELD.into());
+                } else {
+                    withhold_secrets(val);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(withhold_secrets),
+        _ => {}
+    }
+}
 
 impl AppState {
     async fn subject_event_count(&self, subject: &str) -> Result<u64, ApiError> {
@@ -130,10 +164,15 @@ impl AppState {
                 let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
                 let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
                 let at = DateTime::<Utc>::from_timestamp_millis(e.committed_at).unwrap_or_default();
-                let stream = format!("{}/{}", e.aggregate_type, e.aggregate_id);
+                let stream = if HASH_NAMED_STREAMS.contains(&e.aggregate_type.as_str()) {
+                    format!("{}/{WITHHELD}", e.aggregate_type)
+                } else {
+                    format!("{}/{}", e.aggregate_type, e.aggregate_id)
+                };
                 let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
                 // Payloads are `{"EventType": {...}}`: keep the inner object.
-                let data = data.get(&e.event_type).cloned().unwrap_or(data);
+                let mut data = data.get(&e.event_type).cloned().unwrap_or(data);
+                withhold_secrets(&mut data);
                 sections[section]
                     .as_array_mut()
                     .expect("sections are arrays")
@@ -182,7 +221,6 @@ impl AppState {
             "accessed_by_staff": accessed,
             "not_held": {
                 "tasks_and_prompts": "no task or prompt data exists yet in this version",
-                "requests": "data-subject requests are not recorded in this version",
                 "card_details": "only card brand, last four digits and country are kept (see billing)",
             },
         }))

@@ -14,6 +14,7 @@ pub mod http_middleware;
 pub mod identity;
 pub mod openapi;
 pub mod rate_limit;
+pub mod requests;
 pub mod retention;
 pub mod routes;
 pub mod server;

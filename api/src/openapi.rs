@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{account_api, admin_api, auth, billing_api, client_api, ops, privacy_api};
+use crate::routes::{
+    account_api, admin_api, auth, billing_api, client_api, ops, privacy_api, requests_api,
+};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -20,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         privacy_api::restrict, privacy_api::lift_restriction,
         privacy_api::start_export, privacy_api::export_status, privacy_api::export_download,
         privacy_api::staff_export, privacy_api::delete_me, privacy_api::retention_runs,
+        requests_api::submit, requests_api::mine, requests_api::verify_mine, requests_api::resend_mine,
+        requests_api::record, requests_api::worklist, requests_api::verify_staff, requests_api::step,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),

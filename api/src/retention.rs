@@ -347,8 +347,10 @@ impl AppState {
                 }
             }
         }
+        let mut requests_reminded = 0;
         if !dry_run {
             events_tombstoned += self.compact(None, &run_ctx).await?;
+            requests_reminded = self.remind_due_requests(as_of).await?;
         }
         let report = RunReport {
             as_of,
@@ -356,6 +358,7 @@ impl AppState {
             accounts_purged: if dry_run { 0 } else { due.len() as u64 },
             keys_destroyed,
             events_tombstoned,
+            requests_reminded,
             started_at,
             finished_at: self.clock.now(),
         };

@@ -36,6 +36,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::privacy_api::routes)
             .configure(routes::privacy_api::export_routes)
             .configure(routes::privacy_api::deletion_routes)
+            .configure(routes::requests_api::routes)
             .configure(routes::ops::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))

@@ -18,6 +18,7 @@ use journey_domain::catalog::Catalog;
 use journey_domain::consent::Consents;
 use journey_domain::credits::CreditLedger;
 use journey_domain::magic_link::MagicLink;
+use journey_domain::requests::DataSubjectRequest;
 use journey_domain::retention_log::RetentionRun;
 use journey_domain::session::Session;
 use journey_domain::staff::StaffMember;
@@ -31,6 +32,7 @@ pub struct Stores {
     pub staff: Store<StaffMember>,
     pub consents: Store<Consents>,
     pub retention: Store<RetentionRun>,
+    pub requests: Store<DataSubjectRequest>,
     pub links: Store<MagicLink>,
     pub sessions: Store<Session>,
     pub keys: Store<ApiKey>,
@@ -118,6 +120,7 @@ impl AppState {
                 staff: Store::new(&db),
                 consents: Store::new(&db),
                 retention: Store::new(&db),
+                requests: Store::new(&db),
                 links: Store::new(&db),
                 sessions: Store::new(&db),
                 keys: Store::new(&db),

@@ -10,6 +10,7 @@ pub mod consent;
 pub mod credits;
 pub mod magic_link;
 pub mod meta;
+pub mod requests;
 pub mod retention;
 pub mod retention_log;
 pub mod sealed;
@@ -54,6 +55,7 @@ pub fn all_event_types() -> Vec<(&'static str, &'static str)> {
         of::<consent::Consents>(consent::ConsentEvent::EVENT_TYPES),
         of::<staff::StaffMember>(staff::StaffEvent::EVENT_TYPES),
         of::<retention_log::RetentionRun>(retention_log::RetentionEvent::EVENT_TYPES),
+        of::<requests::DataSubjectRequest>(requests::RequestEvent::EVENT_TYPES),
     ]
     .concat()
 }

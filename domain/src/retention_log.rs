@@ -18,6 +18,9 @@ pub struct RunReport {
     pub keys_destroyed: BTreeMap<String, u64>,
     /// Events rewritten so that values under destroyed keys became tombstones.
     pub events_tombstoned: u64,
+    /// Data-subject requests due within 3 days whose staff were reminded.
+    #[serde(default)]
+    pub requests_reminded: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }

@@ -61,3 +61,19 @@ CREATE INDEX export_jobs_by_account ON export_jobs (account_id);
 
 -- Retention compaction: when the events sealed under a destroyed key were rewritten into tombstones.
 ALTER TABLE data_keys ADD COLUMN compacted_at integer;
+
+-- Data-subject requests, for staff's due-date worklist.
+CREATE TABLE rm_requests
+(
+    request_id  text    PRIMARY KEY,
+    subject     text    NOT NULL,
+    kind        text    NOT NULL,
+    channel     text    NOT NULL,
+    status      text    NOT NULL,
+    received_at integer NOT NULL,
+    due_at      integer NOT NULL,
+    closed_at   integer,
+    reminded    integer NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX rm_requests_by_due ON rm_requests (status, due_at);
+CREATE INDEX rm_requests_by_subject ON rm_requests (subject);

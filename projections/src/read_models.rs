@@ -23,6 +23,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::staff_models::SubjectStreams),
         Arc::new(crate::staff_models::Staff),
         Arc::new(crate::staff_models::ConsentGates),
+        Arc::new(crate::staff_models::Requests),
     ]
 }
 

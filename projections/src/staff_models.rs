@@ -9,6 +9,7 @@ use cqrs_es::Aggregate;
 use journey_domain::api_key::{ApiKey, ApiKeyEvent};
 use journey_domain::consent::{ConsentEvent, Consents, Purpose};
 use journey_domain::magic_link::{MagicLink, MagicLinkEvent};
+use journey_domain::requests::{DataSubjectRequest, RequestEvent};
 use journey_domain::session::{Session, SessionEvent};
 use journey_domain::staff::{StaffEvent, StaffMember};
 use sqlx::AnyConnection;
@@ -29,6 +30,10 @@ fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
             Some(MagicLinkEvent::MagicLinkIssued { purpose, .. }) => {
                 Some(purpose.account_id().to_string())
             }
+            _ => None,
+        },
+        t if t == DataSubjectRequest::TYPE => match e.decode_known::<RequestEvent>()? {
+            Some(RequestEvent::RequestReceived { subject, .. }) => Some(subject.to_string()),
             _ => None,
         },
         // Retention runs concern no one.
@@ -187,6 +192,74 @@ impl Projection for ConsentGates {
         .bind(id)
         .execute(&mut *conn)
         .await?;
+        Ok(())
+    }
+}
+
+/// `rm_requests`: data-subject requests by status and due date. Kept after erasure (the
+/// request itself is a record of a legal duty; it names the subject by id only).
+pub struct Requests;
+
+#[async_trait]
+impl Projection for Requests {
+    fn name(&self) -> &'static str {
+        "requests"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_requests"]
+    }
+    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+        if e.aggregate_type != DataSubjectRequest::TYPE {
+            return Ok(());
+        }
+        let Some(event) = e.decode_known::<RequestEvent>()? else {
+            return Ok(());
+        };
+        let id = e.aggregate_id.as_str();
+        let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+        let (status, closed_at) = match event {
+            RequestEvent::RequestReceived {
+                subject,
+                kind,
+                channel,
+                due_at,
+                at,
+            } => {
+                let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                sqlx::query(
+                    "INSERT INTO rm_requests (request_id, subject, kind, channel, status, received_at, due_at)
+                     VALUES ($1, $2, $3, $4, 'received', $5, $6) ON CONFLICT (request_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(subject.to_string())
+                .bind(text(serde_json::to_value(kind)?))
+                .bind(text(serde_json::to_value(channel)?))
+                .bind(ms(at))
+                .bind(ms(due_at))
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            RequestEvent::RequestVerified { .. } => ("verified", None),
+            RequestEvent::RequestStarted { .. } => ("in_progress", None),
+            RequestEvent::RequestCompleted { at, .. } => ("completed", Some(ms(at))),
+            RequestEvent::RequestRejected { at, .. } => ("rejected", Some(ms(at))),
+            RequestEvent::DueReminderSent { .. } => {
+                sqlx::query("UPDATE rm_requests SET reminded = 1 WHERE request_id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            RequestEvent::VerificationCodeIssued { .. }
+            | RequestEvent::VerificationFailed { .. } => return Ok(()),
+        };
+        sqlx::query("UPDATE rm_requests SET status = $1, closed_at = $2 WHERE request_id = $3")
+            .bind(status)
+            .bind(closed_at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }

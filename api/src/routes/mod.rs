@@ -7,6 +7,7 @@ pub mod billing_api;
 pub mod client_api;
 pub mod ops;
 pub mod privacy_api;
+pub mod requests_api;
 
 use actix_web::cookie::{time, Cookie, SameSite};
 
