@@ -289,6 +289,8 @@ impl AppState {
                         .await?;
                 let Some(last) = batch.last() else { break };
                 after = last.cursor.position;
+                // One transaction per batch: one commit (and fsync) per thousand rewrites.
+                let mut tx = self.db.any.begin().await?;
                 for mut e in batch {
                     let p = tombstone(&mut e.payload, &destroyed);
                     let m = tombstone(&mut e.metadata, &destroyed);
@@ -299,11 +301,12 @@ impl AppState {
                             .bind(&e.aggregate_type)
                             .bind(&e.aggregate_id)
                             .bind(e.sequence)
-                            .execute(&self.db.any)
+                            .execute(&mut *tx)
                             .await?;
                         changed += 1;
                     }
                 }
+                tx.commit().await?;
             }
             for k in &keys {
                 self.vault.mark_compacted(k, ctx.at).await?;

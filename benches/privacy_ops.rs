@@ -1,0 +1,256 @@
+//! Privacy operations at scale, on Postgres. Prints figures; asserts nothing about speed.
+//!
+//!   cargo bench --bench privacy_ops
+//!
+//! 1. export of one subject with EXPORT_EVENTS (100k) events;
+//! 2. erasure (purge: key destruction, read-model cleanup, tombstones, certificate) of one
+//!    subject in a store of 10k and of STORE_EVENTS (1M) events;
+//! 3. a retention run over RETENTION_EVENTS (1M) events whose usage keys have expired.
+//!
+//! Bulk events are written with SQL (generate_series) so the setup takes seconds, not hours;
+//! projections are fast-forwarded past them (their read models are not what is measured).
+//! Environment: JOURNEY_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
+//! EXPORT_EVENTS, STORE_EVENTS, RETENTION_EVENTS.
+
+use chrono::{Duration, Utc};
+use journey_api::config::Config;
+use journey_api::identity::Ctx;
+use journey_api::state::{App, AppState};
+use journey_domain::account::{AccountCommand, SignInMethod};
+use journey_domain::meta::CommandMeta;
+use journey_domain::DataCategory;
+use std::time::Instant;
+use uuid::Uuid;
+
+fn env_or(name: &str, default: i64) -> i64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn fresh_app() -> App {
+    let base = std::env::var("JOURNEY_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("journey_bench_{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("Postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut u = url::Url::parse(&base).unwrap();
+    u.set_path(&format!("/{name}"));
+    let dir = std::env::temp_dir().join(format!("journey-bench-{}", Uuid::new_v4().simple()));
+    let cfg = Config {
+        data_dir: dir,
+        database_url: Some(u.to_string()),
+        master_key: Some("00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+        pepper: Some("bench-pepper-0123456789abcdef".into()),
+        smtp_url: None,
+        retention_interval_secs: 0,
+        ..Config::default()
+    };
+    AppState::build(cfg, None).await.expect("app builds")
+}
+
+/// A registered account (real commands, so every projection sees it).
+async fn register(app: &App) -> Uuid {
+    let id = Uuid::new_v4();
+    let now = app.clock.now();
+    let email = app
+        .vault
+        .seal(
+            &id.to_string(),
+            DataCategory::Account,
+            now,
+            &format!("{id}@example.com"),
+        )
+        .await
+        .unwrap();
+    let meta = CommandMeta::system(now);
+    app.stores
+        .accounts
+        .execute(
+            &id.to_string(),
+            AccountCommand::Register {
+                email,
+                method: SignInMethod::MagicLink,
+                google: None,
+                at: now,
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    app.runner.catch_up().await.unwrap();
+    id
+}
+
+/// `count` CreditsReserved events in `subject`'s ledger stream, each with a client IP
+/// sealed under the subject's usage key for `day` in its metadata.
+async fn bulk_events(
+    app: &App,
+    subject: Uuid,
+    from_seq: i64,
+    count: i64,
+    day: chrono::DateTime<Utc>,
+) {
+    let ip = app
+        .vault
+        .seal(
+            &subject.to_string(),
+            DataCategory::Usage,
+            day,
+            &"198.51.100.7".to_string(),
+        )
+        .await
+        .unwrap();
+    let ip = serde_json::to_string(&ip).unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'credit_ledger', $1, g, 'CreditsReserved', '1',
+                json_build_object('CreditsReserved', json_build_object(
+                    'task_id', md5($1 || g::text)::uuid, 'amount', 1, 'allocations', '[]'::json,
+                    'at', '2026-01-01T00:00:00Z')),
+                json_build_object('actor', 'system', 'request_id', 'bench-' || g,
+                    'at', '2026-01-01T00:00:00+00:00', 'client_ip', $2::text)
+         FROM generate_series($3::bigint, $4::bigint) g",
+    )
+    .bind(subject.to_string())
+    .bind(ip)
+    .bind(from_seq)
+    .bind(from_seq + count - 1)
+    .execute(&app.db.any)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO subject_streams (subject, aggregate_type, aggregate_id, first_position)
+         VALUES ($1, 'credit_ledger', $1, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(subject.to_string())
+    .execute(&app.db.any)
+    .await
+    .unwrap();
+}
+
+/// Moves every projection's checkpoint to the head: the bulk events' read models are
+/// not what these benchmarks measure.
+async fn fast_forward(app: &App) {
+    for name in app.runner.names() {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, txid, position, updated_at)
+             SELECT $1, max(txid::text::bigint), max(position), 0 FROM events
+             ON CONFLICT (name) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position",
+        )
+        .bind(name)
+        .execute(&app.db.any)
+        .await
+        .unwrap();
+    }
+}
+
+/// Filler: `total` events over subjects of 10,000 events each.
+async fn filler(app: &App, total: i64, day: chrono::DateTime<Utc>) -> Vec<Uuid> {
+    let mut subjects = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(10_000);
+        let s = Uuid::new_v4();
+        bulk_events(app, s, 1, n, day).await;
+        subjects.push(s);
+        left -= n;
+    }
+    subjects
+}
+
+async fn bench_export(events: i64) {
+    let app = fresh_app().await;
+    let subject = register(&app).await;
+    bulk_events(&app, subject, 1, events, Utc::now()).await;
+    fast_forward(&app).await;
+    let t = Instant::now();
+    let doc = app.build_export(subject, |_, _| {}).await.unwrap();
+    let built = t.elapsed();
+    let json = serde_json::to_string(&doc).unwrap();
+    println!(
+        "export: subject with {} events → {:.2} s ({:.0} events/s), document {:.1} MB",
+        events + 1,
+        built.as_secs_f64(),
+        (events + 1) as f64 / built.as_secs_f64(),
+        json.len() as f64 / 1e6
+    );
+    app.db.close().await;
+}
+
+async fn bench_erasure(store: i64) {
+    let app = fresh_app().await;
+    filler(&app, store, Utc::now()).await;
+    fast_forward(&app).await;
+    let subject = register(&app).await;
+    // The subject's own history: 100 ledger events with sealed IPs.
+    bulk_events(&app, subject, 1, 100, Utc::now()).await;
+    fast_forward(&app).await;
+    // Ask for deletion now, purge at the end of the window.
+    let ctx = Ctx::system(app.clock.now());
+    let meta = CommandMeta::system(ctx.at);
+    app.stores
+        .accounts
+        .execute(
+            &subject.to_string(),
+            AccountCommand::RequestDeletion {
+                purge_after: ctx.at,
+                at: ctx.at,
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    app.runner.catch_up().await.unwrap();
+    let t = Instant::now();
+    let report = app
+        .retention_run(ctx.at + Duration::seconds(1), false, &ctx)
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(report.accounts_purged, 1);
+    println!(
+        "erasure: one subject (101 events) in a store of {store} events → {:.3} s ({} events tombstoned)",
+        took.as_secs_f64(),
+        report.events_tombstoned
+    );
+    app.db.close().await;
+}
+
+async fn bench_retention(events: i64) {
+    let app = fresh_app().await;
+    let day = Utc::now() - Duration::days(100);
+    let subjects = filler(&app, events, day).await;
+    fast_forward(&app).await;
+    let ctx = Ctx::system(app.clock.now());
+    let t = Instant::now();
+    let report = app.retention_run(ctx.at, false, &ctx).await.unwrap();
+    let took = t.elapsed();
+    println!(
+        "retention run: {events} expired events over {} subjects → {:.2} s ({:.0} events/s); keys destroyed {:?}, events tombstoned {}",
+        subjects.len(),
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64(),
+        report.keys_destroyed,
+        report.events_tombstoned
+    );
+    app.db.close().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let export = env_or("EXPORT_EVENTS", 100_000);
+    let store = env_or("STORE_EVENTS", 1_000_000);
+    let retention = env_or("RETENTION_EVENTS", 1_000_000);
+    println!("backend postgres");
+    bench_export(export).await;
+    bench_erasure(10_000).await;
+    bench_erasure(store).await;
+    bench_retention(retention).await;
+}
