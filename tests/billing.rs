@@ -411,6 +411,7 @@ async fn refund_claws_back_unused_credits_and_dispute_suspends_keys_until_lifted
     let h = Harness::start().await;
     let s = h.sign_in("refund@example.com").await;
     let staff = h.sign_in("staff@example.com").await;
+    h.cli_ok(&["staff", "grant", "staff@example.com", "support"]);
     let key = s.create_key(&h, "k").await["key"]
         .as_str()
         .unwrap()

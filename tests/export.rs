@@ -319,9 +319,30 @@ async fn staff_and_cli_exports() {
         .iter()
         .any(|e| e["action"] == "subject.export"));
 
+    let by = officer.account_id.to_string();
     let out = h.data_dir.join("subject.html");
+    let denied = h.cli(&[
+        "export",
+        "--by",
+        &s.account_id.to_string(),
+        "--reason",
+        "curious",
+        "--subject",
+        &s.account_id.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !denied.status.success(),
+        "the CLI export needs a staff member"
+    );
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("no staff role"));
     h.cli_ok(&[
         "export",
+        "--by",
+        &by,
+        "--reason",
+        "emailed access request 42",
         "--subject",
         &s.account_id.to_string(),
         "--out",
@@ -334,6 +355,10 @@ async fn staff_and_cli_exports() {
     let out = h.data_dir.join("subject.json");
     h.cli_ok(&[
         "export",
+        "--by",
+        &by,
+        "--reason",
+        "emailed access request 42",
         "--subject",
         &s.account_id.to_string(),
         "--out",
@@ -344,6 +369,10 @@ async fn staff_and_cli_exports() {
     let unknown = uuid::Uuid::new_v4().to_string();
     let fail = h.cli(&[
         "export",
+        "--by",
+        &by,
+        "--reason",
+        "emailed access request 42",
         "--subject",
         &unknown,
         "--out",
@@ -351,4 +380,20 @@ async fn staff_and_cli_exports() {
     ]);
     assert!(!fail.status.success());
     assert!(String::from_utf8_lossy(&fail.stderr).contains("no data held"));
+    let trail: Value = officer
+        .get(
+            &h,
+            &format!("/admin/v1/audit?reason=check&subject={}", s.account_id),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let exports = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "subject.export" && e["reason"] == "emailed access request 42")
+        .count();
+    assert_eq!(exports, 3, "HTTP and both CLI exports are audited: {trail}");
 }

@@ -215,6 +215,7 @@ async fn support_can_cancel_a_deletion_within_the_window() {
     let h = Harness::start().await;
     let s = h.sign_in("regret@example.com").await;
     let staff = h.sign_in("support@example.com").await;
+    h.cli_ok(&["staff", "grant", "support@example.com", "support"]);
     let r = s
         .write(&h, Method::DELETE, "/v1/me")
         .json(&json!({ "confirm": "delete my account" }))
@@ -260,12 +261,19 @@ async fn retention_run_91_days_later_removes_usage_and_keeps_billing() {
     s.create_key(&h, "ci key").await;
     buy_pack(&h, &s).await;
     let subject = s.account_id.to_string();
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let by = officer.account_id.to_string();
     let export = |h: &Harness| {
         let out = h
             .data_dir
             .join(format!("export-{}.json", uuid::Uuid::new_v4()));
         h.cli_ok(&[
             "export",
+            "--by",
+            &by,
+            "--reason",
+            "retention check",
             "--subject",
             &subject,
             "--out",

@@ -52,9 +52,12 @@ pub enum Command {
         /// Account id.
         #[arg(long)]
         subject: Uuid,
-        /// Why (recorded on the erasure event).
+        /// Why (recorded on the erasure event and its certificate).
         #[arg(long, default_value = "erasure requested")]
         reason: String,
+        /// The staff member's own account id, recorded as the requester (default: system).
+        #[arg(long)]
+        by: Option<Uuid>,
     },
     /// Staff operations on an account's credits.
     Credits {
@@ -100,6 +103,12 @@ pub enum Command {
         subject: Uuid,
         #[arg(long)]
         out: std::path::PathBuf,
+        /// The staff member's own account id (the read is audited).
+        #[arg(long)]
+        by: Uuid,
+        /// Why (e.g. the request id); recorded in the audit trail.
+        #[arg(long)]
+        reason: String,
         /// json or html.
         #[arg(long, default_value = "json")]
         format: String,
@@ -285,11 +294,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             app.db.close().await;
         }
-        Command::Erase { subject, reason } => {
+        Command::Erase {
+            subject,
+            reason,
+            by,
+        } => {
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
+            let actor = match by {
+                Some(by) => staff(&app, by).await?,
+                None => Actor::System,
+            };
             let report = app
-                .erase_account(subject, &reason, Actor::System, &ctx)
+                .erase_account(subject, &reason, actor, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            app.certify_erasure(&report, &reason, actor.to_string(), ctx.at, &ctx)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -406,11 +426,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Export {
             subject,
             out,
+            by,
+            reason,
             format,
         } => {
             let format = crate::export_jobs::ExportFormat::parse(&format)
                 .with_context(|| format!("unknown format {format:?}: use json or html"))?;
             let app = AppState::build(cfg, None).await?;
+            staff(&app, by).await?;
+            let ctx = Ctx::system(app.clock.now());
+            app.audit_read(by, Some(subject), "subject.export", Some(&reason), &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template("exporting [{bar:40}] {pos}/{len} events ({per_sec})")
@@ -479,9 +506,18 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 /// The acting staff member: an existing account (roles arrive with the staff issue).
+/// The acting staff member: an active account holding a staff role.
 async fn staff(app: &AppState, by: Uuid) -> Result<Actor> {
     app.me(by)
         .await
         .map_err(|_| anyhow::anyhow!("--by {by} is not an active account"))?;
+    let roles = app
+        .staff_member(by)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .roles;
+    if roles.is_empty() {
+        bail!("--by {by} holds no staff role (journey staff grant EMAIL ROLE)");
+    }
     Ok(Actor::Staff(by))
 }

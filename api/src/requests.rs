@@ -310,6 +310,10 @@ impl AppState {
                 to.push(me.email);
             }
         }
+        if to.is_empty() {
+            tracing::warn!("requests fall due but no admin or compliance staff can be emailed");
+            return Ok(0);
+        }
         let mut reminded = 0;
         for r in rows {
             let id: String = r.try_get(0)?;

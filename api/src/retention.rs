@@ -108,6 +108,15 @@ impl AppState {
             )));
         }
         let me = self.me(account_id).await?;
+        let (billing, _) = self.stores.billing.load(&account_id.to_string()).await?;
+        if billing.subscription.as_ref().is_some_and(|s| {
+            !s.ended && !s.state.cancel_at_period_end && billing.plan_at(ctx.at).is_some()
+        }) {
+            return Err(ApiError::Conflict(
+                "your subscription would keep renewing: cancel it in the billing portal (POST /v1/billing/portal) first"
+                    .into(),
+            ));
+        }
         let subject = account_id.to_string();
         let purge_after = ctx.at + Duration::days(DELETION_WINDOW_DAYS);
         let meta = self
@@ -226,6 +235,40 @@ impl AppState {
         let report = self
             .erase_account(account_id, reason, Actor::System, ctx)
             .await?;
+        let tombstoned = self
+            .certify_erasure(&report, reason, requested_by, requested_at, ctx)
+            .await?;
+        if let Some(to) = email {
+            if let Err(e) = self
+                .mailer
+                .send(Mail {
+                    to,
+                    subject: "Your JourneyAPI account has been deleted".into(),
+                    body: "Your JourneyAPI account data, usage logs and prompts have been deleted. \
+                           Billing records are kept, separately from your identity, for up to 7 years \
+                           as the law requires.\n"
+                        .into(),
+                })
+                .await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "deletion confirmation not sent");
+            }
+        }
+        Ok(tombstoned)
+    }
+
+    /// After an erasure: rewrites the subject's events into tombstones and records the
+    /// erasure certificate (categories, counts, time, reason, requester; never content).
+    /// Returns how many events were tombstoned.
+    pub async fn certify_erasure(
+        &self,
+        report: &crate::identity::ErasureReport,
+        reason: &str,
+        requested_by: String,
+        requested_at: DateTime<Utc>,
+        ctx: &Ctx,
+    ) -> Result<u64, ApiError> {
+        let subject = report.account_id.to_string();
         let tombstoned = self.compact(Some(&subject), ctx).await?;
         let certificate = ErasureCertificate {
             categories: report.categories.clone(),
@@ -245,22 +288,7 @@ impl AppState {
             .accounts
             .execute(&subject, AccountCommand::Certify { certificate }, &meta)
             .await?;
-        if let Some(to) = email {
-            if let Err(e) = self
-                .mailer
-                .send(Mail {
-                    to,
-                    subject: "Your JourneyAPI account has been deleted".into(),
-                    body: "Your JourneyAPI account data, usage logs and prompts have been deleted. \
-                           Billing records are kept, separately from your identity, for up to 7 years \
-                           as the law requires.\n"
-                        .into(),
-                })
-                .await
-            {
-                tracing::warn!(error = %format!("{e:#}"), "deletion confirmation not sent");
-            }
-        }
+        self.settle::<Account>(&subject).await?;
         Ok(tombstoned)
     }
 
@@ -350,15 +378,18 @@ impl AppState {
                 }
             }
         }
-        let mut requests_reminded = 0;
+        let (mut requests_reminded, mut exports_deleted) = (0, 0);
         if !dry_run {
             events_tombstoned += self.compact(None, &run_ctx).await?;
             requests_reminded = self.remind_due_requests(as_of).await?;
+            exports_deleted = self.delete_stale_exports(as_of).await?;
         }
         let report = RunReport {
             as_of,
             dry_run,
-            accounts_purged: if dry_run { 0 } else { due.len() as u64 },
+            // A dry run reports what it would purge.
+            accounts_purged: due.len() as u64,
+            exports_deleted,
             keys_destroyed,
             events_tombstoned,
             requests_reminded,
@@ -376,6 +407,19 @@ impl AppState {
             .await?;
         self.runner.nudge();
         Ok(report)
+    }
+
+    /// Export documents whose link expired, and jobs that never finished within a day.
+    async fn delete_stale_exports(&self, as_of: DateTime<Utc>) -> Result<u64, ApiError> {
+        let now = as_of.timestamp_millis();
+        Ok(sqlx::query(
+            "DELETE FROM export_jobs WHERE expires_at < $1 OR (status <> 'ready' AND created_at < $2)",
+        )
+        .bind(now)
+        .bind(now - 24 * 3600 * 1000)
+        .execute(&self.db.any)
+        .await?
+        .rows_affected())
     }
 
     /// Recorded runs, newest first.

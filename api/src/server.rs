@@ -77,9 +77,12 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             if every == 0 {
                 return;
             }
+            // First run a minute after start (a server restarted daily still runs it).
+            let mut wait = every.min(60);
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {
+                        wait = every;
                         let ctx = crate::identity::Ctx::system(app.clock.now());
                         match app.retention_run(ctx.at, false, &ctx).await {
                             Ok(r) => tracing::info!(purged = r.accounts_purged, tombstoned = r.events_tombstoned, "retention run"),

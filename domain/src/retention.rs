@@ -102,15 +102,18 @@ pub fn key_expires_at(category: DataCategory, period: &str) -> Option<DateTime<U
     let Keep::For(keep) = r.keep else {
         return None;
     };
-    let end = match r.period {
-        KeyPeriod::Lifetime => return None,
-        KeyPeriod::IsoWeek => {
-            let (y, w) = period.split_once("-W")?;
-            NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, Weekday::Mon)?
-                + Duration::days(7)
-        }
-        KeyPeriod::Day => NaiveDate::parse_from_str(period, "%Y-%m-%d").ok()? + Duration::days(1),
-        KeyPeriod::Year => NaiveDate::from_ymd_opt(period.parse::<i32>().ok()? + 1, 1, 1)?,
+    if r.period == KeyPeriod::Lifetime {
+        return None;
+    }
+    // Read the period from the label itself: keys cut under an earlier schedule (weekly
+    // usage keys before daily ones) must still expire.
+    let end = if let Some((y, w)) = period.split_once("-W") {
+        NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, Weekday::Mon)?
+            + Duration::days(7)
+    } else if period.len() == 10 {
+        NaiveDate::parse_from_str(period, "%Y-%m-%d").ok()? + Duration::days(1)
+    } else {
+        NaiveDate::from_ymd_opt(period.parse::<i32>().ok()? + 1, 1, 1)?
     };
     Some(end.and_hms_opt(0, 0, 0)?.and_utc() + keep)
 }
@@ -130,6 +133,11 @@ mod tests {
             Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap() + Duration::days(7 * 365 + 2))
         );
         assert_eq!(key_expires_at(DataCategory::Account, "lifetime"), None);
+        // A weekly key from before daily keys: week 10 of 2026 ends Monday 2026-03-09.
+        assert_eq!(
+            key_expires_at(DataCategory::Usage, "2026-W10"),
+            Some(Utc.with_ymd_and_hms(2026, 3, 9, 0, 0, 0).unwrap() + Duration::days(90))
+        );
         assert_eq!(key_expires_at(DataCategory::Usage, "garbage"), None);
     }
 

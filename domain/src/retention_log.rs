@@ -21,6 +21,9 @@ pub struct RunReport {
     /// Data-subject requests due within 3 days whose staff were reminded.
     #[serde(default)]
     pub requests_reminded: u64,
+    /// Expired export documents deleted.
+    #[serde(default)]
+    pub exports_deleted: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }
