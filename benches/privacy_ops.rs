@@ -10,7 +10,7 @@
 //! Bulk events are written with SQL (generate_series) so the setup takes seconds, not hours;
 //! projections are fast-forwarded past them (their read models are not what is measured).
 //! Environment: JOURNEY_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
-//! EXPORT_EVENTS, STORE_EVENTS, RETENTION_EVENTS.
+//! EXPORT_EVENTS, STORE_EVENTS, RETENTION_EVENTS, BENCH_ONLY (export, erasure or retention).
 
 use chrono::{Duration, Utc};
 use journey_api::config::Config;
@@ -259,9 +259,18 @@ async fn main() {
     let export = env_or("EXPORT_EVENTS", 100_000);
     let store = env_or("STORE_EVENTS", 1_000_000);
     let retention = env_or("RETENTION_EVENTS", 1_000_000);
+    // BENCH_ONLY=export|erasure|retention runs one part.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
     println!("backend postgres");
-    bench_export(export).await;
-    bench_erasure(10_000).await;
-    bench_erasure(store).await;
-    bench_retention(retention).await;
+    if run("export") {
+        bench_export(export).await;
+    }
+    if run("erasure") {
+        bench_erasure(10_000).await;
+        bench_erasure(store).await;
+    }
+    if run("retention") {
+        bench_retention(retention).await;
+    }
 }

@@ -199,11 +199,20 @@ pub async fn read_subject(
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>> {
+    // The inner query is fenced (`OFFSET 0`) so that it is planned on its own: through
+    // subject_streams and the events primary key. Unfenced, Postgres may walk the global
+    // position index and filter, which reads the whole store for one subject.
+    let fence = match db.backend {
+        Backend::Sqlite => "LIMIT -1 OFFSET 0",
+        Backend::Postgres => "OFFSET 0",
+    };
     let sql = format!(
-        "SELECT {} FROM events
-         WHERE (aggregate_type, aggregate_id) IN
-               (SELECT aggregate_type, aggregate_id FROM subject_streams WHERE subject = $1)
-           AND position > $2
+        "SELECT {} FROM (
+             SELECT * FROM events
+             WHERE (aggregate_type, aggregate_id) IN
+                   (SELECT aggregate_type, aggregate_id FROM subject_streams WHERE subject = $1)
+               AND position > $2
+             {fence}) events
          ORDER BY position LIMIT $3",
         columns(db)
     );
