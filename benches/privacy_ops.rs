@@ -201,26 +201,16 @@ async fn bench_erasure(store: i64) {
     // The subject's own history: 100 ledger events with sealed IPs.
     bulk_events(&app, subject, 1, 100, Utc::now()).await;
     fast_forward(&app).await;
-    // Ask for deletion now, purge at the end of the window.
+    // Ask for deletion now; purge when the 30-day window has ended.
     let ctx = Ctx::system(app.clock.now());
-    let meta = CommandMeta::system(ctx.at);
-    app.stores
-        .accounts
-        .execute(
-            &subject.to_string(),
-            AccountCommand::RequestDeletion {
-                purge_after: ctx.at,
-                at: ctx.at,
-            },
-            &meta,
-        )
+    app.request_deletion(subject, Some("delete my account"), &ctx)
         .await
         .unwrap();
     app.runner.catch_up().await.unwrap();
     settle(&app).await;
     let t = Instant::now();
     let report = app
-        .retention_run(ctx.at + Duration::seconds(1), false, &ctx)
+        .retention_run(ctx.at + Duration::days(31), false, &ctx)
         .await
         .unwrap();
     let took = t.elapsed();

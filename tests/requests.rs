@@ -289,3 +289,103 @@ async fn staff_work_emailed_requests_by_due_date_and_are_reminded() {
     .await;
     assert_eq!(early["requests"].as_array().unwrap().len(), 1, "{early}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_resend_codes_and_apply_objection_and_restriction_on_behalf() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("byletter@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let mails = h.smtp.count();
+    let (status, req) = post(
+        &h,
+        &officer,
+        "/admin/v1/requests",
+        json!({ "email": "byletter@example.com", "type": "objection" }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (stale, _) = code_from_mail(&h, mails + 1).await;
+    let id = req["request_id"].as_str().unwrap();
+    h.clock.advance(chrono::Duration::minutes(11));
+    let verify = format!("/admin/v1/requests/{id}/verify");
+    let (status, _) = post(&h, &officer, &verify, json!({ "code": stale })).await;
+    assert_eq!(status, 400, "the emailed code expired");
+    let (status, _) = post(
+        &h,
+        &officer,
+        &format!("/admin/v1/requests/{id}/code"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (fresh, mail) = code_from_mail(&h, mails + 2).await;
+    assert!(
+        mail.contains("byletter@example.com"),
+        "the new code goes to the account"
+    );
+    let (status, v) = post(&h, &officer, &verify, json!({ "code": fresh })).await;
+    assert_eq!((status, &v["status"]), (200, &json!("verified")));
+
+    let subject = holder.account_id;
+    let (status, _) = post(
+        &h,
+        &officer,
+        &format!("/admin/v1/subjects/{subject}/objection"),
+        json!({ "reason": "" }),
+    )
+    .await;
+    assert_eq!(status, 400, "a reason is required");
+    let (status, v) = post(
+        &h,
+        &officer,
+        &format!("/admin/v1/subjects/{subject}/objection"),
+        json!({ "reason": id }),
+    )
+    .await;
+    assert_eq!((status, &v["marketing_objection"]), (200, &json!(true)));
+    let (status, v) = post(
+        &h,
+        &officer,
+        &format!("/admin/v1/subjects/{subject}/restriction"),
+        json!({ "reason": id }),
+    )
+    .await;
+    assert_eq!((status, &v["restricted"]), (200, &json!(true)));
+    let (status, _) = post(
+        &h,
+        &holder,
+        &format!("/admin/v1/subjects/{subject}/restriction"),
+        json!({ "reason": "me" }),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let mine: Value = holder
+        .get(&h, "/v1/me/consents")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let history = mine["history"].as_array().unwrap();
+    assert!(history.iter().all(|c| c["source"] == "staff"), "{mine}");
+    let trail: Value = officer
+        .get(
+            &h,
+            &format!("/admin/v1/audit?reason=check&subject={subject}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"objection.apply") && actions.contains(&"restriction.apply"),
+        "{actions:?}"
+    );
+}

@@ -337,3 +337,34 @@ async fn retention_run_91_days_later_removes_usage_and_keeps_billing() {
         "billing stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_that_stopped_half_way_is_finished_by_the_next_run() {
+    let h = Harness::start().await;
+    let s = h.sign_in("halfway@example.com").await;
+    let r = s
+        .write(&h, Method::DELETE, "/v1/me")
+        .json(&json!({ "confirm": "delete my account" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The erasure ran, then the process stopped before the certificate.
+    let ctx = journey_api::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
+    h.app
+        .erase_account(
+            s.account_id,
+            "interrupted purge",
+            journey_domain::meta::Actor::System,
+            &ctx,
+        )
+        .await
+        .unwrap();
+    let account = format!("account/{}", s.account_id);
+    assert!(!stream(&h, &account).contains("ErasureCertified"));
+    let report = run(&h, &days_from_now(31), &[]);
+    assert_eq!(report["accounts_purged"], 1, "{report}");
+    assert!(stream(&h, &account).contains("ErasureCertified"));
+    let again = run(&h, &days_from_now(32), &[]);
+    assert_eq!(again["accounts_purged"], 0, "finished once");
+}

@@ -243,6 +243,48 @@ impl AppState {
         self.consents_view(subject).await
     }
 
+    /// Staff record a restriction or an objection for a subject whose request arrived
+    /// another way (`objection` false = restriction). Audited like a read, since the
+    /// answer shows the subject's consents.
+    pub async fn staff_apply(
+        &self,
+        staff: Uuid,
+        subject: Uuid,
+        objection: bool,
+        reason: &str,
+        ctx: &Ctx,
+    ) -> Result<ConsentsView, ApiError> {
+        let action = if objection {
+            "objection.apply"
+        } else {
+            "restriction.apply"
+        };
+        self.audit_read(staff, Some(subject), action, Some(reason), ctx)
+            .await?;
+        if !self.account_exists_active(subject).await? {
+            return Err(ApiError::NotFound(format!("no active account {subject}")));
+        }
+        let cmd = if objection {
+            ConsentCommand::ObjectToMarketing {
+                source: Source::Staff,
+                policy_version: self.cfg.policy_version.clone(),
+                at: ctx.at,
+            }
+        } else {
+            ConsentCommand::Restrict {
+                source: Source::Staff,
+                at: ctx.at,
+            }
+        };
+        self.consent_command(subject, cmd, Actor::Staff(staff), ctx)
+            .await?;
+        self.consents_view(subject).await
+    }
+
+    async fn account_exists_active(&self, id: Uuid) -> Result<bool, ApiError> {
+        Ok(self.me(id).await.is_ok())
+    }
+
     /// Accounts whose data may be used for `purpose` now (active, consented, not
     /// restricted, and for marketing not objected).
     pub async fn may_process_accounts(&self, purpose: Purpose) -> Result<Vec<Uuid>, ApiError> {

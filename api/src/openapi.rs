@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         privacy_api::staff_export, privacy_api::delete_me, privacy_api::retention_runs,
         requests_api::submit, requests_api::mine, requests_api::verify_mine, requests_api::resend_mine,
         requests_api::record, requests_api::worklist, requests_api::verify_staff, requests_api::step,
+        requests_api::resend_staff, privacy_api::staff_restrict, privacy_api::staff_object,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),

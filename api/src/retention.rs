@@ -133,6 +133,15 @@ impl AppState {
                 &meta,
             )
             .await?;
+        sqlx::query(
+            "INSERT INTO deletion_queue (account_id, purge_after, requested_at) VALUES ($1, $2, $3)
+             ON CONFLICT (account_id) DO UPDATE SET purge_after = EXCLUDED.purge_after",
+        )
+        .bind(&subject)
+        .bind(purge_after.timestamp_millis())
+        .bind(ctx.at.timestamp_millis())
+        .execute(&self.db.any)
+        .await?;
         let (sessions_ended, api_keys_revoked) = self.cut_access(&subject, &meta).await?;
         self.settle::<Account>(&subject).await?;
         if let Err(e) = self
@@ -185,27 +194,42 @@ impl AppState {
                 &meta,
             )
             .await?;
+        self.dequeue_deletion(&subject).await?;
         self.settle::<Account>(&subject).await
     }
 
-    /// Accounts whose deletion window has ended at `as_of`.
+    /// Accounts whose window has ended and whose purge is not certified yet (a purge that
+    /// stopped half-way is found again and finished).
     async fn due_purges(&self, as_of: DateTime<Utc>) -> Result<Vec<Uuid>, ApiError> {
-        self.runner.catch_up().await?;
-        let rows =
-            sqlx::query("SELECT account_id FROM rm_accounts WHERE status = 'pending_deletion'")
-                .fetch_all(&self.db.any)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT account_id FROM deletion_queue WHERE purge_after <= $1 ORDER BY purge_after",
+        )
+        .bind(as_of.timestamp_millis())
+        .fetch_all(&self.db.any)
+        .await?;
         let mut due = Vec::new();
         for r in rows {
             let id: String = r.try_get(0)?;
             let (a, _) = self.stores.accounts.load(&id).await?;
-            if a.status == AccountStatus::PendingDeletion
-                && a.purge_after.is_some_and(|p| p <= as_of)
-            {
+            let pending = a.status == AccountStatus::PendingDeletion
+                && a.purge_after.is_some_and(|p| p <= as_of);
+            let unfinished = a.status == AccountStatus::Erased && !a.certified;
+            if pending || unfinished {
                 due.push(Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?);
+            } else if a.status != AccountStatus::PendingDeletion {
+                // Cancelled, or finished by an earlier run.
+                self.dequeue_deletion(&id).await?;
             }
         }
         Ok(due)
+    }
+
+    async fn dequeue_deletion(&self, account_id: &str) -> Result<(), ApiError> {
+        sqlx::query("DELETE FROM deletion_queue WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&self.db.any)
+            .await?;
+        Ok(())
     }
 
     /// Purges one account whose window ended: erasure, tombstones, certificate, email.
@@ -238,6 +262,7 @@ impl AppState {
         let tombstoned = self
             .certify_erasure(&report, reason, requested_by, requested_at, ctx)
             .await?;
+        self.dequeue_deletion(&subject).await?;
         if let Some(to) = email {
             if let Err(e) = self
                 .mailer

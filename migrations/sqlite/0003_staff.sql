@@ -77,3 +77,12 @@ CREATE TABLE rm_requests
 ) STRICT;
 CREATE INDEX rm_requests_by_due ON rm_requests (status, due_at);
 CREATE INDEX rm_requests_by_subject ON rm_requests (subject);
+
+-- Accounts waiting for their deletion window to end (write side, like identity_index): a row
+-- stays until the purge has certified the erasure, so an interrupted purge is retried.
+CREATE TABLE deletion_queue
+(
+    account_id   text    PRIMARY KEY,
+    purge_after  integer NOT NULL,
+    requested_at integer NOT NULL
+) STRICT;

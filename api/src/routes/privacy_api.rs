@@ -22,7 +22,78 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/v1/subjects/{id}/restriction/lift",
             web::post().to(lift_restriction),
+        )
+        .route(
+            "/admin/v1/subjects/{id}/restriction",
+            web::post().to(staff_restrict),
+        )
+        .route(
+            "/admin/v1/subjects/{id}/objection",
+            web::post().to(staff_object),
         );
+}
+
+async fn staff_apply(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+    body: web::Json<LiftBody>,
+    objection: bool,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let view = app
+        .staff_apply(
+            staff.account_id,
+            id.into_inner(),
+            objection,
+            &body.reason,
+            &ctx,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Restricts a subject's processing for a request that arrived another way (admin or
+/// compliance; the reason, e.g. the request id, is recorded). Audited.
+#[utoipa::path(post, path = "/admin/v1/subjects/{id}/restriction", tag = "admin",
+    params(("id" = Uuid, Path, description = "The subject's account id")),
+    request_body = LiftBody,
+    responses(
+        (status = 200, body = ConsentsView),
+        (status = 400, description = "No reason", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
+        (status = 404, description = "No active account", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn staff_restrict(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+    body: web::Json<LiftBody>,
+) -> Result<HttpResponse, ApiError> {
+    staff_apply(app, ctx, staff, id, body, false).await
+}
+
+/// Records a subject's objection to direct marketing for a request that arrived another way
+/// (admin or compliance). Audited.
+#[utoipa::path(post, path = "/admin/v1/subjects/{id}/objection", tag = "admin",
+    params(("id" = Uuid, Path, description = "The subject's account id")),
+    request_body = LiftBody,
+    responses(
+        (status = 200, body = ConsentsView),
+        (status = 400, description = "No reason", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
+        (status = 404, description = "No active account", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn staff_object(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+    body: web::Json<LiftBody>,
+) -> Result<HttpResponse, ApiError> {
+    staff_apply(app, ctx, staff, id, body, true).await
 }
 
 /// Consents by purpose, objection, restriction, and their history.

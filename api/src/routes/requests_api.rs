@@ -26,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/admin/v1/requests/{id}/verify",
             web::post().to(verify_staff),
         )
+        .route("/admin/v1/requests/{id}/code", web::post().to(resend_staff))
         .route("/admin/v1/requests/{id}/{step}", web::post().to(step));
 }
 
@@ -200,6 +201,28 @@ pub async fn verify_staff(
             Actor::Staff(staff.account_id),
             &ctx,
         )
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// Sends the requester a new code (e.g. the emailed requester's code expired).
+#[utoipa::path(post, path = "/admin/v1/requests/{id}/code", tag = "admin",
+    params(("id" = Uuid, Path, description = "Request id")),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+        (status = 409, description = "Already verified or closed", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn resend_staff(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let v = app
+        .resend_code(id.into_inner(), None, Actor::Staff(staff.account_id), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
 }
