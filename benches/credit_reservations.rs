@@ -7,41 +7,16 @@
 //! Options (environment): BENCH_RESERVATIONS (default 2000), BENCH_WORKERS (8),
 //! BENCH_ACCOUNTS (200).
 
-use journey_api::config::Config;
+mod common;
+
 use journey_api::identity::Ctx;
-use journey_api::state::{App, AppState};
+use journey_api::state::App;
 use journey_domain::credits::{CreditCommand, GrantSource};
 use journey_domain::meta::{Actor, CommandMeta};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn fresh_database(dir: &std::path::Path) -> String {
-    let base = std::env::var("JOURNEY_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    if base == "sqlite" {
-        return format!("sqlite://{}", dir.join("bench.db").display());
-    }
-    let name = format!("journey_bench_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base)
-        .await
-        .expect("Postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let mut u = url::Url::parse(&base).unwrap();
-    u.set_path(&format!("/{name}"));
-    u.to_string()
-}
 
 async fn fund(app: &App, account: Uuid) {
     let meta = CommandMeta::system(app.clock.now());
@@ -125,24 +100,13 @@ fn report(label: &str, f: &Figures) {
 
 #[tokio::main]
 async fn main() {
-    let total = env_or("BENCH_RESERVATIONS", 2000);
-    let workers = env_or("BENCH_WORKERS", 8);
-    let accounts = env_or("BENCH_ACCOUNTS", 200);
-    let dir = std::env::temp_dir().join(format!("journey-bench-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = fresh_database(&dir).await;
-    let cfg = Config {
-        data_dir: dir,
-        database_url: Some(url.clone()),
-        master_key: Some("00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
-        pepper: Some("bench-pepper-0123456789abcdef".into()),
-        ..Config::default()
-    };
-    let app = AppState::build(cfg, None).await.expect("app builds");
-    let backend = if url.starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
+    let total = common::env_or("BENCH_RESERVATIONS", 2000);
+    let workers = common::env_or("BENCH_WORKERS", 8);
+    let accounts = common::env_or("BENCH_ACCOUNTS", 200);
+    let app = common::fresh_app(true).await;
+    let backend = match app.db.backend {
+        journey_commands::Backend::Postgres => "postgres",
+        journey_commands::Backend::Sqlite => "sqlite",
     };
     println!("backend {backend}, {total} reservations per run, {workers} concurrent callers");
 

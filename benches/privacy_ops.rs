@@ -13,47 +13,15 @@
 //! EXPORT_EVENTS, STORE_EVENTS, RETENTION_EVENTS, BENCH_ONLY (export, erasure or retention).
 
 use chrono::{Duration, Utc};
-use journey_api::config::Config;
+mod common;
+
 use journey_api::identity::Ctx;
-use journey_api::state::{App, AppState};
+use journey_api::state::App;
 use journey_domain::account::{AccountCommand, SignInMethod};
 use journey_domain::meta::CommandMeta;
 use journey_domain::DataCategory;
 use std::time::Instant;
 use uuid::Uuid;
-
-fn env_or(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn fresh_app() -> App {
-    let base = std::env::var("JOURNEY_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("journey_bench_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base)
-        .await
-        .expect("Postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let mut u = url::Url::parse(&base).unwrap();
-    u.set_path(&format!("/{name}"));
-    let dir = std::env::temp_dir().join(format!("journey-bench-{}", Uuid::new_v4().simple()));
-    let cfg = Config {
-        data_dir: dir,
-        database_url: Some(u.to_string()),
-        master_key: Some("00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
-        pepper: Some("bench-pepper-0123456789abcdef".into()),
-        smtp_url: None,
-        retention_interval_secs: 0,
-        ..Config::default()
-    };
-    AppState::build(cfg, None).await.expect("app builds")
-}
 
 /// A registered account (real commands, so every projection sees it).
 async fn register(app: &App) -> Uuid {
@@ -174,7 +142,7 @@ async fn filler(app: &App, total: i64, day: chrono::DateTime<Utc>) -> Vec<Uuid> 
 }
 
 async fn bench_export(events: i64) {
-    let app = fresh_app().await;
+    let app = common::fresh_app(false).await;
     let subject = register(&app).await;
     bulk_events(&app, subject, 1, events, Utc::now()).await;
     fast_forward(&app).await;
@@ -194,7 +162,7 @@ async fn bench_export(events: i64) {
 }
 
 async fn bench_erasure(store: i64) {
-    let app = fresh_app().await;
+    let app = common::fresh_app(false).await;
     filler(&app, store, Utc::now()).await;
     fast_forward(&app).await;
     let subject = register(&app).await;
@@ -224,7 +192,7 @@ async fn bench_erasure(store: i64) {
 }
 
 async fn bench_retention(events: i64) {
-    let app = fresh_app().await;
+    let app = common::fresh_app(false).await;
     let day = Utc::now() - Duration::days(100);
     let subjects = filler(&app, events, day).await;
     fast_forward(&app).await;
@@ -246,9 +214,9 @@ async fn bench_retention(events: i64) {
 
 #[tokio::main]
 async fn main() {
-    let export = env_or("EXPORT_EVENTS", 100_000);
-    let store = env_or("STORE_EVENTS", 1_000_000);
-    let retention = env_or("RETENTION_EVENTS", 1_000_000);
+    let export = common::env_or("EXPORT_EVENTS", 100_000);
+    let store = common::env_or("STORE_EVENTS", 1_000_000);
+    let retention = common::env_or("RETENTION_EVENTS", 1_000_000);
     // BENCH_ONLY=export|erasure|retention runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only == part;

@@ -6,31 +6,11 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::stripe::{self, FakeStripe, Recorded};
-use support::{scan, Harness, Session};
+use support::stripe::{self, FakeStripe};
+use support::{last_checkout, pack_checkout, scan, Harness, Session};
 
 fn now(h: &Harness) -> i64 {
     journey_commands::Clock::now(h.clock.as_ref()).timestamp()
-}
-
-/// The metadata our server put on the last Checkout Session it created.
-fn last_checkout(fake: &FakeStripe) -> (Recorded, Value) {
-    let r = fake
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.path == "/v1/checkout/sessions")
-        .expect("a checkout session was created");
-    let mut meta = serde_json::Map::new();
-    for (k, v) in &r.form {
-        if let Some(key) = k
-            .strip_prefix("metadata[")
-            .and_then(|k| k.strip_suffix(']'))
-        {
-            meta.insert(key.to_string(), json!(v));
-        }
-    }
-    (r, Value::Object(meta))
 }
 
 async fn checkout(h: &Harness, s: &Session, body: Value) -> reqwest::Response {
@@ -39,53 +19,6 @@ async fn checkout(h: &Harness, s: &Session, body: Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-struct Bought {
-    customer: String,
-    payment_intent: String,
-    event: String,
-}
-
-/// Starts a pack checkout through our API and returns the matching signed-to-be
-/// `checkout.session.completed` event (as Stripe would send once the customer paid).
-async fn pack_checkout(h: &Harness, s: &Session, pack: &str) -> Bought {
-    let r = checkout(h, s, json!({ "pack": pack })).await;
-    assert_eq!(r.status(), 200);
-    let url = r.json::<Value>().await.unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");
-    let (req, metadata) = last_checkout(&h.stripe);
-    let session_id = url.rsplit('/').next().unwrap().to_string();
-    let customer = FakeStripe::form_value(&req, "customer").expect("customer on session");
-    let payment_intent = format!("pi_{}", uuid::Uuid::new_v4().simple());
-    let amount = FakeStripe::form_value(&req, "line_items[0][price_data][unit_amount]")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let object = stripe::checkout_session_completed(
-        &session_id,
-        "payment",
-        &s.account_id.to_string(),
-        &customer,
-        Some(&payment_intent),
-        None,
-        amount,
-        metadata,
-    );
-    let event = stripe::event(
-        &format!("evt_{}", uuid::Uuid::new_v4().simple()),
-        "checkout.session.completed",
-        now(h),
-        object,
-    );
-    Bought {
-        customer,
-        payment_intent,
-        event,
-    }
 }
 
 async fn json_of(r: reqwest::Response) -> Value {

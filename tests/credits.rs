@@ -8,7 +8,7 @@ use journey_api::identity::Ctx;
 use journey_commands::Clock;
 use journey_domain::meta::Actor;
 use serde_json::Value;
-use support::{scan, stripe, Harness};
+use support::{scan, Harness};
 use uuid::Uuid;
 
 fn ctx(h: &Harness) -> Ctx {
@@ -281,37 +281,7 @@ async fn ledger_history_pages_newest_first() {
 async fn billing_records_outlive_erasure_without_identity() {
     let h = Harness::start().await;
     let s = h.sign_in("leaving@example.com").await;
-    let r = s
-        .write(&h, reqwest::Method::POST, "/v1/billing/checkout")
-        .json(&serde_json::json!({ "pack": "small" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let customer = h
-        .stripe
-        .requests()
-        .iter()
-        .find(|r| r.path == "/v1/checkout/sessions")
-        .and_then(|r| stripe::FakeStripe::form_value(r, "customer"))
-        .unwrap();
-    let metadata = serde_json::json!({ "account_id": s.account_id.to_string(), "pack": "small", "credits": "500" });
-    let event = stripe::event(
-        "evt_erasure_pay",
-        "checkout.session.completed",
-        h.clock.now().timestamp(),
-        stripe::checkout_session_completed(
-            "cs_test_erasure",
-            "payment",
-            &s.account_id.to_string(),
-            &customer,
-            Some("pi_erasure"),
-            None,
-            600,
-            metadata,
-        ),
-    );
-    assert_eq!(h.deliver(&event).await.status(), 200);
+    support::buy_pack(&h, &s, "small").await;
     h.cli_ok(&["erase", "--subject", &s.account_id.to_string()]);
 
     assert!(

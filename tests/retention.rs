@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{scan, stripe, Harness, Session};
+use support::{scan, Harness};
 
 fn days_from_now(d: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::days(d)).to_rfc3339()
@@ -15,42 +15,6 @@ fn run(h: &Harness, as_of: &str, extra: &[&str]) -> Value {
     let mut args = vec!["retention", "run", "--as-of", as_of];
     args.extend_from_slice(extra);
     serde_json::from_str(&h.cli_ok(&args)).unwrap()
-}
-
-async fn buy_pack(h: &Harness, s: &Session) {
-    let r = s
-        .write(h, Method::POST, "/v1/billing/checkout")
-        .json(&json!({ "pack": "small" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let req = h
-        .stripe
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.path == "/v1/checkout/sessions")
-        .unwrap();
-    let customer = stripe::FakeStripe::form_value(&req, "customer").unwrap();
-    let meta = json!({ "account_id": s.account_id.to_string(), "pack": "small", "credits": "500" });
-    let t = journey_commands::Clock::now(h.clock.as_ref()).timestamp();
-    let e = stripe::event(
-        &format!("evt_{}", s.account_id.simple()),
-        "checkout.session.completed",
-        t,
-        stripe::checkout_session_completed(
-            &format!("cs_{}", s.account_id.simple()),
-            "payment",
-            &s.account_id.to_string(),
-            &customer,
-            Some("pi_keep"),
-            None,
-            600,
-            meta,
-        ),
-    );
-    assert_eq!(h.deliver(&e).await.status(), 200);
 }
 
 fn stream(h: &Harness, s: &str) -> String {
@@ -65,7 +29,7 @@ async fn deletion_disables_at_once_and_purges_after_thirty_days() {
         .as_str()
         .unwrap()
         .to_string();
-    buy_pack(&h, &s).await;
+    support::buy_pack(&h, &s, "small").await;
     let officer = h.sign_in("officer@example.com").await;
     h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
 
@@ -259,7 +223,7 @@ async fn retention_run_91_days_later_removes_usage_and_keeps_billing() {
     let h = Harness::start().await;
     let s = h.sign_in("longterm@example.com").await;
     s.create_key(&h, "ci key").await;
-    buy_pack(&h, &s).await;
+    support::buy_pack(&h, &s, "small").await;
     let subject = s.account_id.to_string();
     let officer = h.sign_in("officer@example.com").await;
     h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);

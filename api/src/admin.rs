@@ -2,7 +2,7 @@
 
 use crate::auth::StaffAuth;
 use crate::error::ApiError;
-use crate::identity::Ctx;
+use crate::identity::{from_ms, Ctx};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -69,7 +69,7 @@ impl AppState {
                 aggregate_id: e.aggregate_id,
                 sequence: e.sequence,
                 event_type: e.event_type,
-                committed_at: DateTime::from_timestamp_millis(e.committed_at).unwrap_or_default(),
+                committed_at: from_ms(e.committed_at),
             });
         }
         Ok(EventPage {

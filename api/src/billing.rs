@@ -3,7 +3,7 @@
 //! processing lives in `stripe_events`.
 
 use crate::credits::Balance;
-use crate::error::ApiError;
+use crate::error::{require_reason, ApiError};
 use crate::identity::Ctx;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -77,7 +77,7 @@ impl AppState {
         }
     }
 
-    async fn billing_state(&self, account_id: Uuid) -> Result<BillingAccount, ApiError> {
+    pub(crate) async fn billing_state(&self, account_id: Uuid) -> Result<BillingAccount, ApiError> {
         Ok(self.stores.billing.load(&account_id.to_string()).await?.0)
     }
 
@@ -227,9 +227,7 @@ impl AppState {
         actor: Actor,
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
-        if reason.trim().is_empty() {
-            return Err(ApiError::bad("a reason is required"));
-        }
+        require_reason(reason)?;
         let subject = account_id.to_string();
         let reason = self
             .vault

@@ -305,13 +305,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Some(by) => staff(&app, by).await?,
                 None => Actor::System,
             };
-            let report = app
-                .erase_account(subject, &reason, actor, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = app.erase_account(subject, &reason, actor, &ctx).await?;
             app.certify_erasure(&report, &reason, actor.to_string(), ctx.at, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             app.db.close().await;
         }
@@ -342,14 +338,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 expires_at: journey_domain::catalog::expiry(ctx.at, expires_in_days),
                 idempotency_key,
             };
-            let grant_id = app
-                .grant_credits(grant, actor, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let balance = app
-                .balance(account)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let grant_id = app.grant_credits(grant, actor, &ctx).await?;
+            let balance = app.balance(account).await?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -372,9 +362,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let actor = staff(&app, by).await?;
-            app.lift_suspension(account, &reason, actor, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            app.lift_suspension(account, &reason, actor, &ctx).await?;
             println!("suspension lifted for account {account}");
             app.db.close().await;
         }
@@ -386,10 +374,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let body = std::fs::read_to_string(&body_file)
                 .with_context(|| format!("cannot read {}", body_file.display()))?;
             let app = AppState::build(cfg, None).await?;
-            let report = app
-                .send_marketing(&subject, &body, dry_run)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = app.send_marketing(&subject, &body, dry_run).await?;
             println!("{}", serde_json::to_string(&report)?);
             app.db.close().await;
         }
@@ -401,8 +386,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let ctx = Ctx::system(app.clock.now());
             let report = app
                 .retention_run(as_of.unwrap_or(ctx.at), dry_run, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             app.db.close().await;
         }
@@ -417,9 +401,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let actor = staff(&app, by).await?;
-            app.cancel_deletion(subject, &reason, actor, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            app.cancel_deletion(subject, &reason, actor, &ctx).await?;
             println!("deletion of {subject} cancelled");
             app.db.close().await;
         }
@@ -436,8 +418,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             staff(&app, by).await?;
             let ctx = Ctx::system(app.clock.now());
             app.audit_read(by, Some(subject), "subject.export", Some(&reason), &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .await?;
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template("exporting [{bar:40}] {pos}/{len} events ({per_sec})")
@@ -449,8 +430,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     bar.set_length(total);
                     bar.set_position(done);
                 })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .await?;
             bar.finish();
             std::fs::write(&out, format.render(&doc))
                 .with_context(|| format!("cannot write {}", out.display()))?;
@@ -459,10 +439,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Analytics { out } => {
             let app = AppState::build(cfg, None).await?;
-            let rows = app
-                .analytics_rows()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rows = app.analytics_rows().await?;
             let mut text = String::new();
             for r in &rows {
                 text.push_str(&serde_json::to_string(r)?);
@@ -485,12 +462,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let ctx = Ctx::system(app.clock.now());
             let id = app
                 .set_role(&email, role, grant, Actor::System, &ctx)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .await?;
             let roles: Vec<&str> = app
                 .staff_member(id)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .await?
                 .roles
                 .iter()
                 .map(|r| r.as_str())
@@ -511,11 +486,7 @@ async fn staff(app: &AppState, by: Uuid) -> Result<Actor> {
     app.me(by)
         .await
         .map_err(|_| anyhow::anyhow!("--by {by} is not an active account"))?;
-    let roles = app
-        .staff_member(by)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .roles;
+    let roles = app.staff_member(by).await?.roles;
     if roles.is_empty() {
         bail!("--by {by} holds no staff role (journey staff grant EMAIL ROLE)");
     }

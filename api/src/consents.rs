@@ -3,7 +3,7 @@
 //! projections up to date, and skip every account that is restricted, has not consented,
 //! or (for marketing) objected.
 
-use crate::error::ApiError;
+use crate::error::{require_reason, ApiError};
 use crate::identity::Ctx;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -228,9 +228,7 @@ impl AppState {
         reason: &str,
         ctx: &Ctx,
     ) -> Result<ConsentsView, ApiError> {
-        if reason.trim().is_empty() {
-            return Err(ApiError::bad("a reason is required"));
-        }
+        require_reason(reason)?;
         // Reading the subject's consents to answer is a staff read: audit it first.
         self.audit_read(staff, Some(subject), "restriction.lift", Some(reason), ctx)
             .await?;
@@ -261,7 +259,7 @@ impl AppState {
         };
         self.audit_read(staff, Some(subject), action, Some(reason), ctx)
             .await?;
-        if !self.account_exists_active(subject).await? {
+        if !self.account_is_active(subject).await? {
             return Err(ApiError::NotFound(format!("no active account {subject}")));
         }
         let cmd = if objection {
@@ -279,10 +277,6 @@ impl AppState {
         self.consent_command(subject, cmd, Actor::Staff(staff), ctx)
             .await?;
         self.consents_view(subject).await
-    }
-
-    async fn account_exists_active(&self, id: Uuid) -> Result<bool, ApiError> {
-        Ok(self.me(id).await.is_ok())
     }
 
     /// Accounts whose data may be used for `purpose` now (active, consented, not

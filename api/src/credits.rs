@@ -1,8 +1,8 @@
 //! Credit use cases: the balance, the command API tasks use (reserve, capture, release),
 //! staff grants, and the ledger history.
 
-use crate::error::ApiError;
-use crate::identity::Ctx;
+use crate::error::{require_reason, ApiError};
+use crate::identity::{from_ms, Ctx};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use journey_commands::StoreError;
@@ -71,10 +71,6 @@ fn credit_error(e: StoreError<CreditError>) -> ApiError {
         }
         other => other.into(),
     }
-}
-
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 impl AppState {
@@ -162,15 +158,13 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<Option<Uuid>, ApiError> {
         let subject = grant.account_id.to_string();
-        if !self.account_exists(grant.account_id).await? {
+        if !self.account_is_active(grant.account_id).await? {
             return Err(ApiError::NotFound(format!(
                 "no active account {}",
                 grant.account_id
             )));
         }
-        if grant.reason.trim().is_empty() {
-            return Err(ApiError::bad("a reason is required"));
-        }
+        require_reason(grant.reason)?;
         let note = self
             .vault
             .seal(
@@ -197,11 +191,6 @@ impl AppState {
         // `None`: the idempotency key had been used, nothing was granted.
         let (ledger, _) = self.stores.credits.load(&subject).await?;
         Ok(ledger.lots.contains_key(&grant_id).then_some(grant_id))
-    }
-
-    async fn account_exists(&self, account_id: Uuid) -> Result<bool, ApiError> {
-        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
-        Ok(a.status == journey_domain::account::AccountStatus::Active)
     }
 
     /// Newest first, `limit` entries older than `before`.

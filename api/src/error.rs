@@ -50,6 +50,14 @@ impl ApiError {
     }
 }
 
+/// Staff actions that change a subject's state record why; an empty reason is refused.
+pub fn require_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad("a reason is required"));
+    }
+    Ok(())
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

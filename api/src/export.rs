@@ -4,6 +4,7 @@
 //! rendering of the same document. docs/export-format.md describes the format.
 
 use crate::error::ApiError;
+use crate::identity::from_ms;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use journey_commands::vault::KeyRing;
@@ -165,7 +166,7 @@ impl AppState {
             for e in &batch {
                 let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
                 let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
-                let at = DateTime::<Utc>::from_timestamp_millis(e.committed_at).unwrap_or_default();
+                let at = from_ms(e.committed_at);
                 let stream = if HASH_NAMED_STREAMS.contains(&e.aggregate_type.as_str()) {
                     format!("{}/{WITHHELD}", e.aggregate_type)
                 } else {

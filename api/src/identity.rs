@@ -103,7 +103,8 @@ fn pending_deletion() -> ApiError {
     )
 }
 
-fn from_ms(ms: i64) -> DateTime<Utc> {
+/// A stored millisecond timestamp as a time (0 for an impossible value).
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
@@ -580,6 +581,11 @@ impl AppState {
     }
 
     // ---- profile -----------------------------------------------------------------------
+
+    pub(crate) async fn account_is_active(&self, account_id: Uuid) -> Result<bool, ApiError> {
+        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        Ok(a.status == AccountStatus::Active)
+    }
 
     pub async fn me(&self, account_id: Uuid) -> Result<Me, ApiError> {
         let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;

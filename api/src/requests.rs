@@ -3,7 +3,7 @@
 //! steps, the due-date worklist and reminders to staff before a request falls due.
 
 use crate::error::ApiError;
-use crate::identity::Ctx;
+use crate::identity::{from_ms, Ctx};
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use journey_commands::mailer::Mail;
@@ -53,10 +53,6 @@ pub enum Step {
     Reject(String),
 }
 
-fn ms(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t).unwrap_or_default()
-}
-
 fn request_error(e: StoreError<RequestError>) -> ApiError {
     match e {
         StoreError::Rejected(RequestError::NotFound) => {
@@ -77,6 +73,19 @@ impl AppState {
         let b = random_bytes(4);
         let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % 1_000_000;
         format!("{n:06}")
+    }
+
+    async fn request_command(
+        &self,
+        id: Uuid,
+        cmd: RequestCommand,
+        meta: &journey_domain::meta::CommandMeta,
+    ) -> Result<(), ApiError> {
+        self.stores
+            .requests
+            .execute(&id.to_string(), cmd, meta)
+            .await
+            .map_err(request_error)
     }
 
     async fn request_state(&self, id: Uuid) -> Result<DataSubjectRequest, ApiError> {
@@ -142,11 +151,7 @@ impl AppState {
             code_hash: self.code_hash(id, &code),
             at: ctx.at,
         };
-        self.stores
-            .requests
-            .execute(&id.to_string(), cmd, &meta)
-            .await
-            .map_err(request_error)?;
+        self.request_command(id, cmd, &meta).await?;
         self.send_code(subject, id, kind, &code).await?;
         self.settle::<DataSubjectRequest>(&id.to_string()).await?;
         self.view(id, &self.request_state(id).await?)
@@ -176,11 +181,7 @@ impl AppState {
             code_hash: self.code_hash(id, code.trim()),
             at: ctx.at,
         };
-        self.stores
-            .requests
-            .execute(&id.to_string(), cmd, &meta)
-            .await
-            .map_err(request_error)?;
+        self.request_command(id, cmd, &meta).await?;
         self.settle::<DataSubjectRequest>(&id.to_string()).await?;
         let r = self.request_state(id).await?;
         if r.status == RequestStatus::Received {
@@ -208,11 +209,7 @@ impl AppState {
             code_hash: self.code_hash(id, &code),
             at: ctx.at,
         };
-        self.stores
-            .requests
-            .execute(&id.to_string(), cmd, &meta)
-            .await
-            .map_err(request_error)?;
+        self.request_command(id, cmd, &meta).await?;
         self.send_code(subject, id, kind, &code).await?;
         self.view(id, &self.request_state(id).await?)
     }
@@ -224,20 +221,15 @@ impl AppState {
         staff: Uuid,
         ctx: &Ctx,
     ) -> Result<RequestView, ApiError> {
-        let r = self.owned(id, None).await?;
+        self.owned(id, None).await?;
         let cmd = match step {
             Step::Start => RequestCommand::Start { at: ctx.at },
             Step::Complete(note) => RequestCommand::Complete { note, at: ctx.at },
             Step::Reject(reason) => RequestCommand::Reject { reason, at: ctx.at },
         };
         let meta = self.meta(Actor::Staff(staff), None, ctx).await?;
-        self.stores
-            .requests
-            .execute(&id.to_string(), cmd, &meta)
-            .await
-            .map_err(request_error)?;
+        self.request_command(id, cmd, &meta).await?;
         self.settle::<DataSubjectRequest>(&id.to_string()).await?;
-        let _ = r;
         self.view(id, &self.request_state(id).await?)
     }
 
@@ -264,7 +256,7 @@ impl AppState {
         rows.iter()
             .map(|r| {
                 let status: String = r.try_get(4)?;
-                let due = ms(r.try_get(6)?);
+                let due = from_ms(r.try_get(6)?);
                 let closed = status == "completed" || status == "rejected";
                 Ok(RequestRow {
                     request_id: r.try_get(0)?,
@@ -273,9 +265,9 @@ impl AppState {
                     channel: r.try_get(3)?,
                     overdue: !closed && now > due,
                     status,
-                    received_at: ms(r.try_get(5)?),
+                    received_at: from_ms(r.try_get(5)?),
                     due_at: due,
-                    closed_at: r.try_get::<Option<i64>, _>(7)?.map(ms),
+                    closed_at: r.try_get::<Option<i64>, _>(7)?.map(from_ms),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -318,7 +310,7 @@ impl AppState {
         for r in rows {
             let id: String = r.try_get(0)?;
             let kind: String = r.try_get(1)?;
-            let due = ms(r.try_get(2)?);
+            let due = from_ms(r.try_get(2)?);
             for addr in &to {
                 self.mailer
                     .send(Mail {

@@ -7,7 +7,7 @@
 //! purges accounts whose window ended, destroys periodic keys past their term, and rewrites
 //! events sealed under destroyed keys into tombstones (ciphertext removed, key id kept).
 
-use crate::error::ApiError;
+use crate::error::{require_reason, ApiError};
 use crate::identity::Ctx;
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
@@ -16,7 +16,7 @@ use journey_domain::account::{Account, AccountCommand, AccountStatus, ErasureCer
 use journey_domain::meta::{Actor, CommandMeta};
 use journey_domain::retention::key_expires_at;
 use journey_domain::retention_log::{RetentionCommand, RunReport};
-use journey_domain::sealed::is_sealed_json;
+use journey_domain::sealed::{map_sealed, Embedding};
 use journey_domain::{DataCategory, Opened};
 use serde::Serialize;
 use serde_json::Value;
@@ -42,38 +42,24 @@ pub struct DeletionScheduled {
 /// Replaces sealed envelopes under `destroyed` keys by tombstones (same key id, no
 /// ciphertext); returns whether anything changed.
 fn tombstone(v: &mut Value, destroyed: &HashSet<String>) -> bool {
-    let hit = |node: &Value| {
-        is_sealed_json(node)
-            && node["k"].as_str().is_some_and(|k| destroyed.contains(k))
-            && (node["c"].as_str() != Some("") || node["n"].as_str() != Some(""))
-    };
-    let mut changed = false;
-    let mut stack = vec![v];
-    while let Some(node) = stack.pop() {
-        if hit(node) {
-            node["n"] = Value::String(String::new());
-            node["c"] = Value::String(String::new());
-            changed = true;
-            continue;
+    let outcome = map_sealed(v, &mut |env, embedding| {
+        let hit = env["k"].as_str().is_some_and(|k| destroyed.contains(k))
+            && (env["c"].as_str() != Some("") || env["n"].as_str() != Some(""));
+        if !hit {
+            return Ok::<_, std::convert::Infallible>(None);
         }
-        match node {
-            Value::Object(m) => stack.extend(m.values_mut()),
-            Value::Array(a) => stack.extend(a.iter_mut()),
-            Value::String(s) if s.contains("\"sealed\":\"v1\"") => {
-                // Metadata maps hold sealed envelopes serialized into strings.
-                if let Ok(mut inner) = serde_json::from_str::<Value>(s) {
-                    if hit(&inner) {
-                        inner["n"] = Value::String(String::new());
-                        inner["c"] = Value::String(String::new());
-                        *s = inner.to_string();
-                        changed = true;
-                    }
-                }
-            }
-            _ => {}
-        }
+        let mut t = env.clone();
+        t["n"] = Value::String(String::new());
+        t["c"] = Value::String(String::new());
+        Ok(Some(match embedding {
+            Embedding::Object => t,
+            Embedding::InString => Value::String(t.to_string()),
+        }))
+    });
+    match outcome {
+        Ok(changed) => changed,
+        Err(never) => match never {},
     }
-    changed
 }
 
 impl AppState {
@@ -178,9 +164,7 @@ impl AppState {
         actor: Actor,
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
-        if reason.trim().is_empty() {
-            return Err(ApiError::bad("a reason is required"));
-        }
+        require_reason(reason)?;
         let meta = self.meta(actor, None, ctx).await?;
         let subject = account_id.to_string();
         self.stores

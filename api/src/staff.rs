@@ -3,13 +3,12 @@
 //! read fails and nothing is returned.
 
 use crate::error::ApiError;
-use crate::identity::Ctx;
+use crate::identity::{from_ms, Ctx};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use journey_commands::identity_index::IdentityKind;
 use journey_commands::secrets::normalize_email;
 use journey_commands::StoreError;
-use journey_domain::account::AccountStatus;
 use journey_domain::meta::Actor;
 use journey_domain::staff::{Role, StaffCommand, StaffError, StaffMember};
 use serde::Serialize;
@@ -52,8 +51,7 @@ impl AppState {
             .find(IdentityKind::Email, &self.email_hash(&normalized))
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no account for {normalized}")))?;
-        let (account, _) = self.stores.accounts.load(&id.to_string()).await?;
-        if account.status != AccountStatus::Active {
+        if !self.account_is_active(id).await? {
             return Err(ApiError::NotFound(format!(
                 "no active account for {normalized}"
             )));
@@ -142,7 +140,7 @@ impl AppState {
                     subject: r.try_get(2)?,
                     action: r.try_get(3)?,
                     reason: r.try_get(4)?,
-                    at: DateTime::from_timestamp_millis(r.try_get(5)?).unwrap_or_default(),
+                    at: from_ms(r.try_get(5)?),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

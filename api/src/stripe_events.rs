@@ -290,14 +290,13 @@ impl AppState {
                             kind: RecordKind::Payment,
                             stripe_id: session_id.clone(),
                             detail: RecordDetail {
-                                amount_cents: *amount_total,
-                                currency: currency.clone(),
                                 item: Some(item.clone()),
                                 credits: Some(credits),
-                                period_start: None,
-                                period_end: None,
-                                refs: vec![purchase_ref.clone()],
-                                reason: None,
+                                ..RecordDetail::of(
+                                    *amount_total,
+                                    currency,
+                                    vec![purchase_ref.clone()],
+                                )
                             },
                         }],
                         receipt: Some(Receipt {
@@ -338,7 +337,11 @@ impl AppState {
                     .and_then(|p| self.catalog.plan_for_price(p))
                 {
                     Some(p) => Some(p.to_string()),
-                    None => self.billing_state_plan(account).await?,
+                    None => self
+                        .billing_state(account)
+                        .await?
+                        .subscription
+                        .and_then(|s| s.state.plan),
                 };
                 let plan = plan_id.as_ref().and_then(|p| self.catalog.plans.get(p));
                 let purchase_ref = payment_intents
@@ -375,14 +378,11 @@ impl AppState {
                         kind: RecordKind::Invoice,
                         stripe_id: invoice_id.clone(),
                         detail: RecordDetail {
-                            amount_cents: *amount_paid,
-                            currency: currency.clone(),
                             item: item.clone(),
                             credits: plan.map(|p| p.monthly_credits),
                             period_start: ts(*period_start),
                             period_end: ts(*period_end),
-                            refs: vec![purchase_ref.clone()],
-                            reason: None,
+                            ..RecordDetail::of(*amount_paid, currency, vec![purchase_ref.clone()])
                         },
                     }],
                     receipt: (*amount_paid > 0).then(|| Receipt {
@@ -491,16 +491,11 @@ impl AppState {
                     changes: vec![Change::Record {
                         kind: RecordKind::Refund,
                         stripe_id: format!("{charge_id}:{amount_refunded}"),
-                        detail: RecordDetail {
-                            amount_cents: *amount_refunded,
-                            currency: currency.clone(),
-                            item: None,
-                            credits: None,
-                            period_start: None,
-                            period_end: None,
-                            refs: vec![charge_id.clone(), purchase_ref],
-                            reason: None,
-                        },
+                        detail: RecordDetail::of(
+                            *amount_refunded,
+                            currency,
+                            vec![charge_id.clone(), purchase_ref],
+                        ),
                     }],
                     receipt: None,
                 }
@@ -528,17 +523,15 @@ impl AppState {
                             kind: RecordKind::Dispute,
                             stripe_id: dispute_id.clone(),
                             detail: RecordDetail {
-                                amount_cents: *amount,
-                                currency: currency.clone(),
-                                item: None,
-                                credits: None,
-                                period_start: None,
-                                period_end: None,
-                                refs: [Some(charge_id.clone()), payment_intent.clone()]
-                                    .into_iter()
-                                    .flatten()
-                                    .collect(),
                                 reason: Some(reason.clone()),
+                                ..RecordDetail::of(
+                                    *amount,
+                                    currency,
+                                    [Some(charge_id.clone()), payment_intent.clone()]
+                                        .into_iter()
+                                        .flatten()
+                                        .collect(),
+                                )
                             },
                         },
                         Change::Ready(BillingChange::Suspend {
@@ -564,11 +557,6 @@ impl AppState {
             }
         };
         Ok(Some(plan))
-    }
-
-    async fn billing_state_plan(&self, account: Uuid) -> Result<Option<String>, ApiError> {
-        let (b, _) = self.stores.billing.load(&account.to_string()).await?;
-        Ok(b.subscription.and_then(|s| s.state.plan))
     }
 
     async fn send_receipt(&self, account: Uuid, r: &Receipt) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use journey_domain::retention::period_label;
-use journey_domain::sealed::{is_sealed_json, ERASED_MARKER};
+use journey_domain::sealed::{map_sealed, ERASED_MARKER};
 use journey_domain::{DataCategory, Opened, Sealed};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -152,40 +152,24 @@ impl Vault {
     /// values for the ring's short life: keep rings per export, not longer.
     pub async fn open_json_with(&self, v: &Value, ring: &mut KeyRing) -> Result<Value, VaultError> {
         let mut out = v.clone();
-        let mut stack = vec![&mut out];
-        while let Some(node) = stack.pop() {
-            if is_sealed_json(node) {
-                let (k, n, c) = (str_at(node, "k"), str_at(node, "n"), str_at(node, "c"));
-                *node = match self.open_raw_with(&k, &n, &c, ring).await? {
-                    None => Value::String(ERASED_MARKER.into()),
-                    Some(p) => serde_json::from_slice(&p)
-                        .map_err(|e| VaultError::Encoding(e.to_string()))?,
-                };
-                continue;
-            }
-            match node {
-                Value::Object(m) => stack.extend(m.values_mut()),
-                Value::Array(a) => stack.extend(a.iter_mut()),
-                Value::String(s) if s.contains("\"sealed\":\"v1\"") => {
-                    // Metadata maps hold sealed envelopes serialized into strings.
-                    if let Ok(inner) = serde_json::from_str::<Value>(s) {
-                        if is_sealed_json(&inner) {
-                            let (k, n, c) = (
-                                str_at(&inner, "k"),
-                                str_at(&inner, "n"),
-                                str_at(&inner, "c"),
-                            );
-                            *node = match self.open_raw_with(&k, &n, &c, ring).await? {
-                                None => Value::String(ERASED_MARKER.into()),
-                                Some(p) => serde_json::from_slice(&p)
-                                    .map_err(|e| VaultError::Encoding(e.to_string()))?,
-                            };
-                        }
-                    }
-                }
-                _ => {}
-            }
+        // Fetch the keys first (I/O), then open every value without awaiting.
+        let mut ids = Vec::new();
+        map_sealed(&mut out, &mut |env, _| {
+            ids.push(str_at(env, "k"));
+            Ok::<_, VaultError>(None)
+        })?;
+        for id in ids {
+            self.ring_key(&id, ring).await?;
         }
+        map_sealed(&mut out, &mut |env, _| {
+            let (k, n, c) = (str_at(env, "k"), str_at(env, "n"), str_at(env, "c"));
+            let key = ring.0.get(&k).cloned().flatten();
+            Ok::<_, VaultError>(Some(match key {
+                None => Value::String(ERASED_MARKER.into()),
+                Some(key) => serde_json::from_slice(&decrypt(&key, &k, &n, &c)?)
+                    .map_err(|e| VaultError::Encoding(e.to_string()))?,
+            }))
+        })?;
         Ok(out)
     }
 
@@ -206,32 +190,24 @@ impl Vault {
         c: &str,
         ring: &mut KeyRing,
     ) -> Result<Option<Vec<u8>>, VaultError> {
-        let key = match ring.0.get(key_id) {
-            Some(k) => k.clone(),
-            None => {
-                let k = self.unwrapped(key_id).await?;
-                ring.0.insert(key_id.to_string(), k.clone());
-                k
-            }
-        };
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        let nonce = B64.decode(n).map_err(|_| VaultError::Tampered)?;
-        let ct = B64.decode(c).map_err(|_| VaultError::Tampered)?;
-        if nonce.len() != 12 {
-            return Err(VaultError::Tampered);
+        match self.ring_key(key_id, ring).await? {
+            None => Ok(None),
+            Some(key) => decrypt(&key, key_id, n, c).map(Some),
         }
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: key_id.as_bytes(),
-                },
-            )
-            .map(Some)
-            .map_err(|_| VaultError::Tampered)
+    }
+
+    /// The data key for `key_id` through `ring` (fetched once per ring).
+    async fn ring_key(
+        &self,
+        key_id: &str,
+        ring: &mut KeyRing,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        if let Some(k) = ring.0.get(key_id) {
+            return Ok(k.clone());
+        }
+        let k = self.unwrapped(key_id).await?;
+        ring.0.insert(key_id.to_string(), k.clone());
+        Ok(k)
     }
 
     /// The data key for `key_id`, or None if it was destroyed (or never existed).
@@ -387,12 +363,16 @@ impl Vault {
         Ok(report)
     }
 
-    /// Live periodic keys (weekly or yearly) with their subject, category and period.
+    /// Live periodic keys (daily, weekly or yearly) with their subject, category and period.
     pub async fn live_periodic_keys(&self) -> Result<Vec<KeyInfo>, VaultError> {
-        let rows = sqlx::query(
-            "SELECT key_id, subject, category, period FROM data_keys
-             WHERE wrapped IS NOT NULL AND period <> 'lifetime'",
-        )
+        self.key_infos("wrapped IS NOT NULL AND period <> 'lifetime'")
+            .await
+    }
+
+    async fn key_infos(&self, condition: &str) -> Result<Vec<KeyInfo>, VaultError> {
+        let rows = sqlx::query(&format!(
+            "SELECT key_id, subject, category, period FROM data_keys WHERE {condition}"
+        ))
         .fetch_all(&self.db.any)
         .await?;
         rows.iter()
@@ -430,23 +410,8 @@ impl Vault {
 
     /// Destroyed keys whose events have not been compacted into tombstones yet.
     pub async fn uncompacted_destroyed(&self) -> Result<Vec<KeyInfo>, VaultError> {
-        let rows = sqlx::query(
-            "SELECT key_id, subject, category, period FROM data_keys
-             WHERE wrapped IS NULL AND compacted_at IS NULL",
-        )
-        .fetch_all(&self.db.any)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(KeyInfo {
-                    key_id: r.try_get(0)?,
-                    subject: r.try_get(1)?,
-                    category: r.try_get(2)?,
-                    period: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(VaultError::from)
+        self.key_infos("wrapped IS NULL AND compacted_at IS NULL")
+            .await
     }
 
     pub async fn mark_compacted(&self, key_id: &str, at: DateTime<Utc>) -> Result<(), VaultError> {
@@ -497,4 +462,22 @@ fn str_at(v: &Value, k: &str) -> String {
         .and_then(|s| s.as_str())
         .unwrap_or_default()
         .to_string()
+}
+
+/// Opens one envelope's ciphertext with its data key (the key id is the associated data).
+fn decrypt(key: &[u8], key_id: &str, n: &str, c: &str) -> Result<Vec<u8>, VaultError> {
+    let nonce = B64.decode(n).map_err(|_| VaultError::Tampered)?;
+    let ct = B64.decode(c).map_err(|_| VaultError::Tampered)?;
+    if nonce.len() != 12 {
+        return Err(VaultError::Tampered);
+    }
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &ct,
+                aad: key_id.as_bytes(),
+            },
+        )
+        .map_err(|_| VaultError::Tampered)
 }

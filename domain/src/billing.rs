@@ -88,6 +88,22 @@ pub struct RecordDetail {
     pub reason: Option<String>,
 }
 
+impl RecordDetail {
+    /// A record of an amount and its related Stripe objects; the rest is filled in where known.
+    pub fn of(amount_cents: i64, currency: &str, refs: Vec<String>) -> Self {
+        RecordDetail {
+            amount_cents,
+            currency: currency.to_string(),
+            item: None,
+            credits: None,
+            period_start: None,
+            period_end: None,
+            refs,
+            reason: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionState {
     pub subscription_id: String,

@@ -149,3 +149,48 @@ pub const ERASED_MARKER: &str = "[erased]";
 pub fn is_sealed_json(v: &serde_json::Value) -> bool {
     v.get("sealed").and_then(|s| s.as_str()) == Some("v1") && v.get("k").is_some()
 }
+
+/// Where a sealed envelope sits in a JSON tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// As a JSON object.
+    Object,
+    /// Serialized inside a JSON string (command metadata maps hold values as strings).
+    InString,
+}
+
+/// Calls `f` on every sealed envelope in a JSON tree; where it returns a value, that value
+/// replaces the envelope (or the string holding it). Returns whether anything changed.
+/// The one walk shared by opening (exports, audits) and tombstoning (retention).
+pub fn map_sealed<E>(
+    v: &mut serde_json::Value,
+    f: &mut impl FnMut(&serde_json::Value, Embedding) -> Result<Option<serde_json::Value>, E>,
+) -> Result<bool, E> {
+    use serde_json::Value;
+    let mut changed = false;
+    let mut stack = vec![v];
+    while let Some(node) = stack.pop() {
+        if is_sealed_json(node) {
+            if let Some(new) = f(node, Embedding::Object)? {
+                *node = new;
+                changed = true;
+            }
+            continue;
+        }
+        match node {
+            Value::Object(m) => stack.extend(m.values_mut()),
+            Value::Array(a) => stack.extend(a.iter_mut()),
+            Value::String(s) if s.contains("\"sealed\":\"v1\"") => {
+                let inner = serde_json::from_str::<Value>(s).ok();
+                if let Some(inner) = inner.filter(is_sealed_json) {
+                    if let Some(new) = f(&inner, Embedding::InString)? {
+                        *node = new;
+                        changed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(changed)
+}

@@ -11,9 +11,7 @@ use journey_domain::billing::{BillingAccount, BillingEvent};
 use journey_domain::credits::{CreditEvent, CreditLedger};
 use sqlx::{AnyConnection, Row};
 
-fn ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
-    t.timestamp_millis()
-}
+use crate::read_models::ms;
 
 async fn forget(conn: &mut AnyConnection, table: &str, account: &str) -> Result<()> {
     sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))

@@ -33,7 +33,7 @@ pub(crate) fn erased_account(e: &StoredEvent) -> Option<&str> {
         .then_some(e.aggregate_id.as_str())
 }
 
-fn ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
+pub(crate) fn ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }
 

@@ -2,6 +2,7 @@
 //! which staff role, and the audit trail of staff reads.
 
 use crate::events::StoredEvent;
+use crate::read_models::ms;
 use crate::runner::Projection;
 use anyhow::Result;
 use async_trait::async_trait;
@@ -216,7 +217,6 @@ impl Projection for Requests {
             return Ok(());
         };
         let id = e.aggregate_id.as_str();
-        let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
         let (status, closed_at) = match event {
             RequestEvent::RequestReceived {
                 subject,

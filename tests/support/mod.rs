@@ -217,6 +217,11 @@ impl Harness {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// Now, by the app's clock, in Unix seconds (Stripe's timestamps).
+    pub fn now_ts(&self) -> i64 {
+        journey_commands::Clock::now(self.clock.as_ref()).timestamp()
+    }
+
     /// Delivers a Stripe event to the webhook, signed now (by the app's clock) with the
     /// configured secret.
     pub async fn deliver(&self, event: &str) -> reqwest::Response {
@@ -309,4 +314,83 @@ pub fn set_cookie_header(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .find(|c| c.starts_with(&format!("{name}=")))
         .map(str::to_string)
+}
+
+/// The metadata our server put on the last Checkout Session it created.
+pub fn last_checkout(fake: &stripe::FakeStripe) -> (stripe::Recorded, Value) {
+    let r = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/checkout/sessions")
+        .expect("a checkout session was created");
+    let mut meta = serde_json::Map::new();
+    for (k, v) in &r.form {
+        if let Some(key) = k
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            meta.insert(key.to_string(), serde_json::json!(v));
+        }
+    }
+    (r, Value::Object(meta))
+}
+
+pub struct Bought {
+    pub customer: String,
+    pub payment_intent: String,
+    pub event: String,
+}
+
+/// Starts a pack checkout through our API and returns the matching signed-to-be
+/// `checkout.session.completed` event (as Stripe would send once the customer paid).
+pub async fn pack_checkout(h: &Harness, s: &Session, pack: &str) -> Bought {
+    let r = s
+        .write(h, reqwest::Method::POST, "/v1/billing/checkout")
+        .json(&serde_json::json!({ "pack": pack }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let url = r.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");
+    let (req, metadata) = last_checkout(&h.stripe);
+    let session_id = url.rsplit('/').next().unwrap().to_string();
+    let customer = stripe::FakeStripe::form_value(&req, "customer").expect("customer on session");
+    let payment_intent = format!("pi_{}", uuid::Uuid::new_v4().simple());
+    let amount = stripe::FakeStripe::form_value(&req, "line_items[0][price_data][unit_amount]")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let object = stripe::checkout_session_completed(
+        &session_id,
+        "payment",
+        &s.account_id.to_string(),
+        &customer,
+        Some(&payment_intent),
+        None,
+        amount,
+        metadata,
+    );
+    let event = stripe::event(
+        &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        "checkout.session.completed",
+        h.now_ts(),
+        object,
+    );
+    Bought {
+        customer,
+        payment_intent,
+        event,
+    }
+}
+
+/// Buys a pack end to end: checkout through our API, then Stripe's signed completion.
+pub async fn buy_pack(h: &Harness, s: &Session, pack: &str) -> Bought {
+    let bought = pack_checkout(h, s, pack).await;
+    assert_eq!(h.deliver(&bought.event).await.status(), 200);
+    bought
 }

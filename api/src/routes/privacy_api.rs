@@ -38,7 +38,7 @@ async fn staff_apply(
     ctx: Ctx,
     staff: StaffAuth,
     id: web::Path<Uuid>,
-    body: web::Json<LiftBody>,
+    body: web::Json<ReasonBody>,
     objection: bool,
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
@@ -58,7 +58,7 @@ async fn staff_apply(
 /// compliance; the reason, e.g. the request id, is recorded). Audited.
 #[utoipa::path(post, path = "/admin/v1/subjects/{id}/restriction", tag = "admin",
     params(("id" = Uuid, Path, description = "The subject's account id")),
-    request_body = LiftBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, body = ConsentsView),
         (status = 400, description = "No reason", body = ErrorBody),
@@ -70,7 +70,7 @@ pub async fn staff_restrict(
     ctx: Ctx,
     staff: StaffAuth,
     id: web::Path<Uuid>,
-    body: web::Json<LiftBody>,
+    body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
     staff_apply(app, ctx, staff, id, body, false).await
 }
@@ -79,7 +79,7 @@ pub async fn staff_restrict(
 /// (admin or compliance). Audited.
 #[utoipa::path(post, path = "/admin/v1/subjects/{id}/objection", tag = "admin",
     params(("id" = Uuid, Path, description = "The subject's account id")),
-    request_body = LiftBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, body = ConsentsView),
         (status = 400, description = "No reason", body = ErrorBody),
@@ -91,7 +91,7 @@ pub async fn staff_object(
     ctx: Ctx,
     staff: StaffAuth,
     id: web::Path<Uuid>,
-    body: web::Json<LiftBody>,
+    body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
     staff_apply(app, ctx, staff, id, body, true).await
 }
@@ -161,15 +161,15 @@ pub async fn restrict(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LiftBody {
-    /// Why the restriction ends (e.g. the accuracy dispute was resolved); recorded.
+pub struct ReasonBody {
+    /// Why (e.g. the request id, or that the accuracy dispute was resolved); recorded.
     pub reason: String,
 }
 
 /// Lifts a subject's restriction of processing (admin or compliance). Audited.
 #[utoipa::path(post, path = "/admin/v1/subjects/{id}/restriction/lift", tag = "admin",
     params(("id" = Uuid, Path, description = "The subject's account id")),
-    request_body = LiftBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, body = ConsentsView),
         (status = 400, description = "No reason", body = ErrorBody),
@@ -181,7 +181,7 @@ pub async fn lift_restriction(
     ctx: Ctx,
     staff: StaffAuth,
     id: web::Path<Uuid>,
-    body: web::Json<LiftBody>,
+    body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
     let view = app

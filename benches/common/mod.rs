@@ -1,0 +1,48 @@
+//! What the benchmarks share: a fresh database and an application built on it.
+
+use journey_api::config::Config;
+use journey_api::state::{App, AppState};
+use uuid::Uuid;
+
+/// A number from the environment, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The application on a fresh database: a new `journey_bench_<uuid>` database on the
+/// Postgres server of `JOURNEY_BENCH_DATABASE_URL` (default the local `test` one), or a
+/// new SQLite file when that variable is `sqlite` and `sqlite_allowed`.
+pub async fn fresh_app(sqlite_allowed: bool) -> App {
+    let base = std::env::var("JOURNEY_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let dir = std::env::temp_dir().join(format!("journey-bench-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = if base == "sqlite" {
+        assert!(sqlite_allowed, "this benchmark runs on Postgres only");
+        format!("sqlite://{}", dir.join("bench.db").display())
+    } else {
+        let name = format!("journey_bench_{}", Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .expect("Postgres reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let mut u = url::Url::parse(&base).unwrap();
+        u.set_path(&format!("/{name}"));
+        u.to_string()
+    };
+    let cfg = Config {
+        data_dir: dir,
+        database_url: Some(url),
+        master_key: Some("00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+        pepper: Some("bench-pepper-0123456789abcdef".into()),
+        retention_interval_secs: 0,
+        ..Config::default()
+    };
+    AppState::build(cfg, None).await.expect("app builds")
+}
