@@ -129,10 +129,20 @@ impl FromRequest for ApiKeyAuth {
                     .to_string()
             });
         let ctx = Ctx::from_request(req, payload).into_inner();
+        let req = req.clone();
         Box::pin(async move {
             let raw = raw.ok_or(ApiError::BadApiKey)?;
             let ctx = ctx?;
             let (key_id, account_id) = app.authenticate_api_key(&raw, &ctx).await?;
+            // From here the request is the account's: the usage log records it, whatever
+            // its outcome (a rate-limited request included).
+            req.extensions_mut().insert(crate::usage::ApiUsage {
+                account_id,
+                key_id,
+            });
+            app.limits
+                .api_key(&key_id.to_string())
+                .map_err(ApiError::TooManyRequests)?;
             Ok(ApiKeyAuth { key_id, account_id })
         })
     }

@@ -9,6 +9,65 @@ use std::path::{Path, PathBuf};
 
 /// The built-in plans and packs (edit a copy and set `catalog_path` to change them).
 pub const DEFAULT_CATALOG: &str = include_str!("../../config/catalog.toml");
+pub const DEFAULT_MODELS: &str = include_str!("../../config/models.toml");
+
+/// An upstream provider (`providers.<name>`): where tasks are relayed and how.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProviderConfig {
+    /// `midjourney-proxy` or `openai-images`.
+    pub kind: String,
+    pub base_url: String,
+    /// midjourney-proxy auth: `bearer` (resellers) or `mj-api-secret` (the open-source proxy).
+    pub auth: journey_commands::upstream::mj_proxy::MjAuth,
+    /// Secret; also `JOURNEY_PROVIDERS__<NAME>__API_KEY`. Without it tasks for this
+    /// provider are refused with 503.
+    pub api_key: Option<String>,
+    /// midjourney-proxy speed mode: `fast`, `relax` or `turbo` (path prefix); none = `/mj`.
+    pub speed: Option<String>,
+    /// Per HTTP call to the provider.
+    pub request_timeout_secs: u64,
+    /// A task with no result after this long fails and its credits are released.
+    pub task_timeout_secs: u64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            kind: journey_domain::models::MJ_PROXY.into(),
+            base_url: String::new(),
+            auth: journey_commands::upstream::mj_proxy::MjAuth::Bearer,
+            api_key: None,
+            speed: None,
+            request_timeout_secs: 30,
+            task_timeout_secs: 900,
+        }
+    }
+}
+
+fn default_providers() -> std::collections::BTreeMap<String, ProviderConfig> {
+    [
+        (
+            "midjourney".to_string(),
+            ProviderConfig {
+                kind: journey_domain::models::MJ_PROXY.into(),
+                base_url: "https://api.bltcy.ai".into(),
+                ..ProviderConfig::default()
+            },
+        ),
+        (
+            "images".to_string(),
+            ProviderConfig {
+                kind: journey_domain::models::OPENAI_IMAGES.into(),
+                base_url: "https://api.bltcy.ai".into(),
+                request_timeout_secs: 120,
+                task_timeout_secs: 600,
+                ..ProviderConfig::default()
+            },
+        ),
+    ]
+    .into()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -58,6 +117,19 @@ pub struct Config {
     pub policy_version: String,
     /// Seconds between the server's retention runs (0 = off; `journey retention run` still works).
     pub retention_interval_secs: u64,
+    pub models_path: Option<PathBuf>,
+    pub providers: std::collections::BTreeMap<String, ProviderConfig>,
+    /// Lets customer webhooks and image downloads reach private, loopback and link-local
+    /// addresses (`JOURNEY_ALLOW_PRIVATE_WEBHOOKS=true`); for development only.
+    pub allow_private_webhooks: bool,
+    /// Client-API requests per API key per minute (per instance).
+    pub api_requests_per_key_per_minute: u32,
+    /// Tasks an account may have in flight at once.
+    pub max_tasks_in_flight: u32,
+    /// How often the task worker looks for due work (milliseconds).
+    pub task_worker_tick_ms: u64,
+    /// How often in-flight tasks are polled upstream (the notifyHook's safety net).
+    pub task_poll_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -88,6 +160,13 @@ impl Default for Config {
             stripe_api_base: None,
             policy_version: "2026-03-26".into(),
             retention_interval_secs: 24 * 3600,
+            models_path: None,
+            providers: default_providers(),
+            allow_private_webhooks: false,
+            api_requests_per_key_per_minute: 600,
+            max_tasks_in_flight: 20,
+            task_worker_tick_ms: 1000,
+            task_poll_interval_secs: 15,
         }
     }
 }
@@ -109,7 +188,7 @@ impl Config {
         let file = std::env::var("JOURNEY_CONFIG").unwrap_or_else(|_| "journey.toml".into());
         let mut cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(&file))
-            .merge(Env::prefixed("JOURNEY_").ignore(&IGNORED_ENV))
+            .merge(Env::prefixed("JOURNEY_").ignore(&IGNORED_ENV).split("__"))
             .extract()
             .context("invalid configuration")?;
         // Secrets are taken verbatim: figment would read an all-digit value as a number
@@ -125,6 +204,12 @@ impl Config {
         ] {
             if let Ok(v) = std::env::var(var) {
                 *field = Some(v);
+            }
+        }
+        for (name, p) in cfg.providers.iter_mut() {
+            let var = format!("JOURNEY_PROVIDERS__{}__API_KEY", name.to_uppercase());
+            if let Ok(v) = std::env::var(var) {
+                p.api_key = Some(v);
             }
         }
         if let Ok(v) = std::env::var("JOURNEY_GOOGLE_CLIENT_SECRET") {
@@ -179,8 +264,39 @@ impl Config {
     }
 
     /// The effective configuration as TOML with every secret masked.
+    /// The model catalogue, checked against the configured providers.
+    pub fn models(&self) -> Result<journey_domain::models::ModelCatalog> {
+        let figment = match &self.models_path {
+            Some(p) => {
+                if !p.exists() {
+                    anyhow::bail!("model catalogue file {} does not exist", p.display());
+                }
+                Figment::from(Toml::file(p))
+            }
+            None => Figment::from(Toml::string(DEFAULT_MODELS)),
+        };
+        let models: journey_domain::models::ModelCatalog =
+            figment.extract().context("invalid model catalogue")?;
+        models.validate(|name| self.providers.get(name).map(|p| p.kind.as_str()))?;
+        for (name, p) in &self.providers {
+            if p.kind != journey_domain::models::MJ_PROXY
+                && p.kind != journey_domain::models::OPENAI_IMAGES
+            {
+                anyhow::bail!("providers.{name}.kind must be midjourney-proxy or openai-images");
+            }
+            url::Url::parse(&p.base_url)
+                .with_context(|| format!("providers.{name}.base_url is not a URL"))?;
+        }
+        Ok(models)
+    }
+
     pub fn masked(&self) -> String {
         let mut c = self.clone();
+        for p in c.providers.values_mut() {
+            if p.api_key.is_some() {
+                p.api_key = Some("********".into());
+            }
+        }
         let mask = |s: &mut Option<String>| {
             if s.is_some() {
                 *s = Some("********".into());

@@ -55,12 +55,15 @@ pub struct ManualGrant<'a> {
     pub idempotency_key: Option<String>,
 }
 
-fn credit_error(e: StoreError<CreditError>) -> ApiError {
+pub(crate) fn credit_error(e: StoreError<CreditError>) -> ApiError {
     match e {
         StoreError::Rejected(CreditError::InsufficientCredits { needed, available }) => {
             ApiError::PaymentRequired(format!(
                 "insufficient credits: this needs {needed}, {available} available"
             ))
+        }
+        StoreError::Rejected(CreditError::TooManyInFlight(limit)) => {
+            ApiError::TooManyInFlight(limit)
         }
         StoreError::Rejected(CreditError::NoReservation(t)) => {
             ApiError::NotFound(format!("no reservation for task {t}"))
@@ -114,6 +117,7 @@ impl AppState {
         let cmd = CreditCommand::Reserve {
             task_id,
             amount,
+            max_open: None,
             at: ctx.at,
         };
         self.credit_command(account_id, cmd, actor, ctx).await

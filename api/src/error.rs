@@ -27,6 +27,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests")]
     TooManyRequests(Duration),
+    /// The account's tasks in flight are at the configured limit.
+    #[error("too many tasks in flight: at most {0} at once; wait for one to finish")]
+    TooManyInFlight(u32),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -67,7 +70,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::TooManyInFlight(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,6 +92,15 @@ impl ResponseError for ApiError {
                 resp.json(ErrorBody {
                     errors: vec![ErrorItem {
                         msg: format!("too many requests; retry after {secs} seconds"),
+                    }],
+                })
+            }
+            ApiError::TooManyInFlight(_) => {
+                // Tasks take seconds to minutes; a short wait before retrying is right.
+                resp.insert_header((header::RETRY_AFTER, "5"));
+                resp.json(ErrorBody {
+                    errors: vec![ErrorItem {
+                        msg: self.to_string(),
                     }],
                 })
             }

@@ -59,6 +59,16 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
             | "ProcessingRestricted"
             | "RestrictionLifted",
         ) => "consents",
+        (
+            "task",
+            "TaskCreated"
+            | "TaskSubmitted"
+            | "TaskProgressed"
+            | "TaskFinished"
+            | "TaskFailed"
+            | "WebhookAttempted",
+        ) => "tasks",
+        ("usage", "ApiRequestRecorded") => "api_requests",
         ("staff", "RoleGranted" | "RoleRevoked") => "staff_roles",
         ("staff", "StaffRead") => "staff_activity",
         (
@@ -84,7 +94,7 @@ pub const NO_SUBJECT_DATA: [(&str, &str, &str); 1] = [(
 )];
 
 /// Sections in document order (also the HTML order).
-pub const SECTIONS: [&str; 12] = [
+pub const SECTIONS: [&str; 14] = [
     "profile",
     "sign_in_links",
     "sessions",
@@ -92,6 +102,8 @@ pub const SECTIONS: [&str; 12] = [
     "consents",
     "credit_ledger",
     "billing",
+    "tasks",
+    "api_requests",
     "staff_roles",
     "staff_activity",
     "requests",
@@ -104,8 +116,9 @@ pub const SECTIONS: [&str; 12] = [
 const BATCH: i64 = 5000;
 
 /// Secret-derived values are never exported, not even hashed: HMACs of API keys and of
-/// verification codes, and streams named by a hash of a sign-in or session token.
-const SECRET_FIELDS: [&str; 2] = ["key_hash", "code_hash"];
+/// verification codes and of upstream notification tokens, and streams named by a hash
+/// of a sign-in or session token.
+const SECRET_FIELDS: [&str; 3] = ["key_hash", "code_hash", "notify_token_hash"];
 const HASH_NAMED_STREAMS: [&str; 2] = ["session", "magic_link"];
 const WITHHELD: &str = "[withheld]";
 

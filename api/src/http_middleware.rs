@@ -32,6 +32,9 @@ pub async fn observe(
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
+    record_usage(&res, &route, status, &request_id)
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed().as_secs_f64();
     metrics::counter!("journey_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("journey_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone()).record(elapsed);
@@ -41,4 +44,25 @@ pub async fn observe(
             .insert(HeaderName::from_static("x-request-id"), v);
     }
     Ok(res)
+}
+
+/// Appends an authenticated client-API request to its account's usage log. A failure is
+/// logged, not turned into an error: the response was already decided.
+async fn record_usage<B>(res: &ServiceResponse<B>, route: &str, status: u16, request_id: &str) {
+    let req = res.request();
+    let Some(who) = req.extensions().get::<crate::usage::ApiUsage>().copied() else {
+        return;
+    };
+    let charge = req.extensions().get::<crate::usage::UsageCharge>().copied();
+    let Some(app) = req.app_data::<actix_web::web::Data<crate::state::AppState>>() else {
+        return;
+    };
+    let ctx = crate::identity::Ctx {
+        request_id: request_id.to_string(),
+        ip: crate::auth::client_ip(req, app.cfg.trust_forwarded_for),
+        at: app.clock.now(),
+    };
+    if let Err(e) = app.record_usage(who, charge, route, status, &ctx).await {
+        tracing::error!(error = %e, "usage log write failed");
+    }
 }

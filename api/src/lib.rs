@@ -21,4 +21,7 @@ pub mod server;
 pub mod staff;
 pub mod state;
 pub mod stripe_events;
+pub mod tasks;
 pub mod telemetry;
+pub mod upstreams;
+pub mod usage;

@@ -2,6 +2,7 @@
 
 use crate::routes::{
     account_api, admin_api, auth, billing_api, client_api, ops, privacy_api, requests_api,
+    upstream_hooks, usage_api,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -14,7 +15,12 @@ use utoipa::{Modify, OpenApi};
         auth::google_callback, auth::logout,
         account_api::get_me, account_api::patch_me, account_api::create_key,
         account_api::list_keys, account_api::revoke_key,
-        client_api::account,
+        client_api::account, client_api::fetch, client_api::fetch_many, client_api::imagine,
+        client_api::upscale_1x, client_api::upscale_alt, client_api::upscale_2x_4x,
+        client_api::variations, client_api::reroll, client_api::pan, client_api::blend,
+        client_api::describe, client_api::faceswap, client_api::imagine_video,
+        client_api::extend_video, client_api::inpaint, client_api::outpaint,
+        upstream_hooks::notify, usage_api::usage, usage_api::tasks,
         billing_api::catalog, billing_api::overview, billing_api::checkout,
         billing_api::portal, billing_api::ledger, billing_api::stripe_webhook,
         admin_api::subject_events, admin_api::audit,

@@ -12,6 +12,7 @@ type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 pub struct RateLimits {
     per_email: Keyed,
     per_ip: Keyed,
+    per_api_key: Keyed,
     clock: DefaultClock,
 }
 
@@ -22,10 +23,13 @@ fn hourly(n: u32) -> Keyed {
 }
 
 impl RateLimits {
-    pub fn new(per_email_hour: u32, per_ip_hour: u32) -> Self {
+    pub fn new(per_email_hour: u32, per_ip_hour: u32, per_key_minute: u32) -> Self {
         RateLimits {
             per_email: hourly(per_email_hour),
             per_ip: hourly(per_ip_hour),
+            per_api_key: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(per_key_minute.max(1)).expect("non-zero"),
+            )),
             clock: DefaultClock::default(),
         }
     }
@@ -35,6 +39,14 @@ impl RateLimits {
     pub fn prune(&self) {
         self.per_email.retain_recent();
         self.per_ip.retain_recent();
+        self.per_api_key.retain_recent();
+    }
+
+    /// Ok, or how long the key must wait (its per-minute budget is spent).
+    pub fn api_key(&self, key_id: &str) -> Result<(), Duration> {
+        self.per_api_key
+            .check_key(&key_id.to_string())
+            .map_err(|n| n.wait_time_from(self.clock.now()))
     }
 
     /// Ok, or how long to wait before another magic link may be requested.

@@ -387,11 +387,12 @@ impl AppState {
                 }
             }
         }
-        let (mut requests_reminded, mut exports_deleted) = (0, 0);
+        let (mut requests_reminded, mut exports_deleted, mut log_rows_deleted) = (0, 0, 0);
         if !dry_run {
             events_tombstoned += self.compact(None, &run_ctx).await?;
             requests_reminded = self.remind_due_requests(as_of).await?;
             exports_deleted = self.delete_stale_exports(as_of).await?;
+            log_rows_deleted = self.trim_task_logs(as_of).await?;
         }
         let report = RunReport {
             as_of,
@@ -399,6 +400,7 @@ impl AppState {
             // A dry run reports what it would purge.
             accounts_purged: due.len() as u64,
             exports_deleted,
+            log_rows_deleted,
             keys_destroyed,
             events_tombstoned,
             requests_reminded,
@@ -416,6 +418,29 @@ impl AppState {
             .await?;
         self.runner.nudge();
         Ok(report)
+    }
+
+    /// The task list and usage log are kept 90 days (their sealed fields go with the
+    /// daily keys; these rows hold ids and counts); idempotency keys a day.
+    async fn trim_task_logs(&self, as_of: DateTime<Utc>) -> Result<u64, ApiError> {
+        let term = journey_domain::retention::rule(DataCategory::Usage);
+        let journey_domain::retention::Keep::For(keep) = term.keep else {
+            return Ok(0);
+        };
+        let cutoff = (as_of - keep).timestamp_millis();
+        let mut n = 0;
+        for q in [
+            "DELETE FROM rm_usage WHERE at < $1",
+            "DELETE FROM rm_tasks WHERE created_at < $1",
+        ] {
+            n += sqlx::query(q).bind(cutoff).execute(&self.db.any).await?.rows_affected();
+        }
+        n += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind((as_of - chrono::Duration::hours(24)).timestamp_millis())
+            .execute(&self.db.any)
+            .await?
+            .rows_affected();
+        Ok(n)
     }
 
     /// Export documents whose link expired, and jobs that never finished within a day.

@@ -37,6 +37,8 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::privacy_api::export_routes)
             .configure(routes::privacy_api::deletion_routes)
             .configure(routes::requests_api::routes)
+            .configure(routes::upstream_hooks::routes)
+            .configure(routes::usage_api::routes)
             .configure(routes::ops::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
@@ -53,10 +55,12 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
     .bind(bind)
     .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = *server.addrs().first().context("no listening address")?;
+    let _ = app.listen_addr.set(addr);
     let server = server.run();
     let handle = server.handle();
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(app.runner.clone().run(stop_rx.clone()));
+    let worker = tokio::spawn(app.clone().run_worker(stop_rx.clone()));
     let pruner = {
         let app = app.clone();
         let mut stop = stop_rx;
@@ -101,6 +105,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         let result = server.await;
         let _ = stop_tx.send(true);
         let _ = runner.await;
+        let _ = worker.await;
         let _ = pruner.await;
         let _ = retention.await;
         db.close().await;

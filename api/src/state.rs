@@ -22,6 +22,11 @@ use journey_domain::requests::DataSubjectRequest;
 use journey_domain::retention_log::RetentionRun;
 use journey_domain::session::Session;
 use journey_domain::staff::StaffMember;
+use journey_domain::models::ModelCatalog;
+use journey_domain::task::Task;
+use journey_domain::usage::UsageDay;
+use journey_commands::net_guard::Guard;
+use crate::upstreams::Upstreams;
 use journey_projections::Runner;
 use std::sync::Arc;
 
@@ -36,6 +41,8 @@ pub struct Stores {
     pub links: Store<MagicLink>,
     pub sessions: Store<Session>,
     pub keys: Store<ApiKey>,
+    pub tasks: Store<Task>,
+    pub usage: Store<UsageDay>,
 }
 
 pub struct AppState {
@@ -53,6 +60,17 @@ pub struct AppState {
     pub catalog: Catalog,
     pub stripe: StripeApi,
     pub refs: BillingRefs,
+    pub models: ModelCatalog,
+    pub upstreams: Upstreams,
+    /// Address guard for every client-supplied URL (webhooks, images to download).
+    pub guard: Guard,
+    pub webhook_client: reqwest::Client,
+    pub download_client: reqwest::Client,
+    pub worker_wake: tokio::sync::Notify,
+    /// Names this process's leases on shared work rows.
+    pub instance_id: String,
+    /// Where this process listens, once it does (callback URLs when no public_url is set).
+    pub listen_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 pub type App = Arc<AppState>;
@@ -106,11 +124,26 @@ impl AppState {
             cfg.stripe_api_base.as_deref(),
         )?;
         let runner = Runner::new(db.clone(), journey_projections::read_models::all());
+        let models = cfg.models()?;
+        let upstreams = Upstreams::new(&cfg)?;
+        let guard = Guard::new(cfg.allow_private_webhooks);
+        if cfg.allow_private_webhooks {
+            tracing::warn!("JOURNEY_ALLOW_PRIVATE_WEBHOOKS is on: client URLs may reach internal addresses");
+        }
         Ok(Arc::new(AppState {
             limits: RateLimits::new(
                 cfg.magic_link_per_email_per_hour,
                 cfg.magic_link_per_ip_per_hour,
+                cfg.api_requests_per_key_per_minute,
             ),
+            webhook_client: guard.client(std::time::Duration::from_secs(10)),
+            download_client: guard.client(crate::tasks::create::IMAGE_LIMITS.timeout),
+            guard,
+            models,
+            upstreams,
+            worker_wake: tokio::sync::Notify::new(),
+            listen_addr: std::sync::OnceLock::new(),
+            instance_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             vault: Vault::new(db.clone(), master),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stores: Stores {
@@ -124,6 +157,8 @@ impl AppState {
                 links: Store::new(&db),
                 sessions: Store::new(&db),
                 keys: Store::new(&db),
+                tasks: Store::new(&db),
+                usage: Store::new(&db),
             },
             identity: IdentityIndex::new(db.clone()),
             refs: BillingRefs::new(db.clone()),

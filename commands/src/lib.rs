@@ -6,11 +6,13 @@ pub mod clock;
 pub mod db;
 pub mod identity_index;
 pub mod mailer;
+pub mod net_guard;
 pub mod oidc;
 pub mod secrets;
 pub mod store;
 pub mod stripe_api;
 pub mod stripe_webhook;
+pub mod upstream;
 pub mod vault;
 
 pub use clock::{Clock, SharedClock};

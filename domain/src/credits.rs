@@ -68,6 +68,8 @@ pub enum CreditCommand {
     Reserve {
         task_id: Uuid,
         amount: u64,
+        /// Most reservations the account may hold open at once (tasks in flight).
+        max_open: Option<u32>,
         at: DateTime<Utc>,
     },
     Capture {
@@ -157,6 +159,8 @@ pub enum CreditError {
     AlreadySettled(Uuid, &'static str),
     #[error("grant id already used")]
     DuplicateGrant,
+    #[error("too many tasks in flight: at most {0} at once")]
+    TooManyInFlight(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +202,8 @@ pub struct CreditLedger {
     pub grant_keys: HashSet<String>,
     pub reservations: HashMap<Uuid, Reservation>,
     pub refunded_refs: HashSet<String>,
+    /// Reservations neither captured nor released: the account's tasks in flight.
+    pub open_reservations: u32,
 }
 
 impl CreditLedger {
@@ -339,6 +345,7 @@ impl Aggregate for CreditLedger {
             CreditCommand::Reserve {
                 task_id,
                 amount,
+                max_open,
                 at,
             } => {
                 check_amount(amount)?;
@@ -354,6 +361,9 @@ impl Aggregate for CreditLedger {
                             Err(CreditError::AlreadySettled(task_id, "released"))
                         }
                     };
+                }
+                if let Some(limit) = max_open.filter(|l| self.open_reservations >= *l) {
+                    return Err(CreditError::TooManyInFlight(limit));
                 }
                 let available = self.available(at);
                 if available < amount {
@@ -496,15 +506,18 @@ impl Aggregate for CreditLedger {
                         state: Settlement::Open,
                     },
                 );
+                self.open_reservations += 1;
             }
             CreditEvent::ReservationCaptured { task_id, .. } => {
                 if let Some(r) = self.reservations.get_mut(&task_id) {
                     r.state = Settlement::Captured;
+                    self.open_reservations = self.open_reservations.saturating_sub(1);
                 }
             }
             CreditEvent::ReservationReleased { task_id, .. } => {
                 if let Some(r) = self.reservations.get_mut(&task_id) {
                     r.state = Settlement::Released;
+                    self.open_reservations = self.open_reservations.saturating_sub(1);
                     for a in &r.allocations {
                         if let Some(lot) = self.lots.get_mut(&a.grant_id) {
                             if !lot.closed {
@@ -578,6 +591,7 @@ mod tests {
             .when(CreditCommand::Reserve {
                 task_id: task(1),
                 amount: 6,
+                max_open: None,
                 at: t0(),
             })
             .then_expect_error(CreditError::InsufficientCredits {
@@ -599,6 +613,7 @@ mod tests {
             .when(CreditCommand::Reserve {
                 task_id: task(1),
                 amount: 9,
+                max_open: None,
                 at: t0(),
             })
             .then_expect_events(vec![CreditEvent::CreditsReserved {
@@ -631,6 +646,7 @@ mod tests {
             .when(CreditCommand::Reserve {
                 task_id: task(1),
                 amount: 3,
+                max_open: None,
                 at: after,
             })
             .then_expect_error(CreditError::InsufficientCredits {
@@ -642,6 +658,7 @@ mod tests {
             .when(CreditCommand::Reserve {
                 task_id: task(1),
                 amount: 2,
+                max_open: None,
                 at: after,
             })
             .then_expect_events(vec![
@@ -719,6 +736,7 @@ mod tests {
             .when(CreditCommand::Reserve {
                 task_id: task(1),
                 amount: 2,
+                max_open: None,
                 at: t0(),
             })
             .then_expect_events(vec![]);

@@ -10,12 +10,15 @@ pub mod consent;
 pub mod credits;
 pub mod magic_link;
 pub mod meta;
+pub mod models;
 pub mod requests;
 pub mod retention;
 pub mod retention_log;
 pub mod sealed;
 pub mod session;
 pub mod staff;
+pub mod task;
+pub mod usage;
 
 pub use sealed::{DataCategory, Opened, Sealed};
 
@@ -56,6 +59,8 @@ pub fn all_event_types() -> Vec<(&'static str, &'static str)> {
         of::<staff::StaffMember>(staff::StaffEvent::EVENT_TYPES),
         of::<retention_log::RetentionRun>(retention_log::RetentionEvent::EVENT_TYPES),
         of::<requests::DataSubjectRequest>(requests::RequestEvent::EVENT_TYPES),
+        of::<task::Task>(task::TaskEvent::EVENT_TYPES),
+        of::<usage::UsageDay>(usage::UsageEvent::EVENT_TYPES),
     ]
     .concat()
 }

@@ -24,6 +24,10 @@ pub struct RunReport {
     /// Expired export documents deleted.
     #[serde(default)]
     pub exports_deleted: u64,
+    /// Task-list and usage-log read-model rows past the 90-day term, and idempotency
+    /// keys past their day, deleted.
+    #[serde(default)]
+    pub log_rows_deleted: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod read_models;
 pub mod runner;
 pub mod staff_models;
+pub mod task_models;
 
 pub use events::{Cursor, StoredEvent};
 pub use runner::{Projection, ProjectionStatus, Runner};

@@ -24,6 +24,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::staff_models::Staff),
         Arc::new(crate::staff_models::ConsentGates),
         Arc::new(crate::staff_models::Requests),
+        Arc::new(crate::task_models::Tasks),
+        Arc::new(crate::task_models::Usage),
     ]
 }
 

@@ -13,6 +13,8 @@ use journey_domain::magic_link::{MagicLink, MagicLinkEvent};
 use journey_domain::requests::{DataSubjectRequest, RequestEvent};
 use journey_domain::session::{Session, SessionEvent};
 use journey_domain::staff::{StaffEvent, StaffMember};
+use journey_domain::task::{Task, TaskEvent};
+use journey_domain::usage::{account_of, UsageDay};
 use sqlx::AnyConnection;
 
 /// The data subject a stream belongs to. Streams of account-keyed aggregates are named
@@ -37,6 +39,11 @@ fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
             Some(RequestEvent::RequestReceived { subject, .. }) => Some(subject.to_string()),
             _ => None,
         },
+        t if t == Task::TYPE => match e.decode_known::<TaskEvent>()? {
+            Some(TaskEvent::TaskCreated { spec, .. }) => Some(spec.account_id.to_string()),
+            _ => None,
+        },
+        t if t == UsageDay::TYPE => account_of(&e.aggregate_id).map(|a| a.to_string()),
         // Retention runs concern no one.
         "retention" => None,
         // Every other aggregate is keyed by the account it concerns.

@@ -3,6 +3,10 @@
 //! to drive the HTTP API and the `journey` binary.
 #![allow(dead_code)]
 
+pub mod api;
+pub mod hooksink;
+pub mod images;
+pub mod mjproxy;
 pub mod oidc;
 pub mod scan;
 pub mod smtp;
@@ -19,6 +23,8 @@ use uuid::Uuid;
 
 pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 pub const PEPPER: &str = "test-pepper-0123456789abcdef0123456789abcdef";
+pub const MJ_KEY: &str = "mj-test-key-7f3a";
+pub const IMAGES_KEY: &str = "sk-images-test-key-91c2";
 
 /// Which backend this run uses: Postgres when `JOURNEY_TEST_DATABASE_URL` is set.
 pub fn postgres_url() -> Option<String> {
@@ -65,6 +71,8 @@ pub struct Harness {
     pub smtp: smtp::SmtpSink,
     pub oidc: oidc::FakeIssuer,
     pub stripe: stripe::FakeStripe,
+    pub mj: mjproxy::FakeMj,
+    pub images: images::FakeImages,
     pub database_url: String,
     pub data_dir: PathBuf,
     server: actix_web::dev::ServerHandle,
@@ -81,6 +89,17 @@ impl Harness {
         let smtp = smtp::SmtpSink::start().await;
         let oidc = oidc::FakeIssuer::start("test-client-id").await;
         let stripe = stripe::FakeStripe::start().await;
+        let mj = mjproxy::FakeMj::start(mjproxy::Auth::Bearer(MJ_KEY.into())).await;
+        let images = images::FakeImages::start(IMAGES_KEY).await;
+        let mut providers = Config::default().providers;
+        for (name, url, key) in [
+            ("midjourney", &mj.url, MJ_KEY),
+            ("images", &images.url, IMAGES_KEY),
+        ] {
+            let p = providers.get_mut(name).expect("default provider");
+            p.base_url = url.clone();
+            p.api_key = Some(key.into());
+        }
         let mut cfg = Config {
             bind: "127.0.0.1:0".into(),
             data_dir: data_dir.clone(),
@@ -97,6 +116,10 @@ impl Harness {
             stripe_secret_key: Some(stripe::SECRET_KEY.into()),
             stripe_webhook_secret: Some(stripe::WEBHOOK_SECRET.into()),
             stripe_api_base: Some(stripe.base.clone()),
+            providers,
+            // The fakes and sinks live on loopback; SSRF tests turn this off.
+            allow_private_webhooks: true,
+            task_worker_tick_ms: 50,
             ..Config::default()
         };
         tweak(&mut cfg);
@@ -115,6 +138,8 @@ impl Harness {
             smtp,
             oidc,
             stripe,
+            mj,
+            images,
             database_url,
             data_dir,
             server: running.handle,

@@ -8,6 +8,8 @@ pub mod client_api;
 pub mod ops;
 pub mod privacy_api;
 pub mod requests_api;
+pub mod upstream_hooks;
+pub mod usage_api;
 
 use actix_web::cookie::{time, Cookie, SameSite};
 

@@ -1,0 +1,511 @@
+//! Accepting a task: idempotency, the credit reservation (before anything goes
+//! upstream), the task's first events, its row in the work queue, and the upstream
+//! submission. A failure after the reservation releases it; a crash leaves the work row,
+//! and the worker fails the task and releases its credits.
+
+use super::requests::{Downloads, ImagesJob, Prepared, Run};
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use journey_commands::net_guard::{download, DownloadLimits};
+use journey_commands::secrets::{hmac_hex, random_bytes};
+use journey_commands::upstream::images::{Edit, Generate, GeneratedImage};
+use journey_commands::upstream::mj_proxy::{data_url, Submit, SubmitOutcome};
+use journey_domain::credits::CreditCommand;
+use journey_domain::meta::{Actor, CommandMeta};
+use journey_domain::task::{FailCause, Task, TaskCommand, TaskResult, TaskSpec, TaskStatus};
+use journey_domain::DataCategory;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Images fetched from client URLs (blend, describe, face swap, edits, upscales).
+pub const IMAGE_LIMITS: DownloadLimits = DownloadLimits {
+    max_bytes: 10 * 1024 * 1024,
+    allowed_types: &["image/png", "image/jpeg", "image/webp", "image/gif"],
+    timeout: Duration::from_secs(20),
+};
+
+/// A client's `Idempotency-Key` and a fingerprint of the request it came with.
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    pub fn new(key: &str, endpoint: &str, body: &[u8]) -> Result<Self, ApiError> {
+        let key = key.trim();
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::bad(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(endpoint.as_bytes());
+        h.update([0]);
+        h.update(body);
+        Ok(IdempotencyKey {
+            key: key.to_string(),
+            fingerprint: hex::encode(h.finalize()),
+        })
+    }
+}
+
+/// The create call's answer: `{"task_id","status"}`, plus `image_url` when a synchronous
+/// model finished, or `error` when the task failed at once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub task_id: Uuid,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Credits this request reserved (for the usage log; not part of the body).
+    #[serde(skip)]
+    pub charged: u64,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub account_id: Uuid,
+    pub key_id: Uuid,
+}
+
+enum Claim {
+    New(Uuid),
+    Existing(Uuid),
+}
+
+impl AppState {
+    fn notify_hash(&self, token: &str) -> String {
+        hmac_hex(&self.pepper, "upstream-notify", token)
+    }
+
+    /// The notifyHook URL for a task: the task id plus a per-task secret; only its HMAC
+    /// is stored, so the URL cannot be rebuilt from the database.
+    fn new_notify_token(task_id: Uuid) -> String {
+        format!("{}{}", task_id.simple(), hex::encode(random_bytes(24)))
+    }
+
+    /// The task a notifyHook token belongs to, if the token is genuine.
+    pub fn notify_token_task(&self, token: &str, task: &Task) -> bool {
+        task.spec.as_ref().is_some_and(|s| {
+            journey_commands::secrets::ct_eq(&self.notify_hash(token), &s.notify_token_hash)
+        })
+    }
+
+    fn notify_url(&self, provider: &str, token: &str) -> String {
+        let base = match (&self.cfg.public_url, self.listen_addr.get()) {
+            (None, Some(addr)) => format!("http://{addr}"),
+            _ => self.cfg.public_url(),
+        };
+        format!("{base}/webhooks/upstream/{provider}/{token}")
+    }
+
+    async fn claim_idempotency(
+        &self,
+        caller: Caller,
+        key: &IdempotencyKey,
+        at: DateTime<Utc>,
+    ) -> Result<Claim, ApiError> {
+        let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
+        let task_id = Uuid::new_v4();
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, key_hash, fingerprint, task_id, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, key_hash) DO NOTHING",
+        )
+        .bind(caller.account_id.to_string())
+        .bind(&key_hash)
+        .bind(&key.fingerprint)
+        .bind(task_id.to_string())
+        .bind(at.timestamp_millis())
+        .execute(&self.db.any)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::New(task_id));
+        }
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT fingerprint, task_id FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2",
+        )
+        .bind(caller.account_id.to_string())
+        .bind(&key_hash)
+        .fetch_optional(&self.db.any)
+        .await?;
+        let (fingerprint, existing) = row.ok_or_else(|| {
+            ApiError::Conflict("a request with this Idempotency-Key is in progress; retry".into())
+        })?;
+        if fingerprint != key.fingerprint {
+            return Err(ApiError::bad(
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        let existing = Uuid::parse_str(&existing).map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(Claim::Existing(existing))
+    }
+
+    async fn forget_idempotency(&self, caller: Caller, key: Option<&IdempotencyKey>) {
+        if let Some(key) = key {
+            let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
+            let _ = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2",
+            )
+            .bind(caller.account_id.to_string())
+            .bind(key_hash)
+            .execute(&self.db.any)
+            .await;
+        }
+    }
+
+    /// Accepts a prepared task: reserve, record, submit. See the module comment.
+    pub async fn create_task(
+        &self,
+        caller: Caller,
+        ctx: &Ctx,
+        idempotency: Option<IdempotencyKey>,
+        prepared: Prepared,
+    ) -> Result<Created, ApiError> {
+        if !self.upstreams.is_configured(&prepared.provider) {
+            return Err(ApiError::Unavailable(format!(
+                "upstream provider {} is not configured on this server",
+                prepared.provider
+            )));
+        }
+        let task_id = match &idempotency {
+            None => Uuid::new_v4(),
+            Some(key) => match self.claim_idempotency(caller, key, ctx.at).await? {
+                Claim::New(id) => id,
+                Claim::Existing(id) => return self.replay(caller, id).await,
+            },
+        };
+        match self.accept(caller, ctx, task_id, prepared).await {
+            Ok(created) => Ok(created),
+            Err(e) => {
+                self.forget_idempotency(caller, idempotency.as_ref()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A retried request with a known Idempotency-Key: the same task, no new charge.
+    async fn replay(&self, caller: Caller, task_id: Uuid) -> Result<Created, ApiError> {
+        let Some(task) = self.owned_task(caller.account_id, task_id).await? else {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is in progress; retry".into(),
+            ));
+        };
+        let view = self.task_object(task_id, &task).await?;
+        Ok(Created {
+            task_id,
+            status: view.status,
+            image_url: view.image_url,
+            error: view.error,
+            charged: 0,
+        })
+    }
+
+    async fn accept(
+        &self,
+        caller: Caller,
+        ctx: &Ctx,
+        task_id: Uuid,
+        prepared: Prepared,
+    ) -> Result<Created, ApiError> {
+        let subject = caller.account_id.to_string();
+        // Inputs sent as base64 are fetched before anything is charged: a bad URL is the
+        // client's 400, not a failed task.
+        let submit = match &prepared.run {
+            Run::Mj {
+                submit, downloads, ..
+            } => Some(match downloads {
+                Some(d) => self.fetch_inputs(d).await?,
+                None => submit.clone().expect("an mj run has a submit or downloads"),
+            }),
+            Run::Images { .. } => None,
+        };
+        let actor = Actor::ApiKey(caller.key_id);
+        let meta = self.meta(actor, Some(caller.account_id), ctx).await?;
+        let reserve = CreditCommand::Reserve {
+            task_id,
+            amount: prepared.credits,
+            max_open: Some(self.cfg.max_tasks_in_flight),
+            at: ctx.at,
+        };
+        self.stores
+            .credits
+            .execute(&subject, reserve, &meta)
+            .await
+            .map_err(crate::credits::credit_error)?;
+        let recorded = self
+            .record_new_task(caller, ctx, task_id, &prepared, &meta)
+            .await;
+        let (task, token) = match recorded {
+            Ok(t) => t,
+            Err(e) => {
+                let release = CreditCommand::Release {
+                    task_id,
+                    at: ctx.at,
+                };
+                if let Err(r) = self.stores.credits.execute(&subject, release, &meta).await {
+                    tracing::error!(error = %r, %task_id, "release after a failed create");
+                }
+                return Err(e);
+            }
+        };
+        let charged = prepared.credits;
+        let task = match (prepared.run, submit) {
+            (Run::Mj { modal, .. }, Some(submit)) => {
+                let hook = self.notify_url(&prepared.provider, &token);
+                self.submit_mj(task_id, task, &prepared.provider, submit, modal, &hook, ctx.at)
+                    .await?
+            }
+            (Run::Images { job, sync: true }, _) => {
+                self.run_images(task_id, task, &prepared.provider, &job, ctx.at)
+                    .await?
+            }
+            // Asynchronous images models and upscales: the worker runs them.
+            _ => {
+                self.reschedule(task_id, ctx.at).await?;
+                self.wake_worker();
+                task
+            }
+        };
+        let view = self.task_object(task_id, &task).await?;
+        Ok(Created {
+            task_id,
+            status: view.status,
+            image_url: if task.status() == TaskStatus::Finished {
+                view.image_url
+            } else {
+                None
+            },
+            error: view.error,
+            charged,
+        })
+    }
+
+    async fn record_new_task(
+        &self,
+        caller: Caller,
+        ctx: &Ctx,
+        task_id: Uuid,
+        p: &Prepared,
+        meta: &CommandMeta,
+    ) -> Result<(Task, String), ApiError> {
+        let subject = caller.account_id.to_string();
+        let params = self
+            .vault
+            .seal(&subject, DataCategory::Prompts, ctx.at, &p.params)
+            .await?;
+        let webhook = match &p.hook {
+            Some(h) => Some(
+                self.vault
+                    .seal(&subject, DataCategory::Usage, ctx.at, h)
+                    .await?,
+            ),
+            None => None,
+        };
+        let token = Self::new_notify_token(task_id);
+        let spec = TaskSpec {
+            account_id: caller.account_id,
+            key_id: caller.key_id,
+            task_type: p.task_type,
+            model: p.model.clone(),
+            provider: p.provider.clone(),
+            credits: p.credits,
+            result_kind: p.result_kind,
+            parent_task_id: p.parent,
+            params,
+            webhook,
+            notify_token_hash: self.notify_hash(&token),
+        };
+        // The work row first: from here on a crash leaves the worker something to clean up.
+        let grace = self.upstreams.request_timeout(&p.provider) + chrono::Duration::seconds(30);
+        self.enqueue_work(task_id, caller.account_id, &p.provider, ctx.at + grace, ctx.at)
+            .await?;
+        let command = TaskCommand::Create {
+            spec: Box::new(spec),
+            at: ctx.at,
+        };
+        let task = self.task_command(task_id, command, meta).await?;
+        Ok((task, token))
+    }
+
+    /// Downloads a request's input images (through the address guard) into the submit.
+    async fn fetch_inputs(&self, d: &Downloads) -> Result<Submit, ApiError> {
+        let get = |field: String, url: String| async move {
+            let got = download(&self.guard, &self.download_client, &url, &IMAGE_LIMITS)
+                .await
+                .map_err(|e| ApiError::bad(e.message(&field)))?;
+            Ok::<_, ApiError>(data_url(&got.content_type, &got.bytes))
+        };
+        Ok(match d {
+            Downloads::Blend(urls, dims) => {
+                let mut base64_array = Vec::new();
+                for (i, u) in urls.iter().enumerate() {
+                    base64_array.push(get(format!("image_urls[{i}]"), u.clone()).await?);
+                }
+                Submit::Blend {
+                    base64_array,
+                    dimensions: *dims,
+                }
+            }
+            Downloads::Describe(u) => Submit::Describe {
+                base64: get("image_url".into(), u.clone()).await?,
+            },
+            Downloads::Faceswap { target, swap } => Submit::FaceSwap {
+                target_base64: get("target_image_url".into(), target.clone()).await?,
+                source_base64: get("swap_image_url".into(), swap.clone()).await?,
+            },
+        })
+    }
+
+    /// Sends a task to midjourney-proxy. Codes 1/21/22 accept it (21 on an action that
+    /// opens a modal is followed by the modal); anything else fails it and releases.
+    async fn submit_mj(
+        &self,
+        task_id: Uuid,
+        task: Task,
+        provider: &str,
+        submit: Submit,
+        modal: Option<super::requests::ModalFollow>,
+        hook: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Task, ApiError> {
+        let client = self
+            .upstreams
+            .mj(provider)
+            .ok_or_else(|| ApiError::Unavailable(format!("provider {provider} is not configured")))?;
+        let state = task_id.to_string();
+        let reply = client.submit(&submit, Some(hook), Some(&state)).await;
+        let mut outcome = match reply {
+            Ok(r) => r.outcome(),
+            Err(e) => {
+                let error = format!("{e}");
+                return self
+                    .fail_task(task_id, &task, FailCause::Unreachable, &error, self.clock.now())
+                    .await;
+            }
+        };
+        if let (SubmitOutcome::Accepted { upstream_id, code: 21 }, Some(m)) = (&outcome, &modal) {
+            let follow = Submit::Modal {
+                task_id: upstream_id.clone(),
+                prompt: m.prompt.clone(),
+                mask_base64: m.mask_base64.clone(),
+            };
+            outcome = match client.submit(&follow, Some(hook), Some(&state)).await {
+                Ok(r) => r.outcome(),
+                Err(e) => {
+                    let error = format!("{e}");
+                    return self
+                        .fail_task(task_id, &task, FailCause::Unreachable, &error, self.clock.now())
+                        .await;
+                }
+            };
+        }
+        match outcome {
+            SubmitOutcome::Accepted { upstream_id, .. } => {
+                let now = self.clock.now().max(at);
+                let cmd = TaskCommand::MarkSubmitted {
+                    upstream_id,
+                    at: now,
+                };
+                let task = self
+                    .task_command(task_id, cmd, &CommandMeta::system(now))
+                    .await?;
+                self.reschedule(task_id, now + self.poll_interval()).await?;
+                Ok(task)
+            }
+            SubmitOutcome::Rejected { message, .. } => {
+                self.fail_task(task_id, &task, FailCause::Rejected, &message, self.clock.now())
+                    .await
+            }
+        }
+    }
+
+    /// Runs an OpenAI-style images call to the end: finished with its image, or failed.
+    pub(crate) async fn run_images(
+        &self,
+        task_id: Uuid,
+        task: Task,
+        provider: &str,
+        job: &ImagesJob,
+        at: DateTime<Utc>,
+    ) -> Result<Task, ApiError> {
+        let client = self
+            .upstreams
+            .images(provider)
+            .ok_or_else(|| ApiError::Unavailable(format!("provider {provider} is not configured")))?;
+        let reply = if job.edit {
+            let url = job.image_url.clone().unwrap_or_default();
+            let image = match download(&self.guard, &self.download_client, &url, &IMAGE_LIMITS).await {
+                Ok(i) => i,
+                Err(e) => {
+                    let error = e.message("image_url");
+                    return self
+                        .fail_task(task_id, &task, FailCause::BadInput, &error, self.clock.now())
+                        .await;
+                }
+            };
+            client
+                .edit(&Edit {
+                    model: job.upstream_model.clone(),
+                    prompt: job.prompt.clone(),
+                    image: image.bytes,
+                    image_mime: image.content_type,
+                    aspect_ratio: job.aspect_ratio.clone(),
+                    output_format: job.output_format.clone(),
+                    resolution: job.resolution.clone(),
+                })
+                .await
+        } else {
+            client
+                .generate(&Generate {
+                    model: job.upstream_model.clone(),
+                    prompt: job.prompt.clone(),
+                    size: None,
+                    aspect_ratio: job.aspect_ratio.clone(),
+                    output_format: job.output_format.clone(),
+                    negative_prompt: job.negative_prompt.clone(),
+                    resolution: job.resolution.clone(),
+                })
+                .await
+        };
+        let now = self.clock.now().max(at);
+        match reply {
+            Ok(image) => {
+                let url = match image {
+                    GeneratedImage::Url(u) => u,
+                    // No file store of our own: a base64 answer is passed on as a data URL.
+                    GeneratedImage::Base64 { data } => {
+                        let mime = match job.output_format.as_deref() {
+                            Some("jpg") => "image/jpeg",
+                            _ => "image/png",
+                        };
+                        format!("data:{mime};base64,{data}")
+                    }
+                };
+                let result = TaskResult {
+                    image_url: Some(url),
+                    ..TaskResult::default()
+                };
+                self.finish_task(task_id, &task, result, vec![], now).await
+            }
+            Err(e) => {
+                let cause = match &e {
+                    journey_commands::upstream::UpstreamError::Http { status, .. }
+                        if (400..500).contains(status) =>
+                    {
+                        FailCause::Rejected
+                    }
+                    _ => FailCause::Unreachable,
+                };
+                self.fail_task(task_id, &task, cause, &e.to_string(), now).await
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Read models for tasks and the usage log. They hold ids, types, states and counts (no
+//! prompts, results or addresses: those stay sealed in the events). Each deletes the
+//! subject's rows on `AccountErased`, and retention trims rows past the 90-day term.
+
+use crate::events::StoredEvent;
+use crate::read_models::{erased_account, ms};
+use crate::runner::Projection;
+use anyhow::Result;
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use journey_domain::task::{Task, TaskEvent, TaskStatus};
+use journey_domain::usage::{account_of, UsageDay, UsageEvent};
+use sqlx::AnyConnection;
+
+async fn forget(conn: &mut AnyConnection, tables: &[&str], account: &str) -> Result<()> {
+    for t in tables {
+        sqlx::query(&format!("DELETE FROM {t} WHERE account_id = $1"))
+            .bind(account)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `rm_tasks` (the holder's task list) and `rm_image_totals` (`total_images`).
+pub struct Tasks;
+
+#[async_trait]
+impl Projection for Tasks {
+    fn name(&self) -> &'static str {
+        "tasks"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_tasks", "rm_image_totals"]
+    }
+    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+        if let Some(account) = erased_account(e) {
+            return forget(conn, &["rm_tasks", "rm_image_totals"], account).await;
+        }
+        if e.aggregate_type != Task::TYPE {
+            return Ok(());
+        }
+        let Some(event) = e.decode_known::<TaskEvent>()? else {
+            return Ok(());
+        };
+        let id = e.aggregate_id.as_str();
+        let set_status = |status: TaskStatus, percentage: u8, at| {
+            sqlx::query(
+                "UPDATE rm_tasks SET status = $1, percentage = $2, updated_at = $3 WHERE task_id = $4",
+            )
+            .bind(status.as_str())
+            .bind(i64::from(percentage))
+            .bind(ms(at))
+            .bind(id.to_string())
+        };
+        match event {
+            TaskEvent::TaskCreated { spec, at } => {
+                sqlx::query(
+                    "INSERT INTO rm_tasks (task_id, account_id, task_type, model, status, percentage,
+                                           credits, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, 'staged', 0, $5, $6, $6) ON CONFLICT (task_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(spec.account_id.to_string())
+                .bind(spec.task_type.as_str())
+                .bind(&spec.model)
+                .bind(spec.credits as i64)
+                .bind(ms(at))
+                .execute(&mut *conn)
+                .await?;
+            }
+            TaskEvent::TaskSubmitted { at, .. } => {
+                sqlx::query(
+                    "UPDATE rm_tasks SET status = 'pending', updated_at = $1
+                     WHERE task_id = $2 AND status = 'staged'",
+                )
+                .bind(ms(at))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            TaskEvent::TaskProgressed {
+                status,
+                percentage,
+                at,
+            } => {
+                set_status(status, percentage, at).execute(&mut *conn).await?;
+            }
+            TaskEvent::TaskFinished { images, at, .. } => {
+                set_status(TaskStatus::Finished, 100, at)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "UPDATE rm_tasks SET images = $1 WHERE task_id = $2",
+                )
+                .bind(i64::from(images))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                let account: Option<(String,)> =
+                    sqlx::query_as("SELECT account_id FROM rm_tasks WHERE task_id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if let Some((account,)) = account {
+                    sqlx::query(
+                        "INSERT INTO rm_image_totals (account_id, total_images) VALUES ($1, $2)
+                         ON CONFLICT (account_id) DO UPDATE
+                         SET total_images = rm_image_totals.total_images + $2",
+                    )
+                    .bind(account)
+                    .bind(i64::from(images))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            TaskEvent::TaskFailed { at, .. } => {
+                sqlx::query(
+                    "UPDATE rm_tasks SET status = 'failed', updated_at = $1 WHERE task_id = $2",
+                )
+                .bind(ms(at))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            TaskEvent::WebhookAttempted { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// `rm_usage`: one row per recorded API request.
+pub struct Usage;
+
+#[async_trait]
+impl Projection for Usage {
+    fn name(&self) -> &'static str {
+        "usage"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_usage"]
+    }
+    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+        if let Some(account) = erased_account(e) {
+            return forget(conn, &["rm_usage"], account).await;
+        }
+        if e.aggregate_type != UsageDay::TYPE {
+            return Ok(());
+        }
+        let Some(UsageEvent::ApiRequestRecorded(r)) = e.decode_known::<UsageEvent>()? else {
+            return Ok(());
+        };
+        let Some(account) = account_of(&e.aggregate_id) else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO rm_usage (position, account_id, day, at, endpoint, status, credits, task_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (position) DO NOTHING",
+        )
+        .bind(e.cursor.position)
+        .bind(account.to_string())
+        .bind(r.at.format("%Y-%m-%d").to_string())
+        .bind(ms(r.at))
+        .bind(&r.endpoint)
+        .bind(i64::from(r.status))
+        .bind(r.credits as i64)
+        .bind(r.task_id.map(|t| t.to_string()))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
