@@ -13,24 +13,43 @@ async fn imagine_runs_to_a_finished_grid_and_charges_once() {
     let h = Harness::start().await;
     let c = h.api_client("maker@example.com", 0).await;
     // No credits: 402 in the reference's error shape, nothing sent upstream.
-    let (status, body) = c.post(&h, "imagine", json!({ "prompt": "a red fox" })).await;
+    let (status, body) = c
+        .post(&h, "imagine", json!({ "prompt": "a red fox" }))
+        .await;
     assert_eq!(status, 402, "{body}");
-    assert!(body["errors"][0]["msg"].as_str().unwrap().contains("credits"));
+    assert!(body["errors"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("credits"));
     assert_eq!(h.mj.count_submits(), 0);
 
     h.grant_credits(c.account_id, 10).await;
     let (status, created) = c
-        .post(&h, "imagine", json!({ "prompt": "a red fox", "aspect_ratio": "16:9" }))
+        .post(
+            &h,
+            "imagine",
+            json!({ "prompt": "a red fox", "aspect_ratio": "16:9" }),
+        )
         .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["status"], "pending");
     let task: uuid::Uuid = created["task_id"].as_str().unwrap().parse().unwrap();
     // Reserved before it went upstream; the prompt went with the ratio and a notifyHook.
     assert_eq!(c.balance(&h).await, (6, 4));
-    let submit = h.mj.calls().into_iter().find(|c| c.path.ends_with("/submit/imagine")).unwrap();
+    let submit =
+        h.mj.calls()
+            .into_iter()
+            .find(|c| c.path.ends_with("/submit/imagine"))
+            .unwrap();
     assert_eq!(submit.body["prompt"], "a red fox --ar 16:9");
-    assert_eq!(submit.header("authorization"), Some("Bearer mj-test-key-7f3a"));
-    assert!(submit.body["notifyHook"].as_str().unwrap().contains("/webhooks/upstream/midjourney/"));
+    assert_eq!(
+        submit.header("authorization"),
+        Some("Bearer mj-test-key-7f3a")
+    );
+    assert!(submit.body["notifyHook"]
+        .as_str()
+        .unwrap()
+        .contains("/webhooks/upstream/midjourney/"));
 
     let up = last_upstream(&h);
     h.mj.step(&up).await; // 10%
@@ -77,63 +96,191 @@ async fn every_validation_rule_answers_400_and_charges_nothing() {
     let mine = c.create(&h, "imagine", json!({ "prompt": "mine" })).await;
     h.mj.finish(&last_upstream(&h)).await;
     c.wait_for(&h, mine, "finished").await;
-    let theirs = other.create(&h, "imagine", json!({ "prompt": "theirs" })).await;
+    let theirs = other
+        .create(&h, "imagine", json!({ "prompt": "theirs" }))
+        .await;
     let before = c.balance(&h).await;
     let submits = h.mj.count_submits();
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("imagine", json!({}), "prompt"),
         ("imagine", json!({ "prompt": "  " }), "prompt is required"),
-        ("imagine", json!({ "prompt": "x".repeat(4001) }), "at most 4000"),
-        ("imagine", json!({ "prompt": "x", "model": "dall-e-9" }), "valid models: flux-2-dev"),
-        ("imagine", json!({ "prompt": "x", "aspect_ratio": "5:4" }), "aspect_ratio must be one of"),
-        ("imagine", json!({ "prompt": "x", "model": "flux-kontext-pro" }), "image_url is required"),
-        ("imagine", json!({ "prompt": "x", "model": "midjourney", "negative_prompt": "y" }), "Flux"),
-        ("imagine", json!({ "prompt": "x", "model": "flux-pro", "negative_prompt": "y".repeat(4001) }), "at most 4000"),
-        ("imagine", json!({ "prompt": "x", "output_format": "gif" }), "output_format"),
-        ("imagine", json!({ "prompt": "x", "resolution": "8K" }), "resolution"),
-        ("imagine", json!({ "prompt": "x", "webhook_url": "ftp://example.com/h" }), "webhook_url"),
-        ("imagine", json!({ "prompt": "x", "webhook_secret": "s" }), "webhook_secret needs a webhook_url"),
+        (
+            "imagine",
+            json!({ "prompt": "x".repeat(4001) }),
+            "at most 4000",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "model": "dall-e-9" }),
+            "valid models: flux-2-dev",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "aspect_ratio": "5:4" }),
+            "aspect_ratio must be one of",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "model": "flux-kontext-pro" }),
+            "image_url is required",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "model": "midjourney", "negative_prompt": "y" }),
+            "Flux",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "model": "flux-pro", "negative_prompt": "y".repeat(4001) }),
+            "at most 4000",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "output_format": "gif" }),
+            "output_format",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "resolution": "8K" }),
+            "resolution",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "webhook_url": "ftp://example.com/h" }),
+            "webhook_url",
+        ),
+        (
+            "imagine",
+            json!({ "prompt": "x", "webhook_secret": "s" }),
+            "webhook_secret needs a webhook_url",
+        ),
         ("imagine", json!("not an object"), "invalid JSON body"),
         ("fetch", json!({ "task_id": "nope" }), "UUID"),
         ("fetch-many", json!({ "task_ids": [mine] }), "2 to 20"),
-        ("fetch-many", json!({ "task_ids": vec![mine; 21] }), "2 to 20"),
-        ("upscale-1x", json!({ "parent_task_id": mine, "index": "5" }), "index must be"),
+        (
+            "fetch-many",
+            json!({ "task_ids": vec![mine; 21] }),
+            "2 to 20",
+        ),
+        (
+            "upscale-1x",
+            json!({ "parent_task_id": mine, "index": "5" }),
+            "index must be",
+        ),
         ("upscale-1x", json!({ "parent_task_id": mine }), "index"),
-        ("upscale-alt", json!({ "parent_task_id": mine, "type": "subtle" }), "upscale-1x parent"),
-        ("upscale-alt", json!({ "parent_task_id": mine, "type": "wild" }), "type must be one of"),
+        (
+            "upscale-alt",
+            json!({ "parent_task_id": mine, "type": "subtle" }),
+            "upscale-1x parent",
+        ),
+        (
+            "upscale-alt",
+            json!({ "parent_task_id": mine, "type": "wild" }),
+            "type must be one of",
+        ),
         ("upscale-2x-4x", json!({ "type": "2x" }), "exactly one of"),
-        ("upscale-2x-4x", json!({ "type": "2x", "parent_task_id": mine, "image_url": "https://example.com/a.png" }), "exactly one of"),
-        ("upscale-2x-4x", json!({ "type": "8x", "image_url": "https://example.com/a.png" }), "type must be one of"),
-        ("upscale-2x-4x", json!({ "type": "2x", "parent_task_id": mine }), "index is required"),
-        ("variations", json!({ "parent_task_id": mine, "index": "strong" }), "upscale-1x parent"),
-        ("variations", json!({ "parent_task_id": mine, "index": "9" }), "index must be"),
-        ("pan", json!({ "parent_task_id": mine, "direction": "up" }), "upscale-1x parent"),
-        ("pan", json!({ "parent_task_id": mine, "direction": "north" }), "direction must be one of"),
-        ("blend", json!({ "image_urls": ["https://example.com/a.png"] }), "2 to 5"),
-        ("blend", json!({ "image_urls": vec!["https://example.com/a.png"; 6] }), "2 to 5"),
-        ("blend", json!({ "image_urls": ["https://example.com/a.png", "https://example.com/b.png"], "dimension": "round" }), "dimension must be one of"),
+        (
+            "upscale-2x-4x",
+            json!({ "type": "2x", "parent_task_id": mine, "image_url": "https://example.com/a.png" }),
+            "exactly one of",
+        ),
+        (
+            "upscale-2x-4x",
+            json!({ "type": "8x", "image_url": "https://example.com/a.png" }),
+            "type must be one of",
+        ),
+        (
+            "upscale-2x-4x",
+            json!({ "type": "2x", "parent_task_id": mine }),
+            "index is required",
+        ),
+        (
+            "variations",
+            json!({ "parent_task_id": mine, "index": "strong" }),
+            "upscale-1x parent",
+        ),
+        (
+            "variations",
+            json!({ "parent_task_id": mine, "index": "9" }),
+            "index must be",
+        ),
+        (
+            "pan",
+            json!({ "parent_task_id": mine, "direction": "up" }),
+            "upscale-1x parent",
+        ),
+        (
+            "pan",
+            json!({ "parent_task_id": mine, "direction": "north" }),
+            "direction must be one of",
+        ),
+        (
+            "blend",
+            json!({ "image_urls": ["https://example.com/a.png"] }),
+            "2 to 5",
+        ),
+        (
+            "blend",
+            json!({ "image_urls": vec!["https://example.com/a.png"; 6] }),
+            "2 to 5",
+        ),
+        (
+            "blend",
+            json!({ "image_urls": ["https://example.com/a.png", "https://example.com/b.png"], "dimension": "round" }),
+            "dimension must be one of",
+        ),
         ("describe", json!({}), "image_url"),
-        ("faceswap", json!({ "target_image_url": "https://example.com/a.png" }), "swap_image_url"),
+        (
+            "faceswap",
+            json!({ "target_image_url": "https://example.com/a.png" }),
+            "swap_image_url",
+        ),
         ("imagine-video", json!({ "prompt": "x" }), "image_url"),
-        ("imagine-video", json!({ "prompt": "x", "image_url": "https://example.com/a.png", "motion": "wild" }), "motion must be one of"),
-        ("extend-video", json!({ "parent_task_id": mine, "index": "1", "prompt": "x" }), "imagine-video parent"),
-        ("inpaint", json!({ "parent_task_id": mine, "mask": "not base64!" }), "base64-encoded PNG"),
-        ("outpaint", json!({ "parent_task_id": mine, "zoom_ratio": 1.0 }), "zoom_ratio"),
-        ("outpaint", json!({ "parent_task_id": mine, "zoom_ratio": 2.5 }), "zoom_ratio"),
+        (
+            "imagine-video",
+            json!({ "prompt": "x", "image_url": "https://example.com/a.png", "motion": "wild" }),
+            "motion must be one of",
+        ),
+        (
+            "extend-video",
+            json!({ "parent_task_id": mine, "index": "1", "prompt": "x" }),
+            "imagine-video parent",
+        ),
+        (
+            "inpaint",
+            json!({ "parent_task_id": mine, "mask": "not base64!" }),
+            "base64-encoded PNG",
+        ),
+        (
+            "outpaint",
+            json!({ "parent_task_id": mine, "zoom_ratio": 1.0 }),
+            "zoom_ratio",
+        ),
+        (
+            "outpaint",
+            json!({ "parent_task_id": mine, "zoom_ratio": 2.5 }),
+            "zoom_ratio",
+        ),
         ("reroll", json!({ "parent_task_id": "123" }), "UUID"),
     ];
     for (endpoint, body, needle) in cases {
         let (status, v) = c.post(&h, endpoint, body.clone()).await;
         assert_eq!(status, 400, "{endpoint} {body}: {v}");
         let msg = v["errors"][0]["msg"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "{endpoint} {body}: {msg:?} lacks {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{endpoint} {body}: {msg:?} lacks {needle:?}"
+        );
     }
     // Foreign and unknown parents and tasks are 404 alike.
     for (endpoint, body) in [
         ("fetch", json!({ "task_id": theirs })),
         ("fetch", json!({ "task_id": uuid::Uuid::new_v4() })),
-        ("upscale-1x", json!({ "parent_task_id": theirs, "index": "1" })),
+        (
+            "upscale-1x",
+            json!({ "parent_task_id": theirs, "index": "1" }),
+        ),
         ("reroll", json!({ "parent_task_id": uuid::Uuid::new_v4() })),
     ] {
         let (status, v) = c.post(&h, endpoint, body.clone()).await;
@@ -142,7 +289,11 @@ async fn every_validation_rule_answers_400_and_charges_nothing() {
     }
     // fetch-many leaves unknown and foreign ids out.
     let (status, v) = c
-        .post(&h, "fetch-many", json!({ "task_ids": [mine, theirs, uuid::Uuid::new_v4()] }))
+        .post(
+            &h,
+            "fetch-many",
+            json!({ "task_ids": [mine, theirs, uuid::Uuid::new_v4()] }),
+        )
         .await;
     assert_eq!(status, 200);
     let tasks = v["tasks"].as_array().unwrap();
@@ -168,25 +319,60 @@ async fn every_validation_rule_answers_400_and_charges_nothing() {
 async fn editing_actions_follow_the_parent_rules_and_buttons() {
     let h = Harness::start().await;
     let c = h.api_client("editor@example.com", 200).await;
-    let grid = c.create(&h, "imagine", json!({ "prompt": "a lighthouse" })).await;
+    let grid = c
+        .create(&h, "imagine", json!({ "prompt": "a lighthouse" }))
+        .await;
     h.mj.finish(&last_upstream(&h)).await;
     c.wait_for(&h, grid, "finished").await;
 
-    let up = c.create(&h, "upscale-1x", json!({ "parent_task_id": grid, "index": "2" })).await;
-    let call = h.mj.calls().into_iter().rev().find(|c| c.path.ends_with("/submit/action")).unwrap();
-    assert!(call.body["customId"].as_str().unwrap().starts_with("MJ::JOB::upsample::2::"));
+    let up = c
+        .create(
+            &h,
+            "upscale-1x",
+            json!({ "parent_task_id": grid, "index": "2" }),
+        )
+        .await;
+    let call =
+        h.mj.calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.path.ends_with("/submit/action"))
+            .unwrap();
+    assert!(call.body["customId"]
+        .as_str()
+        .unwrap()
+        .starts_with("MJ::JOB::upsample::2::"));
     h.mj.finish(&last_upstream(&h)).await;
     let upscaled = c.wait_for(&h, up, "finished").await;
     assert_eq!(upscaled["task_type"], "upscale-1x");
-    assert!(upscaled["image_url"].as_str().unwrap().ends_with("/upscaled.png"));
+    assert!(upscaled["image_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/upscaled.png"));
     assert!(upscaled.get("image_urls").is_none());
 
     // Pan, variations (strong), upscale-alt on the upscale; reroll only on the imagine.
     for (endpoint, body, task_type) in [
-        ("pan", json!({ "parent_task_id": up, "direction": "left" }), "pan-left"),
-        ("variations", json!({ "parent_task_id": up, "index": "strong" }), "variation-strong"),
-        ("variations", json!({ "parent_task_id": grid, "index": "3" }), "variation-3"),
-        ("upscale-alt", json!({ "parent_task_id": up, "type": "creative" }), "upscale-creative"),
+        (
+            "pan",
+            json!({ "parent_task_id": up, "direction": "left" }),
+            "pan-left",
+        ),
+        (
+            "variations",
+            json!({ "parent_task_id": up, "index": "strong" }),
+            "variation-strong",
+        ),
+        (
+            "variations",
+            json!({ "parent_task_id": grid, "index": "3" }),
+            "variation-3",
+        ),
+        (
+            "upscale-alt",
+            json!({ "parent_task_id": up, "type": "creative" }),
+            "upscale-creative",
+        ),
         ("reroll", json!({ "parent_task_id": grid }), "reroll"),
     ] {
         let t = c.create(&h, endpoint, body).await;
@@ -200,17 +386,41 @@ async fn editing_actions_follow_the_parent_rules_and_buttons() {
     // Inpaint and outpaint go through the proxy's modal (code 21, then /submit/modal).
     let mask = format!("data:image/png;base64,{}", support::images::TINY_PNG_B64);
     let inpaint = c
-        .create(&h, "inpaint", json!({ "parent_task_id": up, "mask": mask, "prompt": "a boat" }))
+        .create(
+            &h,
+            "inpaint",
+            json!({ "parent_task_id": up, "mask": mask, "prompt": "a boat" }),
+        )
         .await;
-    let modal = h.mj.calls().into_iter().rev().find(|c| c.path.ends_with("/submit/modal")).unwrap();
+    let modal =
+        h.mj.calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.path.ends_with("/submit/modal"))
+            .unwrap();
     assert_eq!(modal.body["prompt"], "a boat");
-    assert!(modal.body["maskBase64"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    assert!(modal.body["maskBase64"]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/png;base64,"));
     h.mj.finish(&last_upstream(&h)).await;
-    assert_eq!(c.wait_for(&h, inpaint, "finished").await["task_type"], "inpaint");
+    assert_eq!(
+        c.wait_for(&h, inpaint, "finished").await["task_type"],
+        "inpaint"
+    );
     let outpaint = c
-        .create(&h, "outpaint", json!({ "parent_task_id": up, "zoom_ratio": 1.5 }))
+        .create(
+            &h,
+            "outpaint",
+            json!({ "parent_task_id": up, "zoom_ratio": 1.5 }),
+        )
         .await;
-    let modal = h.mj.calls().into_iter().rev().find(|c| c.path.ends_with("/submit/modal")).unwrap();
+    let modal =
+        h.mj.calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.path.ends_with("/submit/modal"))
+            .unwrap();
     assert_eq!(modal.body["prompt"], "a lighthouse --zoom 1.5");
     h.mj.finish(&last_upstream(&h)).await;
     c.wait_for(&h, outpaint, "finished").await;
@@ -218,36 +428,71 @@ async fn editing_actions_follow_the_parent_rules_and_buttons() {
     // Blend, describe and face swap download their inputs and send them as base64.
     let img = |n: &str| format!("{}/img/src/{n}.png", h.mj.url);
     let blend = c
-        .create(&h, "blend", json!({ "image_urls": [img("a"), img("b")], "dimension": "portrait" }))
+        .create(
+            &h,
+            "blend",
+            json!({ "image_urls": [img("a"), img("b")], "dimension": "portrait" }),
+        )
         .await;
-    let call = h.mj.calls().into_iter().rev().find(|c| c.path.ends_with("/submit/blend")).unwrap();
+    let call =
+        h.mj.calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.path.ends_with("/submit/blend"))
+            .unwrap();
     assert_eq!(call.body["dimensions"], "PORTRAIT");
-    assert!(call.body["base64Array"][1].as_str().unwrap().starts_with("data:image/png;base64,"));
+    assert!(call.body["base64Array"][1]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/png;base64,"));
     h.mj.finish(&last_upstream(&h)).await;
-    assert_eq!(c.wait_for(&h, blend, "finished").await["image_urls"].as_array().unwrap().len(), 4);
-    let describe = c.create(&h, "describe", json!({ "image_url": img("d") })).await;
+    assert_eq!(
+        c.wait_for(&h, blend, "finished").await["image_urls"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let describe = c
+        .create(&h, "describe", json!({ "image_url": img("d") }))
+        .await;
     h.mj.finish(&last_upstream(&h)).await;
     let d = c.wait_for(&h, describe, "finished").await;
     assert_eq!(d["content"].as_array().unwrap().len(), 4, "{d}");
     assert_eq!(d["image_url"], img("d"));
     let swap = c
-        .create(&h, "faceswap", json!({ "target_image_url": img("t"), "swap_image_url": img("s") }))
+        .create(
+            &h,
+            "faceswap",
+            json!({ "target_image_url": img("t"), "swap_image_url": img("s") }),
+        )
         .await;
     h.mj.finish(&last_upstream(&h)).await;
     assert!(c.wait_for(&h, swap, "finished").await["image_url"].is_string());
 
     // Video, then extending one of its four clips.
     let video = c
-        .create(&h, "imagine-video", json!({ "prompt": "waves", "image_url": img("v") }))
+        .create(
+            &h,
+            "imagine-video",
+            json!({ "prompt": "waves", "image_url": img("v") }),
+        )
         .await;
     h.mj.finish(&last_upstream(&h)).await;
     let v = c.wait_for(&h, video, "finished").await;
     assert_eq!(v["video_urls"].as_array().unwrap().len(), 4, "{v}");
     let ext = c
-        .create(&h, "extend-video", json!({ "parent_task_id": video, "index": "2", "prompt": "more waves" }))
+        .create(
+            &h,
+            "extend-video",
+            json!({ "parent_task_id": video, "index": "2", "prompt": "more waves" }),
+        )
         .await;
     h.mj.finish(&last_upstream(&h)).await;
-    assert_eq!(c.wait_for(&h, ext, "finished").await["task_type"], "imagine-video-extend");
+    assert_eq!(
+        c.wait_for(&h, ext, "finished").await["task_type"],
+        "imagine-video-extend"
+    );
     // Every task settled: nothing still reserved.
     // imagine 4, upscale-1x 2, pan/variations×2/upscale-alt/reroll 4 each, inpaint and
     // outpaint 4, blend 4, describe 2, faceswap 2, video and its extension 8 each.
@@ -267,26 +512,42 @@ async fn upstream_refusals_fail_the_task_and_release_credits() {
         ("#submit=http500", "HTTP 500"),
     ] {
         let (status, v) = c
-            .post(&h, "imagine", json!({ "prompt": format!("a cat {directive}") }))
+            .post(
+                &h,
+                "imagine",
+                json!({ "prompt": format!("a cat {directive}") }),
+            )
             .await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["status"], "failed", "{directive}: {v}");
-        assert!(v["error"].as_str().unwrap().contains(needle), "{directive}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(needle),
+            "{directive}: {v}"
+        );
         assert_eq!(c.balance(&h).await, (16, 0), "{directive} released");
     }
     // 21 and 22 are accepted.
     for directive in ["#submit=21", "#submit=22"] {
         let (_, v) = c
-            .post(&h, "imagine", json!({ "prompt": format!("a cat {directive}") }))
+            .post(
+                &h,
+                "imagine",
+                json!({ "prompt": format!("a cat {directive}") }),
+            )
             .await;
         assert_eq!(v["status"], "pending", "{directive}: {v}");
     }
     // A job that fails upstream later is failed with its reason and released.
-    let t = c.create(&h, "imagine", json!({ "prompt": "doomed #end=failure" })).await;
+    let t = c
+        .create(&h, "imagine", json!({ "prompt": "doomed #end=failure" }))
+        .await;
     assert_eq!(c.balance(&h).await, (4, 12));
     h.mj.finish(&last_upstream(&h)).await;
     let v = c.wait_for(&h, t, "failed").await;
-    assert!(v["error"].as_str().unwrap().contains("Job failed: test"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("Job failed: test"),
+        "{v}"
+    );
     c.wait_balance(&h, (8, 8)).await;
 }
 
@@ -295,7 +556,11 @@ async fn synchronous_models_answer_with_the_image_and_async_ones_run_in_the_work
     let h = Harness::start().await;
     let c = h.api_client("sync@example.com", 30).await;
     let (status, v) = c
-        .post(&h, "imagine", json!({ "prompt": "a teapot", "model": "nano-banana", "aspect_ratio": "3:2" }))
+        .post(
+            &h,
+            "imagine",
+            json!({ "prompt": "a teapot", "model": "nano-banana", "aspect_ratio": "3:2" }),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["status"], "finished");
@@ -304,13 +569,20 @@ async fn synchronous_models_answer_with_the_image_and_async_ones_run_in_the_work
     assert_eq!(call.path, "/v1/images/generations");
     assert_eq!(call.json["model"], "gemini-2.5-flash-image");
     assert_eq!(call.json["aspect_ratio"], "3:2");
-    assert_eq!(call.header("authorization"), Some("Bearer sk-images-test-key-91c2"));
+    assert_eq!(
+        call.header("authorization"),
+        Some("Bearer sk-images-test-key-91c2")
+    );
     assert_eq!(c.balance(&h).await, (28, 0));
 
     // An edit model downloads the image and sends it as a multipart edit.
     let src = format!("{}/img/src/photo.png", h.mj.url);
     let (_, v) = c
-        .post(&h, "imagine", json!({ "prompt": "make it blue", "model": "flux-kontext-pro", "image_url": src }))
+        .post(
+            &h,
+            "imagine",
+            json!({ "prompt": "make it blue", "model": "flux-kontext-pro", "image_url": src }),
+        )
         .await;
     assert_eq!(v["status"], "finished", "{v}");
     let call = h.images.calls().into_iter().last().unwrap();
@@ -320,19 +592,31 @@ async fn synchronous_models_answer_with_the_image_and_async_ones_run_in_the_work
 
     // Upstream errors fail the task at once; nothing is charged.
     let (_, v) = c
-        .post(&h, "imagine", json!({ "prompt": "boom #images=500", "model": "gpt-image-1" }))
+        .post(
+            &h,
+            "imagine",
+            json!({ "prompt": "boom #images=500", "model": "gpt-image-1" }),
+        )
         .await;
     assert_eq!(v["status"], "failed", "{v}");
     assert!(v["error"].as_str().unwrap().contains("500"));
     let (_, v) = c
-        .post(&h, "imagine", json!({ "prompt": "bad #images=malformed", "model": "gpt-image-1" }))
+        .post(
+            &h,
+            "imagine",
+            json!({ "prompt": "bad #images=malformed", "model": "gpt-image-1" }),
+        )
         .await;
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(c.balance(&h).await, (24, 0));
 
     // flux-pro is asynchronous: accepted staged, run by the worker.
     let (_, v) = c
-        .post(&h, "imagine", json!({ "prompt": "a fern", "model": "flux-pro", "negative_prompt": "blur" }))
+        .post(
+            &h,
+            "imagine",
+            json!({ "prompt": "a fern", "model": "flux-pro", "negative_prompt": "blur" }),
+        )
         .await;
     assert_eq!(v["status"], "staged", "{v}");
     let t: uuid::Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
@@ -344,7 +628,11 @@ async fn synchronous_models_answer_with_the_image_and_async_ones_run_in_the_work
 
     // upscale-2x-4x from a URL also runs in the worker.
     let (_, v) = c
-        .post(&h, "upscale-2x-4x", json!({ "image_url": src, "type": "4x" }))
+        .post(
+            &h,
+            "upscale-2x-4x",
+            json!({ "image_url": src, "type": "4x" }),
+        )
         .await;
     let t: uuid::Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
     let done = c.wait_for(&h, t, "finished").await;
@@ -358,18 +646,29 @@ async fn an_idempotency_key_returns_the_same_task_without_a_second_charge() {
     let h = Harness::start().await;
     let c = h.api_client("retry@example.com", 20).await;
     let body = json!({ "prompt": "a boat" });
-    let (s1, a) = c.post_with(&h, "imagine", &body, &[("idempotency-key", "req-77")]).await;
-    let (s2, b) = c.post_with(&h, "imagine", &body, &[("idempotency-key", "req-77")]).await;
+    let (s1, a) = c
+        .post_with(&h, "imagine", &body, &[("idempotency-key", "req-77")])
+        .await;
+    let (s2, b) = c
+        .post_with(&h, "imagine", &body, &[("idempotency-key", "req-77")])
+        .await;
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(a["task_id"], b["task_id"]);
     assert_eq!(h.mj.count_submits(), 1);
     assert_eq!(c.balance(&h).await, (16, 4));
     // The same key for another request is refused; another key is a new task.
     let (s3, v) = c
-        .post_with(&h, "imagine", &json!({ "prompt": "a ship" }), &[("idempotency-key", "req-77")])
+        .post_with(
+            &h,
+            "imagine",
+            &json!({ "prompt": "a ship" }),
+            &[("idempotency-key", "req-77")],
+        )
         .await;
     assert_eq!(s3, 400, "{v}");
-    let (_, d) = c.post_with(&h, "imagine", &body, &[("idempotency-key", "req-78")]).await;
+    let (_, d) = c
+        .post_with(&h, "imagine", &body, &[("idempotency-key", "req-78")])
+        .await;
     assert_ne!(d["task_id"], a["task_id"]);
     assert_eq!(c.balance(&h).await, (12, 8));
 }
@@ -380,7 +679,9 @@ async fn polling_finds_results_without_callbacks_and_stuck_tasks_time_out() {
     let c = h.api_client("poller@example.com", 8).await;
     h.mj.set_notify(false);
     let t = c.create(&h, "imagine", json!({ "prompt": "quiet" })).await;
-    let stuck = c.create(&h, "imagine", json!({ "prompt": "never #end=stuck" })).await;
+    let stuck = c
+        .create(&h, "imagine", json!({ "prompt": "never #end=stuck" }))
+        .await;
     let ids = h.mj.upstream_ids();
     h.mj.finish(&ids[0]).await;
     h.mj.finish(&ids[1]).await;
@@ -391,7 +692,11 @@ async fn polling_finds_results_without_callbacks_and_stuck_tasks_time_out() {
     assert_eq!(done["image_urls"].as_array().unwrap().len(), 4);
     let v = c.wait_for(&h, stuck, "processing").await;
     assert_eq!(v["percentage"], "45");
-    let polls = h.mj.calls().iter().filter(|c| c.path.ends_with("/list-by-condition")).count();
+    let polls =
+        h.mj.calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/list-by-condition"))
+            .count();
     assert!(polls >= 1);
     // Past the provider's task timeout (900 s) the stuck task fails and is released.
     h.clock.advance(chrono::Duration::seconds(901));
@@ -407,9 +712,14 @@ async fn polling_finds_results_without_callbacks_and_stuck_tasks_time_out() {
 async fn the_notify_hook_checks_its_token_and_the_report() {
     let h = Harness::start().await;
     let c = h.api_client("hooks@example.com", 8).await;
-    let t = c.create(&h, "imagine", json!({ "prompt": "guarded" })).await;
+    let t = c
+        .create(&h, "imagine", json!({ "prompt": "guarded" }))
+        .await;
     let up = last_upstream(&h);
-    let hook = h.mj.task(&up).unwrap()["notifyHook"].as_str().unwrap().to_string();
+    let hook = h.mj.task(&up).unwrap()["notifyHook"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let http = reqwest::Client::new();
     // A forged token (right task id, wrong secret) and a wrong provider are unknown.
     let forged = format!("{}{}", &hook[..hook.len() - 4], "0000");

@@ -136,10 +136,8 @@ impl FromRequest for ApiKeyAuth {
             let (key_id, account_id) = app.authenticate_api_key(&raw, &ctx).await?;
             // From here the request is the account's: the usage log records it, whatever
             // its outcome (a rate-limited request included).
-            req.extensions_mut().insert(crate::usage::ApiUsage {
-                account_id,
-                key_id,
-            });
+            req.extensions_mut()
+                .insert(crate::usage::ApiUsage { account_id, key_id });
             app.limits
                 .api_key(&key_id.to_string())
                 .map_err(ApiError::TooManyRequests)?;

@@ -61,11 +61,7 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
         ) => "consents",
         (
             "task",
-            "TaskCreated"
-            | "TaskSubmitted"
-            | "TaskProgressed"
-            | "TaskFinished"
-            | "TaskFailed"
+            "TaskCreated" | "TaskSubmitted" | "TaskProgressed" | "TaskFinished" | "TaskFailed"
             | "WebhookAttempted",
         ) => "tasks",
         ("usage", "ApiRequestRecorded") => "api_requests",

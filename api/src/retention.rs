@@ -433,7 +433,11 @@ impl AppState {
             "DELETE FROM rm_usage WHERE at < $1",
             "DELETE FROM rm_tasks WHERE created_at < $1",
         ] {
-            n += sqlx::query(q).bind(cutoff).execute(&self.db.any).await?.rows_affected();
+            n += sqlx::query(q)
+                .bind(cutoff)
+                .execute(&self.db.any)
+                .await?
+                .rows_affected();
         }
         n += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind((as_of - chrono::Duration::hours(24)).timestamp_millis())

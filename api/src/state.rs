@@ -2,11 +2,13 @@
 
 use crate::config::{secret_or_generated, Config};
 use crate::rate_limit::RateLimits;
+use crate::upstreams::Upstreams;
 use anyhow::{Context, Result};
 use journey_commands::billing_refs::BillingRefs;
 use journey_commands::clock::{SharedClock, SystemClock};
 use journey_commands::identity_index::IdentityIndex;
 use journey_commands::mailer::Mailer;
+use journey_commands::net_guard::Guard;
 use journey_commands::oidc::{OidcClient, OidcConfig};
 use journey_commands::stripe_api::StripeApi;
 use journey_commands::vault::MasterKey;
@@ -18,15 +20,13 @@ use journey_domain::catalog::Catalog;
 use journey_domain::consent::Consents;
 use journey_domain::credits::CreditLedger;
 use journey_domain::magic_link::MagicLink;
+use journey_domain::models::ModelCatalog;
 use journey_domain::requests::DataSubjectRequest;
 use journey_domain::retention_log::RetentionRun;
 use journey_domain::session::Session;
 use journey_domain::staff::StaffMember;
-use journey_domain::models::ModelCatalog;
 use journey_domain::task::Task;
 use journey_domain::usage::UsageDay;
-use journey_commands::net_guard::Guard;
-use crate::upstreams::Upstreams;
 use journey_projections::Runner;
 use std::sync::Arc;
 
@@ -128,7 +128,9 @@ impl AppState {
         let upstreams = Upstreams::new(&cfg)?;
         let guard = Guard::new(cfg.allow_private_webhooks);
         if cfg.allow_private_webhooks {
-            tracing::warn!("JOURNEY_ALLOW_PRIVATE_WEBHOOKS is on: client URLs may reach internal addresses");
+            tracing::warn!(
+                "JOURNEY_ALLOW_PRIVATE_WEBHOOKS is on: client URLs may reach internal addresses"
+            );
         }
         Ok(Arc::new(AppState {
             limits: RateLimits::new(

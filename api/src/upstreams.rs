@@ -32,8 +32,9 @@ impl Upstreams {
             let timeout = Duration::from_secs(p.request_timeout_secs.max(1));
             match p.kind.as_str() {
                 MJ_PROXY => {
-                    let c = MjProxyClient::new(&p.base_url, p.auth, key, p.speed.as_deref(), timeout)
-                        .with_context(|| format!("provider {name}"))?;
+                    let c =
+                        MjProxyClient::new(&p.base_url, p.auth, key, p.speed.as_deref(), timeout)
+                            .with_context(|| format!("provider {name}"))?;
                     up.mj.insert(name.clone(), c);
                 }
                 OPENAI_IMAGES => {

@@ -82,7 +82,11 @@ pub fn parse_instant(field: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        .ok_or_else(|| ApiError::bad(format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 time")))
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "{field} must be a date (YYYY-MM-DD) or an RFC 3339 time"
+            ))
+        })
 }
 
 impl AppState {
@@ -97,7 +101,11 @@ impl AppState {
     ) -> Result<(), ApiError> {
         let subject = who.account_id.to_string();
         let client_ip = match &ctx.ip {
-            Some(ip) => Some(self.vault.seal(&subject, DataCategory::Usage, ctx.at, ip).await?),
+            Some(ip) => Some(
+                self.vault
+                    .seal(&subject, DataCategory::Usage, ctx.at, ip)
+                    .await?,
+            ),
             None => None,
         };
         let record = ApiRequest {
@@ -170,7 +178,7 @@ impl AppState {
             None
         };
         let days = sqlx::query(
-            "SELECT day, COUNT(*), SUM(credits) FROM rm_usage
+            "SELECT day, COUNT(*), CAST(SUM(credits) AS BIGINT) FROM rm_usage
              WHERE account_id = $1 AND at >= $2 AND at < $3 GROUP BY day ORDER BY day",
         )
         .bind(account.to_string())

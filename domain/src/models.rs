@@ -92,7 +92,9 @@ impl ModelCatalog {
             ));
         }
         let need_kind = |name: &str, kind: &str, what: &str| match providers(name) {
-            None => bad(format!("{what} uses provider {name:?}, which is not configured")),
+            None => bad(format!(
+                "{what} uses provider {name:?}, which is not configured"
+            )),
             Some(k) if k != kind => bad(format!(
                 "{what} uses provider {name:?} of kind {k:?}, but needs a {kind:?} provider"
             )),
@@ -101,8 +103,14 @@ impl ModelCatalog {
         need_kind(&self.actions_provider, MJ_PROXY, "actions_provider")?;
         need_kind(&self.upscaler_provider, OPENAI_IMAGES, "upscaler_provider")?;
         for (id, m) in &self.models {
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
-                return bad(format!("model id {id:?} must be letters, digits, '-', '.' or '_'"));
+            if id.is_empty()
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return bad(format!(
+                    "model id {id:?} must be letters, digits, '-', '.' or '_'"
+                ));
             }
             if m.credits == 0 || m.credits > 1000 {
                 return bad(format!("model {id}: credits must be 1..=1000"));
@@ -118,7 +126,9 @@ impl ModelCatalog {
                     return bad(format!("model {id}: midjourney-proxy models are async"))
                 }
                 (MJ_PROXY, _) if m.edit => {
-                    return bad(format!("model {id}: midjourney-proxy models cannot be edit models"))
+                    return bad(format!(
+                        "model {id}: midjourney-proxy models cannot be edit models"
+                    ))
                 }
                 (MJ_PROXY | OPENAI_IMAGES, _) => {}
                 (other, _) => return bad(format!("model {id}: unknown provider kind {other:?}")),

@@ -572,7 +572,10 @@ mod tests {
     #[test]
     fn type_names_are_the_reference_names() {
         assert_eq!(TaskType::Upscale1x.as_str(), "upscale-1x");
-        assert_eq!(TaskType::ImagineVideoExtend.as_str(), "imagine-video-extend");
+        assert_eq!(
+            TaskType::ImagineVideoExtend.as_str(),
+            "imagine-video-extend"
+        );
         assert_eq!(TaskType::parse("pan-left"), Some(TaskType::PanLeft));
         assert_eq!(TaskType::parse("pan"), None);
     }

@@ -84,19 +84,19 @@ impl Projection for Tasks {
                 percentage,
                 at,
             } => {
-                set_status(status, percentage, at).execute(&mut *conn).await?;
+                set_status(status, percentage, at)
+                    .execute(&mut *conn)
+                    .await?;
             }
             TaskEvent::TaskFinished { images, at, .. } => {
                 set_status(TaskStatus::Finished, 100, at)
                     .execute(&mut *conn)
                     .await?;
-                sqlx::query(
-                    "UPDATE rm_tasks SET images = $1 WHERE task_id = $2",
-                )
-                .bind(i64::from(images))
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+                sqlx::query("UPDATE rm_tasks SET images = $1 WHERE task_id = $2")
+                    .bind(i64::from(images))
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
                 let account: Option<(String,)> =
                     sqlx::query_as("SELECT account_id FROM rm_tasks WHERE task_id = $1")
                         .bind(id)

@@ -18,7 +18,11 @@ pub struct ApiClient {
 fn ensure_granter(h: &Harness) -> String {
     let email = "granter@example.com";
     let out = h.cli(&["staff", "grant", email, "support"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     email.to_string()
 }
 
@@ -86,7 +90,10 @@ impl ApiClient {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn post(&self, h: &Harness, endpoint: &str, body: Value) -> (u16, Value) {
@@ -155,5 +162,8 @@ impl ApiClient {
 
 /// The fake's upstream id for the newest task it accepted.
 pub fn last_upstream(h: &Harness) -> String {
-    h.mj.upstream_ids().last().cloned().expect("an upstream task")
+    h.mj.upstream_ids()
+        .last()
+        .cloned()
+        .expect("an upstream task")
 }

@@ -134,7 +134,11 @@ pub struct TaskList {
         (status = 404, description = "Unknown task_id, or another account's", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limit; see `Retry-After`", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn fetch(app: web::Data<AppState>, auth: ApiKeyAuth, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn fetch(
+    app: web::Data<AppState>,
+    auth: ApiKeyAuth,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let r: FetchRequest = parse(&body)?;
     let id = parse_task_id("task_id", &r.task_id)?;
     let task = app
@@ -152,7 +156,11 @@ pub async fn fetch(app: web::Data<AppState>, auth: ApiKeyAuth, body: web::Bytes)
         (status = 401, description = "Missing, malformed, unknown or revoked key; body `{}`"),
         (status = 429, description = "Rate limit; see `Retry-After`", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn fetch_many(app: web::Data<AppState>, auth: ApiKeyAuth, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn fetch_many(
+    app: web::Data<AppState>,
+    auth: ApiKeyAuth,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let r: FetchManyRequest = parse(&body)?;
     if !(2..=20).contains(&r.task_ids.len()) {
         return Err(ApiError::bad("task_ids must hold 2 to 20 task ids"));

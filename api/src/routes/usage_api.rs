@@ -49,7 +49,11 @@ pub async fn usage(
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let now = app.clock.now();
-    let to = q.to.as_deref().map(|v| parse_instant("to", v)).transpose()?.unwrap_or(now + Duration::seconds(1));
+    let to =
+        q.to.as_deref()
+            .map(|v| parse_instant("to", v))
+            .transpose()?
+            .unwrap_or(now + Duration::seconds(1));
     let from = q
         .from
         .as_deref()
@@ -86,7 +90,12 @@ pub async fn tasks(
     q: web::Query<TasksQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = app
-        .task_page(auth.account_id, q.status.as_deref(), q.before, limit(q.limit)?)
+        .task_page(
+            auth.account_id,
+            q.status.as_deref(),
+            q.before,
+            limit(q.limit)?,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(page))
 }

@@ -151,13 +151,12 @@ impl AppState {
     async fn forget_idempotency(&self, caller: Caller, key: Option<&IdempotencyKey>) {
         if let Some(key) = key {
             let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
-            let _ = sqlx::query(
-                "DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2",
-            )
-            .bind(caller.account_id.to_string())
-            .bind(key_hash)
-            .execute(&self.db.any)
-            .await;
+            let _ =
+                sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2")
+                    .bind(caller.account_id.to_string())
+                    .bind(key_hash)
+                    .execute(&self.db.any)
+                    .await;
         }
     }
 
@@ -260,8 +259,15 @@ impl AppState {
         let task = match (prepared.run, submit) {
             (Run::Mj { modal, .. }, Some(submit)) => {
                 let hook = self.notify_url(&prepared.provider, &token);
-                self.submit_mj(task_id, task, &prepared.provider, submit, modal, &hook, ctx.at)
-                    .await?
+                self.submit_mj(
+                    task_id,
+                    task,
+                    &prepared.provider,
+                    (submit, modal),
+                    &hook,
+                    ctx.at,
+                )
+                .await?
             }
             (Run::Images { job, sync: true }, _) => {
                 self.run_images(task_id, task, &prepared.provider, &job, ctx.at)
@@ -325,8 +331,14 @@ impl AppState {
         };
         // The work row first: from here on a crash leaves the worker something to clean up.
         let grace = self.upstreams.request_timeout(&p.provider) + chrono::Duration::seconds(30);
-        self.enqueue_work(task_id, caller.account_id, &p.provider, ctx.at + grace, ctx.at)
-            .await?;
+        self.enqueue_work(
+            task_id,
+            caller.account_id,
+            &p.provider,
+            ctx.at + grace,
+            ctx.at,
+        )
+        .await?;
         let command = TaskCommand::Create {
             spec: Box::new(spec),
             at: ctx.at,
@@ -371,15 +383,13 @@ impl AppState {
         task_id: Uuid,
         task: Task,
         provider: &str,
-        submit: Submit,
-        modal: Option<super::requests::ModalFollow>,
+        (submit, modal): (Submit, Option<super::requests::ModalFollow>),
         hook: &str,
         at: DateTime<Utc>,
     ) -> Result<Task, ApiError> {
-        let client = self
-            .upstreams
-            .mj(provider)
-            .ok_or_else(|| ApiError::Unavailable(format!("provider {provider} is not configured")))?;
+        let client = self.upstreams.mj(provider).ok_or_else(|| {
+            ApiError::Unavailable(format!("provider {provider} is not configured"))
+        })?;
         let state = task_id.to_string();
         let reply = client.submit(&submit, Some(hook), Some(&state)).await;
         let mut outcome = match reply {
@@ -387,11 +397,24 @@ impl AppState {
             Err(e) => {
                 let error = format!("{e}");
                 return self
-                    .fail_task(task_id, &task, FailCause::Unreachable, &error, self.clock.now())
+                    .fail_task(
+                        task_id,
+                        &task,
+                        FailCause::Unreachable,
+                        &error,
+                        self.clock.now(),
+                    )
                     .await;
             }
         };
-        if let (SubmitOutcome::Accepted { upstream_id, code: 21 }, Some(m)) = (&outcome, &modal) {
+        if let (
+            SubmitOutcome::Accepted {
+                upstream_id,
+                code: 21,
+            },
+            Some(m),
+        ) = (&outcome, &modal)
+        {
             let follow = Submit::Modal {
                 task_id: upstream_id.clone(),
                 prompt: m.prompt.clone(),
@@ -402,7 +425,13 @@ impl AppState {
                 Err(e) => {
                     let error = format!("{e}");
                     return self
-                        .fail_task(task_id, &task, FailCause::Unreachable, &error, self.clock.now())
+                        .fail_task(
+                            task_id,
+                            &task,
+                            FailCause::Unreachable,
+                            &error,
+                            self.clock.now(),
+                        )
                         .await;
                 }
             };
@@ -421,8 +450,14 @@ impl AppState {
                 Ok(task)
             }
             SubmitOutcome::Rejected { message, .. } => {
-                self.fail_task(task_id, &task, FailCause::Rejected, &message, self.clock.now())
-                    .await
+                self.fail_task(
+                    task_id,
+                    &task,
+                    FailCause::Rejected,
+                    &message,
+                    self.clock.now(),
+                )
+                .await
             }
         }
     }
@@ -436,21 +471,27 @@ impl AppState {
         job: &ImagesJob,
         at: DateTime<Utc>,
     ) -> Result<Task, ApiError> {
-        let client = self
-            .upstreams
-            .images(provider)
-            .ok_or_else(|| ApiError::Unavailable(format!("provider {provider} is not configured")))?;
+        let client = self.upstreams.images(provider).ok_or_else(|| {
+            ApiError::Unavailable(format!("provider {provider} is not configured"))
+        })?;
         let reply = if job.edit {
             let url = job.image_url.clone().unwrap_or_default();
-            let image = match download(&self.guard, &self.download_client, &url, &IMAGE_LIMITS).await {
-                Ok(i) => i,
-                Err(e) => {
-                    let error = e.message("image_url");
-                    return self
-                        .fail_task(task_id, &task, FailCause::BadInput, &error, self.clock.now())
-                        .await;
-                }
-            };
+            let image =
+                match download(&self.guard, &self.download_client, &url, &IMAGE_LIMITS).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        let error = e.message("image_url");
+                        return self
+                            .fail_task(
+                                task_id,
+                                &task,
+                                FailCause::BadInput,
+                                &error,
+                                self.clock.now(),
+                            )
+                            .await;
+                    }
+                };
             client
                 .edit(&Edit {
                     model: job.upstream_model.clone(),
@@ -504,7 +545,8 @@ impl AppState {
                     }
                     _ => FailCause::Unreachable,
                 };
-                self.fail_task(task_id, &task, cause, &e.to_string(), now).await
+                self.fail_task(task_id, &task, cause, &e.to_string(), now)
+                    .await
             }
         }
     }

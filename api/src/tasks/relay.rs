@@ -7,11 +7,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use journey_commands::upstream::mj_proxy::{MjStatus, MjTask};
+use journey_commands::StoreError;
 use journey_domain::credits::{CreditCommand, CreditError, CreditLedger, Settlement};
-use journey_domain::meta::{Actor, CommandMeta};
+use journey_domain::meta::CommandMeta;
 use journey_domain::task::{FailCause, ResultKind, Task, TaskCommand, TaskResult, TaskStatus};
 use journey_domain::DataCategory;
-use journey_commands::StoreError;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -127,8 +127,7 @@ impl AppState {
 
     /// Whether the task's reservation is still open.
     pub async fn reservation_open(&self, account: Uuid, task_id: Uuid) -> Result<bool, ApiError> {
-        let (ledger, _): (CreditLedger, _) =
-            self.stores.credits.load(&account.to_string()).await?;
+        let (ledger, _): (CreditLedger, _) = self.stores.credits.load(&account.to_string()).await?;
         Ok(ledger
             .reservations
             .get(&task_id)
@@ -220,12 +219,11 @@ impl AppState {
                     .unwrap_or_default();
                 // Describe echoes the image the client sent.
                 let input = match task.spec.as_ref() {
-                    Some(s) => self
-                        .vault
-                        .open(&s.params)
-                        .await?
-                        .value()
-                        .and_then(|p| p.get("image_url").and_then(Value::as_str).map(str::to_string)),
+                    Some(s) => self.vault.open(&s.params).await?.value().and_then(|p| {
+                        p.get("image_url")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    }),
                     None => None,
                 };
                 TaskResult {
@@ -252,7 +250,10 @@ pub fn grid_images(grid: Option<&str>, properties: &Value) -> Vec<String> {
     let Ok(mut url) = url::Url::parse(grid) else {
         return vec![];
     };
-    let Some(last) = url.path_segments().and_then(|mut s| s.next_back()).map(str::to_string)
+    let Some(last) = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .map(str::to_string)
     else {
         return vec![];
     };
@@ -323,7 +324,10 @@ mod tests {
         assert_eq!(derived[0], "https://cdn.midjourney.com/abc/0_0.png");
         assert_eq!(derived[3], "https://cdn.midjourney.com/abc/0_3.png");
         let given = serde_json::json!({"imageUrls": ["a", "b", "c", "d"]});
-        assert_eq!(grid_images(Some("https://x/grid_0.png"), &given), ["a", "b", "c", "d"]);
+        assert_eq!(
+            grid_images(Some("https://x/grid_0.png"), &given),
+            ["a", "b", "c", "d"]
+        );
         assert!(grid_images(Some("https://x/y.png"), &Value::Null).is_empty());
     }
 
@@ -332,9 +336,4 @@ mod tests {
         let p = describe_prompts("1️⃣ a cat --ar 1:1\n\n2️⃣ a dog\n\n3️⃣ a fox\n\n4️⃣ an owl");
         assert_eq!(p, ["a cat --ar 1:1", "a dog", "a fox", "an owl"]);
     }
-}
-
-/// Who a client-API command is recorded as acting for.
-pub fn key_actor(key_id: Uuid) -> Actor {
-    Actor::ApiKey(key_id)
 }

@@ -200,6 +200,17 @@ pub struct ModalFollow {
     pub mask_base64: Option<String>,
 }
 
+/// A Midjourney action on a parent task: the button to press and what it costs.
+struct Action {
+    task_type: TaskType,
+    credits: u64,
+    /// Part of the parent's button `customId` that identifies the action.
+    needle: String,
+    /// Named in the 400 when the parent offers no such button.
+    what: &'static str,
+    modal: Option<ModalFollow>,
+}
+
 /// Images to download (through the address guard) and send as base64.
 #[derive(Debug, Clone)]
 pub enum Downloads {
@@ -246,16 +257,25 @@ fn prompt(field: &str, p: &str) -> Result<String, ApiError> {
         return Err(bad(format!("{field} is required")));
     }
     if p.chars().count() > MAX_PROMPT {
-        return Err(bad(format!("{field} must be at most {MAX_PROMPT} characters")));
+        return Err(bad(format!(
+            "{field} must be at most {MAX_PROMPT} characters"
+        )));
     }
     Ok(p.to_string())
 }
 
-fn one_of<'a>(field: &str, v: Option<&'a str>, allowed: &[&'a str], default: &'a str) -> Result<&'a str, ApiError> {
+fn one_of<'a>(
+    field: &str,
+    v: Option<&'a str>,
+    allowed: &[&'a str],
+    default: &'a str,
+) -> Result<&'a str, ApiError> {
     let v = v.unwrap_or(default);
-    allowed.iter().find(|a| **a == v).copied().ok_or_else(|| {
-        bad(format!("{field} must be one of {}", allowed.join(", ")))
-    })
+    allowed
+        .iter()
+        .find(|a| **a == v)
+        .copied()
+        .ok_or_else(|| bad(format!("{field} must be one of {}", allowed.join(", "))))
 }
 
 fn grid_index(i: &Index) -> Result<u8, ApiError> {
@@ -285,8 +305,13 @@ impl AppState {
             (None, Some(_)) => Err(bad("webhook_secret needs a webhook_url")),
             (Some(url), secret) => {
                 let url = self.checked_url("webhook_url", url)?;
-                if secret.as_ref().is_some_and(|s| s.len() > 256 || s.contains(['\r', '\n'])) {
-                    return Err(bad("webhook_secret must be at most 256 characters on one line"));
+                if secret
+                    .as_ref()
+                    .is_some_and(|s| s.len() > 256 || s.contains(['\r', '\n']))
+                {
+                    return Err(bad(
+                        "webhook_secret must be at most 256 characters on one line",
+                    ));
                 }
                 Ok(Some(WebhookTarget {
                     url,
@@ -314,29 +339,25 @@ impl AppState {
 
     fn mj_action(
         &self,
-        task_type: TaskType,
-        credits: u64,
         parent: (Uuid, &Task),
-        needle: &str,
-        what: &str,
+        action: Action,
         params: Value,
         hook: Option<WebhookTarget>,
-        modal: Option<ModalFollow>,
     ) -> Result<Prepared, ApiError> {
         let (parent_id, task) = parent;
         let custom_id = task
-            .button(needle)
-            .ok_or_else(|| bad(format!("the parent task offers no {what} action")))?;
+            .button(&action.needle)
+            .ok_or_else(|| bad(format!("the parent task offers no {} action", action.what)))?;
         let upstream = task
             .upstream_id
             .clone()
             .ok_or_else(|| bad("the parent task has no upstream job"))?;
         Ok(Prepared {
-            task_type,
+            task_type: action.task_type,
             model: MJ_FAMILY.to_string(),
             provider: self.models.actions_provider.clone(),
-            credits,
-            result_kind: task_type.result_kind(),
+            credits: action.credits,
+            result_kind: action.task_type.result_kind(),
             parent: Some(parent_id),
             params,
             hook,
@@ -346,7 +367,7 @@ impl AppState {
                     custom_id: custom_id.to_string(),
                 }),
                 downloads: None,
-                modal,
+                modal: action.modal,
             },
         })
     }
@@ -379,14 +400,22 @@ impl AppState {
 
     pub fn prepare_imagine(&self, r: &ImagineRequest) -> Result<Prepared, ApiError> {
         let text = prompt("prompt", &r.prompt)?;
-        let model_id = r.model.clone().unwrap_or_else(|| self.models.default_model.clone());
+        let model_id = r
+            .model
+            .clone()
+            .unwrap_or_else(|| self.models.default_model.clone());
         let spec: &ModelSpec = self.models.model(&model_id).ok_or_else(|| {
             bad(format!(
                 "unknown model {model_id:?}; valid models: {}",
                 self.models.ids().join(", ")
             ))
         })?;
-        let aspect = one_of("aspect_ratio", r.aspect_ratio.as_deref(), &ASPECT_RATIOS, "1:1")?;
+        let aspect = one_of(
+            "aspect_ratio",
+            r.aspect_ratio.as_deref(),
+            &ASPECT_RATIOS,
+            "1:1",
+        )?;
         let output_format = r
             .output_format
             .as_deref()
@@ -402,7 +431,9 @@ impl AppState {
                 return Err(bad("negative_prompt is only supported by Flux models"));
             }
             if n.chars().count() > MAX_PROMPT {
-                return Err(bad(format!("negative_prompt must be at most {MAX_PROMPT} characters")));
+                return Err(bad(format!(
+                    "negative_prompt must be at most {MAX_PROMPT} characters"
+                )));
             }
         }
         let image_url = r
@@ -411,7 +442,9 @@ impl AppState {
             .map(|u| self.checked_url("image_url", u))
             .transpose()?;
         if spec.edit && image_url.is_none() {
-            return Err(bad(format!("model {model_id} edits an image: image_url is required")));
+            return Err(bad(format!(
+                "model {model_id} edits an image: image_url is required"
+            )));
         }
         let hook = self.hook(&r.hook)?;
         let params = params_of(r);
@@ -469,16 +502,40 @@ impl AppState {
         })
     }
 
-    pub async fn prepare_upscale_1x(&self, account: Uuid, r: &ParentIndexRequest) -> Result<Prepared, ApiError> {
+    pub async fn prepare_upscale_1x(
+        &self,
+        account: Uuid,
+        r: &ParentIndexRequest,
+    ) -> Result<Prepared, ApiError> {
         let i = grid_index(&r.index)?;
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         require_kind(&parent, ResultKind::Grid, "upscale-1x needs a grid parent (imagine, variations, reroll, pan, blend, inpaint or outpaint)")?;
-        self.mj_action(TaskType::Upscale1x, self.models.actions.upscale_1x, (id, &parent), &format!("MJ::JOB::upsample::{i}::"), "upscale", params_of(r), hook, None)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: TaskType::Upscale1x,
+                credits: self.models.actions.upscale_1x,
+                needle: format!("MJ::JOB::upsample::{i}::"),
+                what: "upscale",
+                modal: None,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
-    pub async fn prepare_upscale_alt(&self, account: Uuid, r: &UpscaleAltRequest) -> Result<Prepared, ApiError> {
-        let kind = one_of("type", Some(r.kind.as_str()), &["subtle", "creative"], "subtle")?;
+    pub async fn prepare_upscale_alt(
+        &self,
+        account: Uuid,
+        r: &UpscaleAltRequest,
+    ) -> Result<Prepared, ApiError> {
+        let kind = one_of(
+            "type",
+            Some(r.kind.as_str()),
+            &["subtle", "creative"],
+            "subtle",
+        )?;
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         require_upscale(&parent, "upscale-alt")?;
@@ -487,10 +544,25 @@ impl AppState {
         } else {
             (TaskType::UpscaleCreative, "upsample_v6_2x_creative")
         };
-        self.mj_action(tt, self.models.actions.upscale_alt, (id, &parent), needle, "upscale", params_of(r), hook, None)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: tt,
+                credits: self.models.actions.upscale_alt,
+                needle: needle.to_string(),
+                what: "upscale",
+                modal: None,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
-    pub async fn prepare_upscale_2x_4x(&self, account: Uuid, r: &Upscale2x4xRequest) -> Result<Prepared, ApiError> {
+    pub async fn prepare_upscale_2x_4x(
+        &self,
+        account: Uuid,
+        r: &Upscale2x4xRequest,
+    ) -> Result<Prepared, ApiError> {
         let kind = one_of("type", Some(r.kind.as_str()), &["2x", "4x"], "2x")?;
         let hook = self.hook(&r.hook)?;
         let (parent, source) = match (&r.parent_task_id, &r.image_url) {
@@ -503,9 +575,10 @@ impl AppState {
                 let result = self.opened_result(&parent).await?;
                 let url = match parent.spec.as_ref().map(|s| s.result_kind) {
                     Some(ResultKind::Grid) => {
-                        let i = grid_index(r.index.as_ref().ok_or_else(|| {
-                            bad("index is required when the parent is a grid")
-                        })?)?;
+                        let i =
+                            grid_index(r.index.as_ref().ok_or_else(|| {
+                                bad("index is required when the parent is a grid")
+                            })?)?;
                         result.image_urls.get(usize::from(i) - 1).cloned()
                     }
                     Some(ResultKind::Single) => result.image_url.clone(),
@@ -547,7 +620,11 @@ impl AppState {
         })
     }
 
-    pub async fn prepare_variations(&self, account: Uuid, r: &ParentIndexRequest) -> Result<Prepared, ApiError> {
+    pub async fn prepare_variations(
+        &self,
+        account: Uuid,
+        r: &ParentIndexRequest,
+    ) -> Result<Prepared, ApiError> {
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         let kind = parent.spec.as_ref().map(|s| (s.task_type, s.result_kind));
@@ -573,27 +650,64 @@ impl AppState {
                 ))
             }
         };
-        self.mj_action(tt, self.models.actions.variations, (id, &parent), &needle, "variation", params_of(r), hook, None)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: tt,
+                credits: self.models.actions.variations,
+                needle,
+                what: "variation",
+                modal: None,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
-    pub async fn prepare_reroll(&self, account: Uuid, r: &RerollRequest) -> Result<Prepared, ApiError> {
-        let new_prompt = r.prompt.as_deref().map(|p| prompt("prompt", p)).transpose()?;
+    pub async fn prepare_reroll(
+        &self,
+        account: Uuid,
+        r: &RerollRequest,
+    ) -> Result<Prepared, ApiError> {
+        let new_prompt = r
+            .prompt
+            .as_deref()
+            .map(|p| prompt("prompt", p))
+            .transpose()?;
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         if parent.spec.as_ref().map(|s| s.task_type) != Some(TaskType::Imagine)
             || parent.spec.as_ref().map(|s| s.result_kind) != Some(ResultKind::Grid)
         {
-            return Err(bad("reroll needs a finished Midjourney imagine task as parent"));
+            return Err(bad(
+                "reroll needs a finished Midjourney imagine task as parent",
+            ));
         }
         let modal = new_prompt.map(|p| ModalFollow {
             prompt: Some(p),
             mask_base64: None,
         });
-        self.mj_action(TaskType::Reroll, self.models.actions.reroll, (id, &parent), "MJ::JOB::reroll::", "reroll", params_of(r), hook, modal)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: TaskType::Reroll,
+                credits: self.models.actions.reroll,
+                needle: "MJ::JOB::reroll::".to_string(),
+                what: "reroll",
+                modal,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
     pub async fn prepare_pan(&self, account: Uuid, r: &PanRequest) -> Result<Prepared, ApiError> {
-        let dir = one_of("direction", Some(r.direction.as_str()), &["up", "down", "left", "right"], "up")?;
+        let dir = one_of(
+            "direction",
+            Some(r.direction.as_str()),
+            &["up", "down", "left", "right"],
+            "up",
+        )?;
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         require_upscale(&parent, "pan")?;
@@ -603,7 +717,18 @@ impl AppState {
             "left" => TaskType::PanLeft,
             _ => TaskType::PanRight,
         };
-        self.mj_action(tt, self.models.actions.pan, (id, &parent), &format!("MJ::JOB::pan_{dir}::"), "pan", params_of(r), hook, None)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: tt,
+                credits: self.models.actions.pan,
+                needle: format!("MJ::JOB::pan_{dir}::"),
+                what: "pan",
+                modal: None,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
     pub fn prepare_blend(&self, r: &BlendRequest) -> Result<Prepared, ApiError> {
@@ -616,26 +741,52 @@ impl AppState {
             .enumerate()
             .map(|(i, u)| self.checked_url(&format!("image_urls[{i}]"), u))
             .collect::<Result<Vec<_>, _>>()?;
-        let dims = match one_of("dimension", r.dimension.as_deref(), &["square", "portrait", "landscape"], "square")? {
+        let dims = match one_of(
+            "dimension",
+            r.dimension.as_deref(),
+            &["square", "portrait", "landscape"],
+            "square",
+        )? {
             "portrait" => Dimensions::Portrait,
             "landscape" => Dimensions::Landscape,
             _ => Dimensions::Square,
         };
         let hook = self.hook(&r.hook)?;
-        Ok(self.mj_new(TaskType::Blend, self.models.actions.blend, params_of(r), hook, None, Some(Downloads::Blend(urls, dims))))
+        Ok(self.mj_new(
+            TaskType::Blend,
+            self.models.actions.blend,
+            params_of(r),
+            hook,
+            None,
+            Some(Downloads::Blend(urls, dims)),
+        ))
     }
 
     pub fn prepare_describe(&self, r: &DescribeRequest) -> Result<Prepared, ApiError> {
         let url = self.checked_url("image_url", &r.image_url)?;
         let hook = self.hook(&r.hook)?;
-        Ok(self.mj_new(TaskType::Describe, self.models.actions.describe, params_of(r), hook, None, Some(Downloads::Describe(url))))
+        Ok(self.mj_new(
+            TaskType::Describe,
+            self.models.actions.describe,
+            params_of(r),
+            hook,
+            None,
+            Some(Downloads::Describe(url)),
+        ))
     }
 
     pub fn prepare_faceswap(&self, r: &FaceswapRequest) -> Result<Prepared, ApiError> {
         let target = self.checked_url("target_image_url", &r.target_image_url)?;
         let swap = self.checked_url("swap_image_url", &r.swap_image_url)?;
         let hook = self.hook(&r.hook)?;
-        Ok(self.mj_new(TaskType::Faceswap, self.models.actions.faceswap, params_of(r), hook, None, Some(Downloads::Faceswap { target, swap })))
+        Ok(self.mj_new(
+            TaskType::Faceswap,
+            self.models.actions.faceswap,
+            params_of(r),
+            hook,
+            None,
+            Some(Downloads::Faceswap { target, swap }),
+        ))
     }
 
     pub fn prepare_imagine_video(&self, r: &ImagineVideoRequest) -> Result<Prepared, ApiError> {
@@ -648,10 +799,21 @@ impl AppState {
             image_url: url,
             motion: motion.to_string(),
         };
-        Ok(self.mj_new(TaskType::ImagineVideo, self.models.actions.imagine_video, params_of(r), hook, Some(submit), None))
+        Ok(self.mj_new(
+            TaskType::ImagineVideo,
+            self.models.actions.imagine_video,
+            params_of(r),
+            hook,
+            Some(submit),
+            None,
+        ))
     }
 
-    pub async fn prepare_extend_video(&self, account: Uuid, r: &ExtendVideoRequest) -> Result<Prepared, ApiError> {
+    pub async fn prepare_extend_video(
+        &self,
+        account: Uuid,
+        r: &ExtendVideoRequest,
+    ) -> Result<Prepared, ApiError> {
         let i = grid_index(&r.index)?;
         let text = prompt("prompt", &r.prompt)?;
         one_of("motion", r.motion.as_deref(), &["low", "high"], "low")?;
@@ -667,15 +829,28 @@ impl AppState {
             prompt: Some(text),
             mask_base64: None,
         });
-        self.mj_action(TaskType::ImagineVideoExtend, self.models.actions.extend_video, (id, &parent), &format!("MJ::JOB::animate_extend::{i}::"), "extend", params_of(r), hook, modal)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: TaskType::ImagineVideoExtend,
+                credits: self.models.actions.extend_video,
+                needle: format!("MJ::JOB::animate_extend::{i}::"),
+                what: "extend",
+                modal,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
-    pub async fn prepare_inpaint(&self, account: Uuid, r: &InpaintRequest) -> Result<Prepared, ApiError> {
+    pub async fn prepare_inpaint(
+        &self,
+        account: Uuid,
+        r: &InpaintRequest,
+    ) -> Result<Prepared, ApiError> {
         use base64::Engine;
         let raw = r.mask.trim();
-        let b64 = raw
-            .strip_prefix("data:image/png;base64,")
-            .unwrap_or(raw);
+        let b64 = raw.strip_prefix("data:image/png;base64,").unwrap_or(raw);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| bad("mask must be a base64-encoded PNG"))?;
@@ -685,7 +860,11 @@ impl AppState {
         if bytes.len() > 4 * 1024 * 1024 {
             return Err(bad("mask must be at most 4 MiB"));
         }
-        let text = r.prompt.as_deref().map(|p| prompt("prompt", p)).transpose()?;
+        let text = r
+            .prompt
+            .as_deref()
+            .map(|p| prompt("prompt", p))
+            .transpose()?;
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         require_upscale(&parent, "inpaint")?;
@@ -696,10 +875,25 @@ impl AppState {
         // The mask is bulky and holds no prompt text: keep it out of the sealed parameters.
         let mut params = params_of(r);
         params["mask"] = Value::String(format!("[{} bytes]", bytes.len()));
-        self.mj_action(TaskType::Inpaint, self.models.actions.inpaint, (id, &parent), "MJ::Inpaint::", "inpaint", params, hook, modal)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: TaskType::Inpaint,
+                credits: self.models.actions.inpaint,
+                needle: "MJ::Inpaint::".to_string(),
+                what: "inpaint",
+                modal,
+            },
+            params,
+            hook,
+        )
     }
 
-    pub async fn prepare_outpaint(&self, account: Uuid, r: &OutpaintRequest) -> Result<Prepared, ApiError> {
+    pub async fn prepare_outpaint(
+        &self,
+        account: Uuid,
+        r: &OutpaintRequest,
+    ) -> Result<Prepared, ApiError> {
         let ratio = match &r.zoom_ratio {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok(),
@@ -715,26 +909,44 @@ impl AppState {
             prompt: Some(format!("{base} --zoom {ratio}").trim().to_string()),
             mask_base64: None,
         });
-        self.mj_action(TaskType::Outpaint, self.models.actions.outpaint, (id, &parent), "MJ::CustomZoom::", "zoom", params_of(r), hook, modal)
+        self.mj_action(
+            (id, &parent),
+            Action {
+                task_type: TaskType::Outpaint,
+                credits: self.models.actions.outpaint,
+                needle: "MJ::CustomZoom::".to_string(),
+                what: "zoom",
+                modal,
+            },
+            params_of(r),
+            hook,
+        )
     }
 
     /// The prompt a task (or its nearest ancestor with one) was made from.
     async fn prompt_of(&self, task: &Task) -> Result<String, ApiError> {
         let mut current = task.clone();
         for _ in 0..16 {
-            let Some(spec) = current.spec.clone() else { break };
+            let Some(spec) = current.spec.clone() else {
+                break;
+            };
             if let Opened::Value(p) = self.vault.open(&spec.params).await? {
                 if let Some(text) = p.get("prompt").and_then(Value::as_str) {
                     return Ok(text.to_string());
                 }
             }
-            let Some(parent) = spec.parent_task_id else { break };
+            let Some(parent) = spec.parent_task_id else {
+                break;
+            };
             current = self.stores.tasks.load(&parent.to_string()).await?.0;
         }
         Ok(String::new())
     }
 
-    pub async fn opened_result(&self, task: &Task) -> Result<journey_domain::task::TaskResult, ApiError> {
+    pub async fn opened_result(
+        &self,
+        task: &Task,
+    ) -> Result<journey_domain::task::TaskResult, ApiError> {
         Ok(match &task.result {
             Some(r) => self.vault.open(r).await?.value().unwrap_or_default(),
             None => Default::default(),

@@ -85,5 +85,4 @@ impl AppState {
         let (task, _) = self.stores.tasks.load(&task_id.to_string()).await?;
         Ok(task.owned_by(account).then_some(task))
     }
-
 }

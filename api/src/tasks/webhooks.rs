@@ -42,8 +42,16 @@ impl AppState {
             Opened::Value(t) => t,
             // Erased with its owner's data: nowhere to deliver to.
             Opened::Erased => {
-                self.record_attempt(task_id, attempt, None, Some("destination erased".into()), false, None, now)
-                    .await?;
+                self.record_attempt(
+                    task_id,
+                    attempt,
+                    None,
+                    Some("destination erased".into()),
+                    false,
+                    None,
+                    now,
+                )
+                .await?;
                 return Ok(None);
             }
         };
@@ -55,11 +63,24 @@ impl AppState {
         let checked = self.guard.check_url(&target.url);
         let (status, error, refused) = match checked {
             Err(e) => (None, Some(e.to_string()), true),
+            // Errors are recorded without their URL: the destination is personal data and
+            // stays sealed in the task.
             Ok(_) => match request.send().await {
                 Ok(resp) => (Some(resp.status().as_u16()), None, false),
-                Err(e) if refused_by_guard(&e) => (None, Some(format!("refused: {e}")), true),
+                Err(e) if refused_by_guard(&e) => (
+                    None,
+                    Some(format!("refused: {}", root_cause(&e.without_url()))),
+                    true,
+                ),
                 Err(e) if e.is_timeout() => (None, Some("timed out".to_string()), false),
-                Err(e) => (None, Some(format!("could not connect: {e}")), false),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "could not connect: {}",
+                        root_cause(&e.without_url())
+                    )),
+                    false,
+                ),
             },
         };
         let delivered = status.is_some_and(|s| (200..300).contains(&s));
@@ -98,4 +119,13 @@ impl AppState {
             .await?;
         Ok(())
     }
+}
+
+/// The innermost cause of an error: the useful part ("dns error", "connection refused").
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }

@@ -61,7 +61,11 @@ impl AppState {
     }
 
     /// Sets when the task next needs attention and gives up any lease on it.
-    pub(crate) async fn reschedule(&self, task_id: Uuid, due_at: DateTime<Utc>) -> Result<(), ApiError> {
+    pub(crate) async fn reschedule(
+        &self,
+        task_id: Uuid,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
         sqlx::query(
             "UPDATE task_work SET due_at = $1, lease_owner = NULL, lease_until = 0 WHERE task_id = $2",
         )
@@ -184,10 +188,19 @@ impl AppState {
                     Opened::Erased => None,
                 };
                 let task = match job {
-                    Some(job) => self.run_images_job(task_id, task, provider, &job, now).await?,
-                    None => {
-                        self.fail_task(task_id, &task, FailCause::BadInput, "the task's parameters are gone", now)
+                    Some(job) => {
+                        self.run_images_job(task_id, task, provider, &job, now)
                             .await?
+                    }
+                    None => {
+                        self.fail_task(
+                            task_id,
+                            &task,
+                            FailCause::BadInput,
+                            "the task's parameters are gone",
+                            now,
+                        )
+                        .await?
                     }
                 };
                 self.after_end(task_id, &task, now).await?;
@@ -205,7 +218,12 @@ impl AppState {
     }
 
     /// A task that just ended: deliver its webhook now, or finish with its row.
-    async fn after_end(&self, task_id: Uuid, task: &Task, now: DateTime<Utc>) -> Result<(), ApiError> {
+    async fn after_end(
+        &self,
+        task_id: Uuid,
+        task: &Task,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
         match self.deliver_webhook(task_id, task, now).await? {
             Some(next) => self.reschedule(task_id, next).await,
             None => self.done_with(task_id).await,
@@ -226,7 +244,11 @@ impl AppState {
             at: now,
         };
         let task = match self
-            .task_command(task_id, cmd, &journey_domain::meta::CommandMeta::system(now))
+            .task_command(
+                task_id,
+                cmd,
+                &journey_domain::meta::CommandMeta::system(now),
+            )
             .await
         {
             Ok(t) => t,
@@ -309,7 +331,10 @@ impl AppState {
     }
 
     /// Runs the worker until `stop` changes: a pass every tick, or at once when woken.
-    pub async fn run_worker(self: std::sync::Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_worker(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let tick = std::time::Duration::from_millis(self.cfg.task_worker_tick_ms.max(10));
         loop {
             match self.work_once().await {
