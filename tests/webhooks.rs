@@ -185,3 +185,42 @@ async fn internal_destinations_are_refused_unless_allowed() {
     assert_eq!(attempts(&h, task).len(), 1);
     assert_eq!(c.balance(&h).await.1, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_never_process_a_task_twice() {
+    let h = Harness::start_with(|c| c.max_tasks_in_flight = 100).await;
+    let (_second, second_url) = h.second_instance().await;
+    let sink = HookSink::start().await;
+    h.mj.set_notify(false);
+    let c = h.api_client("scaled@example.com", 200).await;
+    let mut tasks = Vec::new();
+    for n in 0..30 {
+        // Half the tasks enter through each instance.
+        let base = if n % 2 == 0 { h.base.clone() } else { second_url.clone() };
+        let r = reqwest::Client::new()
+            .post(format!("{base}/api/v1/imagine"))
+            .header("authorization", &c.key)
+            .json(&json!({ "prompt": format!("shared {n}"), "webhook_url": sink.url }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        tasks.push(v["task_id"].as_str().unwrap().to_string());
+    }
+    h.mj.finish_all().await;
+    // Only polling can find the results; both instances' workers compete for them.
+    h.clock.advance(chrono::Duration::seconds(16));
+    let got = sink.wait_for(30, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = sink.deliveries();
+    assert_eq!(got_after.len(), 30, "one delivery per task, not more");
+    let mut ids: Vec<String> = got.iter().map(|d| d.body["task_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+    for t in &tasks {
+        assert_eq!(attempts(&h, t.parse().unwrap()).len(), 1, "task {t}");
+    }
+    c.wait_balance(&h, (200 - 30 * 4, 0)).await;
+}

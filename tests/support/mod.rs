@@ -75,6 +75,7 @@ pub struct Harness {
     pub images: images::FakeImages,
     pub database_url: String,
     pub data_dir: PathBuf,
+    pub cfg: Config,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -142,8 +143,21 @@ impl Harness {
             images,
             database_url,
             data_dir,
+            cfg,
             server: running.handle,
         }
+    }
+
+    /// Another server instance on the same database and clock (its own worker, caches
+    /// and leases), as when several instances run behind a load balancer.
+    pub async fn second_instance(&self) -> (App, String) {
+        let app = AppState::build(self.cfg.clone(), Some(self.clock.clone()))
+            .await
+            .expect("second instance builds");
+        let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
+            .await
+            .expect("second instance starts");
+        (app, format!("http://{}", running.addr))
     }
 
     pub fn url(&self, path: &str) -> String {
