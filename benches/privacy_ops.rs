@@ -17,44 +17,9 @@ mod common;
 
 use journey_api::identity::Ctx;
 use journey_api::state::App;
-use journey_domain::account::{AccountCommand, SignInMethod};
-use journey_domain::meta::CommandMeta;
 use journey_domain::DataCategory;
 use std::time::Instant;
 use uuid::Uuid;
-
-/// A registered account (real commands, so every projection sees it).
-async fn register(app: &App) -> Uuid {
-    let id = Uuid::new_v4();
-    let now = app.clock.now();
-    let email = app
-        .vault
-        .seal(
-            &id.to_string(),
-            DataCategory::Account,
-            now,
-            &format!("{id}@example.com"),
-        )
-        .await
-        .unwrap();
-    let meta = CommandMeta::system(now);
-    app.stores
-        .accounts
-        .execute(
-            &id.to_string(),
-            AccountCommand::Register {
-                email,
-                method: SignInMethod::MagicLink,
-                google: None,
-                at: now,
-            },
-            &meta,
-        )
-        .await
-        .unwrap();
-    app.runner.catch_up().await.unwrap();
-    id
-}
 
 /// `count` CreditsReserved events in `subject`'s ledger stream, each with a client IP
 /// sealed under the subject's usage key for `day` in its metadata.
@@ -143,7 +108,7 @@ async fn filler(app: &App, total: i64, day: chrono::DateTime<Utc>) -> Vec<Uuid> 
 
 async fn bench_export(events: i64) {
     let app = common::fresh_app(false).await;
-    let subject = register(&app).await;
+    let subject = common::register(&app).await;
     bulk_events(&app, subject, 1, events, Utc::now()).await;
     fast_forward(&app).await;
     settle(&app).await;
@@ -165,7 +130,7 @@ async fn bench_erasure(store: i64) {
     let app = common::fresh_app(false).await;
     filler(&app, store, Utc::now()).await;
     fast_forward(&app).await;
-    let subject = register(&app).await;
+    let subject = common::register(&app).await;
     // The subject's own history: 100 ledger events with sealed IPs.
     bulk_events(&app, subject, 1, 100, Utc::now()).await;
     fast_forward(&app).await;

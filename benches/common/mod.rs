@@ -1,7 +1,12 @@
 //! What the benchmarks share: a fresh database and an application built on it.
+// Each bench compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
 
 use journey_api::config::Config;
 use journey_api::state::{App, AppState};
+use journey_domain::account::{AccountCommand, SignInMethod};
+use journey_domain::meta::CommandMeta;
+use journey_domain::DataCategory;
 use uuid::Uuid;
 
 /// A number from the environment, or `default`.
@@ -16,6 +21,11 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Postgres server of `JOURNEY_BENCH_DATABASE_URL` (default the local `test` one), or a
 /// new SQLite file when that variable is `sqlite` and `sqlite_allowed`.
 pub async fn fresh_app(sqlite_allowed: bool) -> App {
+    fresh_app_with(sqlite_allowed, |_| {}).await
+}
+
+/// `fresh_app` with configuration changes.
+pub async fn fresh_app_with(sqlite_allowed: bool, tweak: impl FnOnce(&mut Config)) -> App {
     let base = std::env::var("JOURNEY_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let dir = std::env::temp_dir().join(format!("journey-bench-{}", Uuid::new_v4().simple()));
@@ -36,7 +46,7 @@ pub async fn fresh_app(sqlite_allowed: bool) -> App {
         u.set_path(&format!("/{name}"));
         u.to_string()
     };
-    let cfg = Config {
+    let mut cfg = Config {
         data_dir: dir,
         database_url: Some(url),
         master_key: Some("00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
@@ -44,5 +54,39 @@ pub async fn fresh_app(sqlite_allowed: bool) -> App {
         retention_interval_secs: 0,
         ..Config::default()
     };
+    tweak(&mut cfg);
     AppState::build(cfg, None).await.expect("app builds")
+}
+
+/// A registered account (real commands, so every projection sees it).
+pub async fn register(app: &App) -> Uuid {
+    let id = Uuid::new_v4();
+    let now = app.clock.now();
+    let email = app
+        .vault
+        .seal(
+            &id.to_string(),
+            DataCategory::Account,
+            now,
+            &format!("{id}@example.com"),
+        )
+        .await
+        .unwrap();
+    let meta = CommandMeta::system(now);
+    app.stores
+        .accounts
+        .execute(
+            &id.to_string(),
+            AccountCommand::Register {
+                email,
+                method: SignInMethod::MagicLink,
+                google: None,
+                at: now,
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    app.runner.catch_up().await.unwrap();
+    id
 }

@@ -1,0 +1,210 @@
+//! `POST /api/v1/imagine` throughput and latency on Postgres, over HTTP, with a fake
+//! midjourney-proxy on loopback answering every submission at once; beside it, pgbench's
+//! plain single-row INSERT throughput on the same server, measured in the same run.
+//! Prints figures; asserts nothing about speed.
+//!
+//!   cargo bench --bench imagine
+//!
+//! Environment: JOURNEY_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
+//! BENCH_SECONDS (per concurrency level, default 10), BENCH_CLIENTS (default "1,16,64").
+//! Each client is its own account with its own API key, as distinct customers would be.
+
+mod common;
+
+use actix_web::{web, App as Web, HttpResponse, HttpServer};
+use journey_api::identity::Ctx;
+use journey_api::state::App;
+use journey_domain::credits::{CreditCommand, GrantSource};
+use journey_domain::meta::CommandMeta;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A midjourney-proxy that accepts every imagine at once (code 1, a fresh id).
+async fn fake_proxy() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let next = Arc::new(AtomicU64::new(1));
+    let server = HttpServer::new(move || {
+        let next = next.clone();
+        Web::new()
+            .route(
+                "/mj/submit/imagine",
+                web::post().to(move || {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        HttpResponse::Ok().json(serde_json::json!({
+                            "code": 1, "description": "Submit success", "result": id.to_string()
+                        }))
+                    }
+                }),
+            )
+            .route(
+                "/mj/task/list-by-condition",
+                web::post().to(|| async { HttpResponse::Ok().json(serde_json::json!([])) }),
+            )
+    })
+    .workers(2)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    url
+}
+
+async fn client_key(app: &App) -> String {
+    let account = common::register(app).await;
+    let meta = CommandMeta::system(app.clock.now());
+    app.stores
+        .credits
+        .execute(
+            &account.to_string(),
+            CreditCommand::Grant {
+                grant_id: Uuid::new_v4(),
+                source: GrantSource::Promotion,
+                amount: 100_000_000,
+                expires_at: None,
+                idempotency_key: None,
+                purchase_ref: None,
+                note: None,
+                at: meta.at,
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    let ctx = Ctx::system(app.clock.now());
+    app.create_api_key(account, "bench", &ctx).await.unwrap().key
+}
+
+struct Figures {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    requests: usize,
+}
+
+async fn run(base: &str, keys: &[String], seconds: u64) -> Figures {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks = keys.iter().cloned().map(|key| {
+        let (http, url) = (http.clone(), format!("{base}/api/v1/imagine"));
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .header("authorization", &key)
+                    .json(&serde_json::json!({ "prompt": format!("bench {n}") }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+                lat.push(t.elapsed());
+                n += 1;
+            }
+            lat
+        })
+    });
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let q = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Figures {
+        per_sec: all.len() as f64 / elapsed,
+        p50: q(0.50),
+        p99: q(0.99),
+        requests: all.len(),
+    }
+}
+
+/// pgbench: single-row INSERTs into a one-column table, `clients` connections.
+fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
+    let script = std::env::temp_dir().join(format!("journey-bench-{}.sql", Uuid::new_v4().simple()));
+    std::fs::write(&script, "INSERT INTO bench_rows (v) VALUES (:client_id);\n").ok()?;
+    let psql = |sql: &str| Command::new("psql").args([url, "-qc", sql]).status().ok();
+    psql("CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, v bigint)")?;
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-f",
+            script.to_str()?,
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &seconds.to_string(),
+            url,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps"))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok();
+    let _ = std::fs::remove_file(script);
+    tps
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = common::env_or("BENCH_SECONDS", 10u64);
+    let levels: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,16,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let proxy = fake_proxy().await;
+    let app = common::fresh_app_with(false, |c| {
+        let p = c.providers.get_mut("midjourney").expect("default provider");
+        p.base_url = proxy.clone();
+        p.api_key = Some("bench-key".into());
+        c.max_tasks_in_flight = 1_000_000;
+        c.api_requests_per_key_per_minute = 10_000_000;
+        c.task_poll_interval_secs = 3600;
+    })
+    .await;
+    let url = app.cfg.database_url();
+    let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("imagine over HTTP on Postgres, fake midjourney-proxy on loopback; {cores} cores; {seconds} s per level");
+    let most = *levels.iter().max().unwrap_or(&1);
+    let mut keys = Vec::new();
+    for _ in 0..most {
+        keys.push(client_key(&app).await);
+    }
+    for &clients in &levels {
+        let f = run(&base, &keys[..clients], seconds).await;
+        let pg = pgbench(&url, clients, seconds);
+        println!(
+            "{clients:>3} clients: {:>7.1} imagine/s  p50 {:>6.1} ms  p99 {:>6.1} ms  ({} requests) | pgbench single-row INSERT: {}",
+            f.per_sec,
+            f.p50.as_secs_f64() * 1000.0,
+            f.p99.as_secs_f64() * 1000.0,
+            f.requests,
+            pg.map(|t| format!("{t:.0} tx/s"))
+                .unwrap_or_else(|| "unavailable (pgbench or psql missing)".into()),
+        );
+    }
+    running.handle.stop(true).await;
+    app.db.close().await;
+}
