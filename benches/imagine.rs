@@ -76,7 +76,10 @@ async fn client_key(app: &App) -> String {
         .await
         .unwrap();
     let ctx = Ctx::system(app.clock.now());
-    app.create_api_key(account, "bench", &ctx).await.unwrap().key
+    app.create_api_key(account, "bench", &ctx)
+        .await
+        .unwrap()
+        .key
 }
 
 struct Figures {
@@ -114,6 +117,8 @@ async fn run(base: &str, keys: &[String], seconds: u64) -> Figures {
             lat
         })
     });
+    // Spawn every client before awaiting any (the iterator is lazy).
+    let tasks: Vec<_> = tasks.collect();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
@@ -131,10 +136,11 @@ async fn run(base: &str, keys: &[String], seconds: u64) -> Figures {
 
 /// pgbench: single-row INSERTs into a one-column table, `clients` connections.
 fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
-    let script = std::env::temp_dir().join(format!("journey-bench-{}.sql", Uuid::new_v4().simple()));
+    let script =
+        std::env::temp_dir().join(format!("journey-bench-{}.sql", Uuid::new_v4().simple()));
     std::fs::write(&script, "INSERT INTO bench_rows (v) VALUES (:client_id);\n").ok()?;
     let psql = |sql: &str| Command::new("psql").args([url, "-qc", sql]).status().ok();
-    psql("CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, v bigint)")?;
+    psql("SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, v bigint)")?;
     let out = Command::new("pgbench")
         .args([
             "-n",
@@ -185,7 +191,9 @@ async fn main() {
         .await
         .unwrap();
     let base = format!("http://{}", running.addr);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("imagine over HTTP on Postgres, fake midjourney-proxy on loopback; {cores} cores; {seconds} s per level");
     let most = *levels.iter().max().unwrap_or(&1);
     let mut keys = Vec::new();

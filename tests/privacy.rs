@@ -16,7 +16,7 @@ const READ_MODELS: [&str; 3] = ["rm_accounts", "rm_sessions", "rm_api_keys"];
 async fn google_sign_in(h: &Harness, user: &GoogleUser<'_>) -> (String, String) {
     let browser = h.browser();
     let start = browser
-        .get(h.url("/v1/auth/google/start"))
+        .get(h.url("/v1/auth/google/start?country=FR&age_confirmed=true"))
         .send()
         .await
         .unwrap();

@@ -387,7 +387,7 @@ async fn google(
 ) -> reqwest::Response {
     let browser = h.browser();
     let start = browser
-        .get(h.url("/v1/auth/google/start"))
+        .get(h.url("/v1/auth/google/start?country=FR&age_confirmed=true"))
         .send()
         .await
         .unwrap();
@@ -525,7 +525,7 @@ async fn google_tokens_are_verified() {
     // State must match the browser's own start.
     let browser = h.browser();
     browser
-        .get(h.url("/v1/auth/google/start"))
+        .get(h.url("/v1/auth/google/start?country=FR&age_confirmed=true"))
         .send()
         .await
         .unwrap();

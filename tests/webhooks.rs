@@ -196,7 +196,11 @@ async fn two_instances_never_process_a_task_twice() {
     let mut tasks = Vec::new();
     for n in 0..30 {
         // Half the tasks enter through each instance.
-        let base = if n % 2 == 0 { h.base.clone() } else { second_url.clone() };
+        let base = if n % 2 == 0 {
+            h.base.clone()
+        } else {
+            second_url.clone()
+        };
         let r = reqwest::Client::new()
             .post(format!("{base}/api/v1/imagine"))
             .header("authorization", &c.key)
@@ -215,7 +219,10 @@ async fn two_instances_never_process_a_task_twice() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_after = sink.deliveries();
     assert_eq!(got_after.len(), 30, "one delivery per task, not more");
-    let mut ids: Vec<String> = got.iter().map(|d| d.body["task_id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|d| d.body["task_id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 30);

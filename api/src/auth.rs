@@ -99,6 +99,8 @@ impl FromRequest for SessionAuth {
                     }
                 }
             }
+            // Continued use after a policy version takes effect is its acceptance.
+            app.note_policy_use(account_id, "session").await?;
             Ok(SessionAuth { account_id, token })
         })
     }
@@ -141,6 +143,7 @@ impl FromRequest for ApiKeyAuth {
             app.limits
                 .api_key(&key_id.to_string())
                 .map_err(ApiError::TooManyRequests)?;
+            app.note_policy_use(account_id, "api_key").await?;
             Ok(ApiKeyAuth { key_id, account_id })
         })
     }

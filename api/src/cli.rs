@@ -92,6 +92,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RetentionCliCommand,
     },
+    /// Privacy-policy notices.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCliCommand,
+    },
     /// Cancel a pending account deletion (the holder asked support within the window).
     Deletion {
         #[command(subcommand)]
@@ -129,6 +134,16 @@ pub enum RetentionCliCommand {
         /// Report what would happen without changing anything (the run is still recorded).
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCliCommand {
+    /// Email the notice of a published version to every open account not yet told (each
+    /// holder once; finishes a run that stopped).
+    Notify {
+        #[arg(long)]
+        version: String,
     },
 }
 
@@ -403,6 +418,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             let actor = staff(&app, by).await?;
             app.cancel_deletion(subject, &reason, actor, &ctx).await?;
             println!("deletion of {subject} cancelled");
+            app.db.close().await;
+        }
+        Command::Policy {
+            command: PolicyCliCommand::Notify { version },
+        } => {
+            let app = AppState::build(cfg, None).await?;
+            let holders = app.holders_now().await?;
+            let sent = app.send_policy_notices(&version, &holders).await?;
+            println!("{sent} notices sent for version {version}");
             app.db.close().await;
         }
         Command::Export {

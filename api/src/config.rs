@@ -45,6 +45,90 @@ impl Default for ProviderConfig {
     }
 }
 
+/// A sub-processor (privacy policy, section 4): who processes what, where, under which
+/// transfer safeguard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Subprocessor {
+    pub name: String,
+    pub purpose: String,
+    pub data_categories: Vec<String>,
+    pub location: String,
+    pub transfer_safeguard: String,
+}
+
+/// The supervisory authority holders may complain to (section 7).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Authority {
+    pub name: String,
+    pub url: String,
+}
+
+fn default_subprocessors() -> std::collections::BTreeMap<String, Subprocessor> {
+    let sp =
+        |name: &str, purpose: &str, cats: &[&str], location: &str, safeguard: &str| Subprocessor {
+            name: name.into(),
+            purpose: purpose.into(),
+            data_categories: cats.iter().map(|c| c.to_string()).collect(),
+            location: location.into(),
+            transfer_safeguard: safeguard.into(),
+        };
+    [
+        (
+            "stripe",
+            sp(
+                "Stripe, Inc.",
+                "payment processing and subscription management",
+                &["billing"],
+                "United States",
+                "EU-US Data Privacy Framework; standard contractual clauses",
+            ),
+        ),
+        (
+            "midjourney",
+            sp(
+                "BLTCY (midjourney-proxy relay)",
+                "image generation with the Midjourney family",
+                &["prompts"],
+                "Singapore",
+                "standard contractual clauses",
+            ),
+        ),
+        (
+            "images",
+            sp(
+                "BLTCY (OpenAI-compatible images relay)",
+                "image generation with the other models",
+                &["prompts"],
+                "Singapore",
+                "standard contractual clauses",
+            ),
+        ),
+        (
+            "email",
+            sp(
+                "Email delivery provider",
+                "transactional email (sign-in links, receipts, notices)",
+                &["account"],
+                "European Union",
+                "none needed (EU)",
+            ),
+        ),
+        (
+            "hosting",
+            sp(
+                "Hosting, database and CDN provider",
+                "infrastructure",
+                &["account", "usage", "prompts", "billing", "support"],
+                "European Union",
+                "none needed (EU)",
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 fn default_providers() -> std::collections::BTreeMap<String, ProviderConfig> {
     [
         (
@@ -130,6 +214,15 @@ pub struct Config {
     pub task_worker_tick_ms: u64,
     /// How often in-flight tasks are polled upstream (the notifyHook's safety net).
     pub task_poll_interval_secs: u64,
+    /// The sub-processor registry; every configured provider, Stripe (when configured), the
+    /// email provider (`email`) and `hosting` must have an entry.
+    pub subprocessors: std::collections::BTreeMap<String, Subprocessor>,
+    pub privacy_contact: String,
+    pub supervisory_authority: Authority,
+    /// Countries (ISO alpha-2) whose residents must be 16, not 13, to sign up.
+    pub age_16_countries: Vec<String>,
+    /// Hours from a breach's discovery to the regulator notification deadline.
+    pub breach_notification_hours: i64,
 }
 
 impl Default for Config {
@@ -167,6 +260,16 @@ impl Default for Config {
             max_tasks_in_flight: 20,
             task_worker_tick_ms: 1000,
             task_poll_interval_secs: 15,
+            subprocessors: default_subprocessors(),
+            privacy_contact: "privacy@journeyapi.co".into(),
+            supervisory_authority: Authority {
+                name: "The data protection authority of your country of residence".into(),
+                url: "https://edpb.europa.eu/about-edpb/about-edpb/members_en".into(),
+            },
+            age_16_countries: ["DE", "HR", "HU", "IE", "LU", "NL", "PL", "RO", "SK"]
+                .map(String::from)
+                .to_vec(),
+            breach_notification_hours: 72,
         }
     }
 }
@@ -263,7 +366,6 @@ impl Config {
         Ok(catalog)
     }
 
-    /// The effective configuration as TOML with every secret masked.
     /// The model catalogue, checked against the configured providers.
     pub fn models(&self) -> Result<journey_domain::models::ModelCatalog> {
         let figment = match &self.models_path {
@@ -278,6 +380,7 @@ impl Config {
         let models: journey_domain::models::ModelCatalog =
             figment.extract().context("invalid model catalogue")?;
         models.validate(|name| self.providers.get(name).map(|p| p.kind.as_str()))?;
+        self.check_subprocessors()?;
         for (name, p) in &self.providers {
             if p.kind != journey_domain::models::MJ_PROXY
                 && p.kind != journey_domain::models::OPENAI_IMAGES
@@ -290,6 +393,49 @@ impl Config {
         Ok(models)
     }
 
+    /// Every outside service the configuration uses must be in the sub-processor registry.
+    pub fn check_subprocessors(&self) -> Result<()> {
+        let mut needed: Vec<(String, String)> = self
+            .providers
+            .keys()
+            .map(|p| (p.clone(), format!("upstream provider `{p}`")))
+            .collect();
+        if self.stripe_secret_key.is_some() {
+            needed.push(("stripe".into(), "Stripe (stripe_secret_key is set)".into()));
+        }
+        if self.smtp_url.is_some() {
+            needed.push((
+                "email".into(),
+                "the email provider (smtp_url is set)".into(),
+            ));
+        }
+        needed.push(("hosting".into(), "the infrastructure provider".into()));
+        for (key, what) in needed {
+            if !self.subprocessors.contains_key(&key) {
+                anyhow::bail!(
+                    "{what} has no entry in the sub-processor registry: add [subprocessors.{key}] \
+                     (name, purpose, data_categories, location, transfer_safeguard) to the configuration"
+                );
+            }
+        }
+        for c in &self.age_16_countries {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                anyhow::bail!("age_16_countries: {c:?} is not an upper-case ISO 3166 alpha-2 code");
+            }
+        }
+        Ok(())
+    }
+
+    /// The youngest a holder from `country` may be to sign up.
+    pub fn minimum_age(&self, country: &str) -> u8 {
+        if self.age_16_countries.iter().any(|c| c == country) {
+            16
+        } else {
+            13
+        }
+    }
+
+    /// The effective configuration as TOML with every secret masked.
     pub fn masked(&self) -> String {
         let mut c = self.clone();
         for p in c.providers.values_mut() {

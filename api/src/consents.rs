@@ -128,7 +128,7 @@ impl AppState {
             marketing_email: c.granted.contains(&Purpose::MarketingEmail),
             marketing_objection: c.marketing_objection,
             restricted: c.restricted,
-            policy_version: self.cfg.policy_version.clone(),
+            policy_version: self.policy_in_force(self.clock.now()).await?,
             history,
         })
     }
@@ -183,7 +183,7 @@ impl AppState {
                 purpose,
                 granted,
                 source: Source::Holder,
-                policy_version: self.cfg.policy_version.clone(),
+                policy_version: self.policy_in_force(ctx.at).await?,
                 at: ctx.at,
             };
             self.consent_command(account_id, cmd, Actor::Account(account_id), ctx)
@@ -199,7 +199,7 @@ impl AppState {
     ) -> Result<ConsentsView, ApiError> {
         let cmd = ConsentCommand::ObjectToMarketing {
             source: Source::Holder,
-            policy_version: self.cfg.policy_version.clone(),
+            policy_version: self.policy_in_force(ctx.at).await?,
             at: ctx.at,
         };
         self.consent_command(account_id, cmd, Actor::Account(account_id), ctx)
@@ -265,7 +265,7 @@ impl AppState {
         let cmd = if objection {
             ConsentCommand::ObjectToMarketing {
                 source: Source::Staff,
-                policy_version: self.cfg.policy_version.clone(),
+                policy_version: self.policy_in_force(ctx.at).await?,
                 at: ctx.at,
             }
         } else {

@@ -20,9 +20,14 @@ pub const VERSION: u32 = 1;
 /// data cannot be left out of exports silently.
 pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str> {
     Some(match (aggregate_type, event_type) {
-        ("account", "AccountRegistered" | "GoogleLinked" | "NameCorrected" | "EmailChanged") => {
-            "profile"
-        }
+        (
+            "account",
+            "AccountRegistered"
+            | "GoogleLinked"
+            | "NameCorrected"
+            | "EmailChanged"
+            | "SignUpTermsAccepted",
+        ) => "profile",
         (
             "account",
             "AccountErased" | "DeletionRequested" | "DeletionCancelled" | "ErasureCertified",
@@ -62,9 +67,13 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
         (
             "task",
             "TaskCreated" | "TaskSubmitted" | "TaskProgressed" | "TaskFinished" | "TaskFailed"
-            | "WebhookAttempted",
+            | "WebhookAttempted" | "ResultsTakenDown",
         ) => "tasks",
         ("usage", "ApiRequestRecorded") => "api_requests",
+        ("ticket", "TicketOpened" | "TicketMessagePosted" | "TicketClosed" | "TicketErased") => {
+            "support"
+        }
+        ("policy_ack", "PolicyNoticeSent" | "PolicyAccepted") => "policy",
         ("staff", "RoleGranted" | "RoleRevoked") => "staff_roles",
         ("staff", "StaffRead") => "staff_activity",
         (
@@ -83,23 +92,50 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
 }
 
 /// Event types that hold no data about any subject (with why); everything else must map.
-pub const NO_SUBJECT_DATA: [(&str, &str, &str); 1] = [(
-    "retention",
-    "RetentionRunRecorded",
-    "counts of a retention run, not about a person",
-)];
+pub const NO_SUBJECT_DATA: [(&str, &str, &str); 12] = [
+    (
+        "retention",
+        "RetentionRunRecorded",
+        "counts of a retention run, not about a person",
+    ),
+    ("policy", "PolicyPublished", "a policy text, not about a person"),
+    (
+        "child_report",
+        "ChildReportFiled",
+        "a reporter's case, sealed under the report; the reported holder's erasure certificate is in their export",
+    ),
+    ("child_report", "ChildReportConfirmed", "staff decision on a report (see ChildReportFiled)"),
+    ("child_report", "ChildReportRejected", "staff decision on a report (see ChildReportFiled)"),
+    (
+        "breach",
+        "BreachRecorded",
+        "the breach register: names affected accounts by id only; the notice itself reached the holder by email",
+    ),
+    ("breach", "BreachSubjectNotified", "register entry (see BreachRecorded)"),
+    ("breach", "RegulatorNotified", "register entry (see BreachRecorded)"),
+    (
+        "takedown",
+        "TakedownFiled",
+        "a claimant's case, sealed under the case; the holder's side is ResultsTakenDown in their tasks",
+    ),
+    ("takedown", "TakedownActioned", "staff decision on a case (see TakedownFiled)"),
+    ("takedown", "TakedownRejected", "staff decision on a case (see TakedownFiled)"),
+    ("takedown", "TakedownNoticeSent", "a notice on a case (see TakedownFiled)"),
+];
 
 /// Sections in document order (also the HTML order).
-pub const SECTIONS: [&str; 14] = [
+pub const SECTIONS: [&str; 16] = [
     "profile",
     "sign_in_links",
     "sessions",
     "api_keys",
     "consents",
+    "policy",
     "credit_ledger",
     "billing",
     "tasks",
     "api_requests",
+    "support",
     "staff_roles",
     "staff_activity",
     "requests",
@@ -117,6 +153,7 @@ const BATCH: i64 = 5000;
 const SECRET_FIELDS: [&str; 3] = ["key_hash", "code_hash", "notify_token_hash"];
 const HASH_NAMED_STREAMS: [&str; 2] = ["session", "magic_link"];
 const WITHHELD: &str = "[withheld]";
+const TAKEN_DOWN: &str = "[taken down]";
 
 fn withhold_secrets(v: &mut Value) {
     match v {
@@ -148,6 +185,22 @@ impl AppState {
     }
 
     /// Builds the export. `progress(done, total)` is called after each batch of events.
+    /// Tasks of the subject whose results a takedown removed.
+    async fn taken_down_tasks_of(
+        &self,
+        subject: &str,
+    ) -> Result<std::collections::HashSet<String>, ApiError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT e.aggregate_id FROM events e
+             JOIN subject_streams s ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id
+             WHERE s.subject = $1 AND e.aggregate_type = 'task' AND e.event_type = 'ResultsTakenDown'",
+        )
+        .bind(subject)
+        .fetch_all(&self.db.any)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     pub async fn build_export(
         &self,
         subject: Uuid,
@@ -165,6 +218,7 @@ impl AppState {
             .map(|s| (s.to_string(), Value::Array(vec![])))
             .collect();
         let mut usage = Vec::new();
+        let taken_down = self.taken_down_tasks_of(&id).await?;
         let (mut after, mut done) = (0i64, 0u64);
         loop {
             let batch =
@@ -185,6 +239,10 @@ impl AppState {
                 // Payloads are `{"EventType": {...}}`: keep the inner object.
                 let mut data = data.get(&e.event_type).cloned().unwrap_or(data);
                 withhold_secrets(&mut data);
+                if e.event_type == "TaskFinished" && taken_down.contains(&e.aggregate_id) {
+                    // A takedown removes the results from exports too.
+                    data["result"] = json!(TAKEN_DOWN);
+                }
                 sections[section]
                     .as_array_mut()
                     .expect("sections are arrays")

@@ -11,7 +11,7 @@ use journey_commands::oidc::IdClaims;
 use journey_commands::secrets::{self, hmac_hex, new_api_key, normalize_email, token_hash};
 use journey_commands::StoreError;
 use journey_domain::account::{
-    Account, AccountCommand, AccountStatus, GoogleProfile, SignInMethod,
+    Account, AccountCommand, AccountStatus, GoogleProfile, SignInMethod, SignUpTerms,
 };
 use journey_domain::api_key::{ApiKey, ApiKeyCommand};
 use journey_domain::magic_link::{LinkPurpose, MagicLinkCommand};
@@ -25,6 +25,13 @@ use uuid::Uuid;
 
 /// How long a request waits for projections to apply its own write.
 const READ_YOUR_WRITE: StdDuration = StdDuration::from_secs(5);
+
+/// A sign-up's age confirmation as the holder gave it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct AgeInput {
+    pub country: Option<String>,
+    pub age_confirmed: bool,
+}
 
 /// Request context: who, which request, from which address, at which instant.
 #[derive(Clone)]
@@ -260,6 +267,7 @@ impl AppState {
     pub async fn consume_magic_link(
         &self,
         token: &str,
+        age: &AgeInput,
         ctx: &Ctx,
     ) -> Result<Option<SignedIn>, ApiError> {
         let link_id = token_hash(token);
@@ -268,6 +276,13 @@ impl AppState {
             .purpose
             .ok_or_else(|| ApiError::bad("this sign-in link is not valid"))?;
         let account_id = purpose.account_id();
+        // A sign-up needs the age confirmation before anything is spent or created.
+        let terms = match purpose {
+            LinkPurpose::SignIn { .. } if self.is_new_account(account_id).await? => {
+                Some(self.sign_up_terms(age, ctx.at).await?)
+            }
+            _ => None,
+        };
         let meta = self
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
@@ -286,8 +301,19 @@ impl AppState {
                     AccountStatus::PendingDeletion => return Err(pending_deletion()),
                     AccountStatus::Active => false,
                     AccountStatus::New => {
-                        self.register(account_id, email, SignInMethod::MagicLink, None, &meta)
-                            .await?
+                        let terms = match terms {
+                            Some(t) => t,
+                            None => self.sign_up_terms(age, ctx.at).await?,
+                        };
+                        self.register(
+                            account_id,
+                            email,
+                            SignInMethod::MagicLink,
+                            None,
+                            terms,
+                            &meta,
+                        )
+                        .await?
                     }
                 };
                 let session_token = self
@@ -306,6 +332,43 @@ impl AppState {
         }
     }
 
+    pub(crate) async fn is_new_account(&self, account_id: Uuid) -> Result<bool, ApiError> {
+        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        Ok(a.status == AccountStatus::New)
+    }
+
+    /// What a new holder confirms at sign-up (privacy policy, section 9): at least 13, or
+    /// 16 in the configured countries, and the policy version in force.
+    pub async fn sign_up_terms(
+        &self,
+        age: &AgeInput,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<SignUpTerms, ApiError> {
+        let country = age
+            .country
+            .as_deref()
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "to create an account, give your country (`country`, a two-letter ISO code) \
+                     and confirm your age (`age_confirmed`: true)",
+                )
+            })?;
+        let minimum_age = self.cfg.minimum_age(&country);
+        if !age.age_confirmed {
+            return Err(ApiError::bad(format!(
+                "to create an account you must confirm that you are at least {minimum_age} \
+                 years old (`age_confirmed`: true); no account was created"
+            )));
+        }
+        Ok(SignUpTerms {
+            minimum_age,
+            country,
+            policy_version: self.policy_in_force(at).await?,
+        })
+    }
+
     /// Registers a new account; false if a concurrent first sign-in registered it first.
     async fn register(
         &self,
@@ -313,6 +376,7 @@ impl AppState {
         email: journey_domain::Sealed<String>,
         method: SignInMethod,
         google: Option<GoogleProfile>,
+        terms: SignUpTerms,
         meta: &CommandMeta,
     ) -> Result<bool, ApiError> {
         let result = self
@@ -324,6 +388,7 @@ impl AppState {
                     email,
                     method,
                     google,
+                    terms: Some(terms),
                     at: meta.at,
                 },
                 meta,
@@ -472,7 +537,12 @@ impl AppState {
 
     // ---- Google ------------------------------------------------------------------------
 
-    pub async fn google_sign_in(&self, claims: IdClaims, ctx: &Ctx) -> Result<SignedIn, ApiError> {
+    pub async fn google_sign_in(
+        &self,
+        claims: IdClaims,
+        age: &AgeInput,
+        ctx: &Ctx,
+    ) -> Result<SignedIn, ApiError> {
         let sub_hash = self.google_hash(&claims.sub);
         let email = claims
             .email
@@ -491,6 +561,10 @@ impl AppState {
                 } else {
                     None
                 };
+                if by_email.is_none() {
+                    // A sign-up: refused before anything is claimed without the age check.
+                    self.sign_up_terms(age, ctx.at).await?;
+                }
                 let candidate = by_email.unwrap_or_else(Uuid::new_v4);
                 self.identity
                     .claim(
@@ -559,12 +633,14 @@ impl AppState {
                         )
                         .await?;
                 }
+                let terms = self.sign_up_terms(age, ctx.at).await?;
                 let sealed_email = seal(email.clone()).await?;
                 self.register(
                     account_id,
                     sealed_email,
                     SignInMethod::Google,
                     Some(profile),
+                    terms,
                     &meta,
                 )
                 .await?

@@ -1,8 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use crate::routes::{
-    account_api, admin_api, auth, billing_api, client_api, ops, privacy_api, requests_api,
-    upstream_hooks, usage_api,
+    account_api, admin_api, auth, billing_api, client_api, legal_api, ops, privacy_api,
+    requests_api, support_api, upstream_hooks, usage_api,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -21,6 +21,15 @@ use utoipa::{Modify, OpenApi};
         client_api::describe, client_api::faceswap, client_api::imagine_video,
         client_api::extend_video, client_api::inpaint, client_api::outpaint,
         upstream_hooks::notify, usage_api::usage, usage_api::tasks,
+        legal_api::privacy_policy, legal_api::subprocessors, legal_api::age_requirement,
+        legal_api::child_report, legal_api::takedown, legal_api::my_policy,
+        legal_api::publish_policy, legal_api::subject_policy, legal_api::child_reports,
+        legal_api::decide_child_report, legal_api::record_breach, legal_api::breaches,
+        legal_api::notify_holders, legal_api::regulator_notified, legal_api::takedowns,
+        legal_api::decide_takedown,
+        support_api::open, support_api::list, support_api::get, support_api::delete,
+        support_api::reply, support_api::close, support_api::staff_list, support_api::staff_get,
+        support_api::staff_reply, support_api::staff_close,
         billing_api::catalog, billing_api::overview, billing_api::checkout,
         billing_api::portal, billing_api::ledger, billing_api::stripe_webhook,
         admin_api::subject_events, admin_api::audit,

@@ -387,6 +387,10 @@ impl AppState {
                 }
             }
         }
+        let support = self.expire_support_keys(as_of, dry_run).await?;
+        if support > 0 {
+            *keys_destroyed.entry("support".to_string()).or_default() += support;
+        }
         let (mut requests_reminded, mut exports_deleted, mut log_rows_deleted) = (0, 0, 0);
         if !dry_run {
             events_tombstoned += self.compact(None, &run_ctx).await?;

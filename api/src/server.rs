@@ -39,6 +39,8 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::requests_api::routes)
             .configure(routes::upstream_hooks::routes)
             .configure(routes::usage_api::routes)
+            .configure(routes::legal_api::routes)
+            .configure(routes::support_api::routes)
             .configure(routes::ops::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))

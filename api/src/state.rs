@@ -43,6 +43,12 @@ pub struct Stores {
     pub keys: Store<ApiKey>,
     pub tasks: Store<Task>,
     pub usage: Store<UsageDay>,
+    pub policies: Store<journey_domain::policy::PolicyVersion>,
+    pub policy_acks: Store<journey_domain::policy::PolicyAck>,
+    pub child_reports: Store<journey_domain::child_report::ChildReport>,
+    pub breaches: Store<journey_domain::breach::Breach>,
+    pub takedowns: Store<journey_domain::takedown::Takedown>,
+    pub tickets: Store<journey_domain::ticket::Ticket>,
 }
 
 pub struct AppState {
@@ -71,6 +77,7 @@ pub struct AppState {
     pub instance_id: String,
     /// Where this process listens, once it does (callback URLs when no public_url is set).
     pub listen_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    pub policy_cache: crate::legal::policies::PolicyCache,
 }
 
 pub type App = Arc<AppState>;
@@ -145,6 +152,7 @@ impl AppState {
             upstreams,
             worker_wake: tokio::sync::Notify::new(),
             listen_addr: std::sync::OnceLock::new(),
+            policy_cache: Default::default(),
             instance_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             vault: Vault::new(db.clone(), master),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
@@ -161,6 +169,12 @@ impl AppState {
                 keys: Store::new(&db),
                 tasks: Store::new(&db),
                 usage: Store::new(&db),
+                policies: Store::new(&db),
+                policy_acks: Store::new(&db),
+                child_reports: Store::new(&db),
+                breaches: Store::new(&db),
+                takedowns: Store::new(&db),
+                tickets: Store::new(&db),
             },
             identity: IdentityIndex::new(db.clone()),
             refs: BillingRefs::new(db.clone()),

@@ -81,6 +81,7 @@ pub async fn register(app: &App) -> Uuid {
                 email,
                 method: SignInMethod::MagicLink,
                 google: None,
+                terms: None,
                 at: now,
             },
             &meta,

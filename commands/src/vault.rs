@@ -101,8 +101,21 @@ impl Vault {
         at: DateTime<Utc>,
         value: &T,
     ) -> Result<Sealed<T>, VaultError> {
-        let period = period_label(category, at);
-        let (key_id, key) = self.live_key(subject, category, &period, at).await?;
+        self.seal_in(subject, category, &period_label(category, at), at, value)
+            .await
+    }
+
+    /// Seals under a key of an explicitly named period, for data whose term is not a
+    /// calendar period (each support ticket has its own key, kept 3 years after it closes).
+    pub async fn seal_in<T: Serialize>(
+        &self,
+        subject: &str,
+        category: DataCategory,
+        period: &str,
+        at: DateTime<Utc>,
+        value: &T,
+    ) -> Result<Sealed<T>, VaultError> {
+        let (key_id, key) = self.live_key(subject, category, period, at).await?;
         let plain = serde_json::to_vec(value).map_err(|e| VaultError::Encoding(e.to_string()))?;
         let nonce = crate::secrets::random_bytes(12);
         let ct = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))
@@ -386,6 +399,31 @@ impl Vault {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(VaultError::from)
+    }
+
+    /// Destroys the key of one subject × category × period (a ticket deleted on request, or
+    /// past its term); false if there was none or it was already gone.
+    pub async fn destroy_period(
+        &self,
+        subject: &str,
+        category: DataCategory,
+        period: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let n = sqlx::query(
+            "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
+             WHERE subject = $3 AND category = $4 AND period = $5 AND wrapped IS NOT NULL",
+        )
+        .bind(at.timestamp_millis())
+        .bind(reason)
+        .bind(subject)
+        .bind(category.as_str())
+        .bind(period)
+        .execute(&self.db.any)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     /// Destroys one key (retention expiry); false if it was already gone.

@@ -22,12 +22,23 @@ pub struct GoogleProfile {
     pub picture: Option<Sealed<String>>,
 }
 
+/// What a new holder confirmed at sign-up: that they are at least `minimum_age` (13, or
+/// 16 where their country requires it), and which privacy-policy version was in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignUpTerms {
+    pub minimum_age: u8,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+    pub policy_version: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountCommand {
     Register {
         email: Sealed<String>,
         method: SignInMethod,
         google: Option<GoogleProfile>,
+        terms: Option<SignUpTerms>,
         at: DateTime<Utc>,
     },
     LinkGoogle {
@@ -116,11 +127,16 @@ pub enum AccountEvent {
     ErasureCertified {
         certificate: ErasureCertificate,
     },
+    /// Written with `AccountRegistered`: the age confirmation and the policy in force.
+    SignUpTermsAccepted {
+        terms: SignUpTerms,
+        at: DateTime<Utc>,
+    },
 }
 
 crate::domain_event!(AccountEvent, "1", {
     AccountRegistered, GoogleLinked, NameCorrected, EmailChanged, AccountErased,
-    DeletionRequested, DeletionCancelled, ErasureCertified
+    DeletionRequested, DeletionCancelled, ErasureCertified, SignUpTermsAccepted
 });
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -197,6 +213,7 @@ impl Aggregate for Account {
                 email,
                 method,
                 google,
+                terms,
                 at,
             } => {
                 match self.status {
@@ -208,6 +225,10 @@ impl Aggregate for Account {
                 }
                 sink.write(AccountEvent::AccountRegistered { email, method, at }, self)
                     .await;
+                if let Some(terms) = terms {
+                    sink.write(AccountEvent::SignUpTermsAccepted { terms, at }, self)
+                        .await;
+                }
                 if let Some(profile) = google {
                     sink.write(AccountEvent::GoogleLinked { profile, at }, self)
                         .await;
@@ -299,6 +320,7 @@ impl Aggregate for Account {
                 self.purge_after = None;
             }
             AccountEvent::ErasureCertified { .. } => self.certified = true,
+            AccountEvent::SignUpTermsAccepted { .. } => {}
         }
     }
 }
@@ -326,6 +348,7 @@ mod tests {
                 email: sealed("e"),
                 method: SignInMethod::MagicLink,
                 google: None,
+                terms: None,
                 at,
             })
             .then_expect_events(vec![registered.clone()]);
@@ -335,6 +358,7 @@ mod tests {
                 email: sealed("e"),
                 method: SignInMethod::MagicLink,
                 google: None,
+                terms: None,
                 at,
             })
             .then_expect_error(AccountError::AlreadyRegistered);

@@ -5,19 +5,24 @@
 pub mod account;
 pub mod api_key;
 pub mod billing;
+pub mod breach;
 pub mod catalog;
+pub mod child_report;
 pub mod consent;
 pub mod credits;
 pub mod magic_link;
 pub mod meta;
 pub mod models;
+pub mod policy;
 pub mod requests;
 pub mod retention;
 pub mod retention_log;
 pub mod sealed;
 pub mod session;
 pub mod staff;
+pub mod takedown;
 pub mod task;
+pub mod ticket;
 pub mod usage;
 
 pub use sealed::{DataCategory, Opened, Sealed};
@@ -61,6 +66,12 @@ pub fn all_event_types() -> Vec<(&'static str, &'static str)> {
         of::<requests::DataSubjectRequest>(requests::RequestEvent::EVENT_TYPES),
         of::<task::Task>(task::TaskEvent::EVENT_TYPES),
         of::<usage::UsageDay>(usage::UsageEvent::EVENT_TYPES),
+        of::<policy::PolicyVersion>(policy::PolicyEvent::EVENT_TYPES),
+        of::<policy::PolicyAck>(policy::AckEvent::EVENT_TYPES),
+        of::<child_report::ChildReport>(child_report::ChildReportEvent::EVENT_TYPES),
+        of::<breach::Breach>(breach::BreachEvent::EVENT_TYPES),
+        of::<takedown::Takedown>(takedown::TakedownEvent::EVENT_TYPES),
+        of::<ticket::Ticket>(ticket::TicketEvent::EVENT_TYPES),
     ]
     .concat()
 }

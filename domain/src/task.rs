@@ -177,6 +177,9 @@ impl TaskResult {
         let n = self.image_urls.len() + self.video_urls.len();
         if n > 0 {
             n as u32
+        } else if self.original_image_url.is_some() {
+            // A grid whose four images could not be linked separately still holds four.
+            4
         } else {
             u32::from(self.image_url.is_some() && self.content.is_empty())
         }
@@ -261,6 +264,8 @@ pub enum TaskCommand {
         next_attempt_at: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     },
+    /// A takedown case was actioned: the result URLs are shown nowhere any more.
+    TakeDown { case_id: Uuid, at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,10 +302,15 @@ pub enum TaskEvent {
         next_attempt_at: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     },
+    ResultsTakenDown {
+        case_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 crate::domain_event!(TaskEvent, "1", {
-    TaskCreated, TaskSubmitted, TaskProgressed, TaskFinished, TaskFailed, WebhookAttempted
+    TaskCreated, TaskSubmitted, TaskProgressed, TaskFinished, TaskFailed, WebhookAttempted,
+    ResultsTakenDown
 });
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -331,6 +341,8 @@ pub struct Task {
     pub webhook_attempts: u32,
     pub webhook_delivered: bool,
     pub next_webhook_at: Option<DateTime<Utc>>,
+    /// Set by a takedown: result URLs are withheld everywhere.
+    pub taken_down: bool,
 }
 
 impl Task {
@@ -467,6 +479,12 @@ impl Aggregate for Task {
                     at,
                 }
             }
+            TaskCommand::TakeDown { case_id, at } => {
+                if self.taken_down {
+                    return Ok(());
+                }
+                TaskEvent::ResultsTakenDown { case_id, at }
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -525,6 +543,7 @@ impl Aggregate for Task {
                 self.webhook_delivered = delivered;
                 self.next_webhook_at = next_attempt_at;
             }
+            TaskEvent::ResultsTakenDown { .. } => self.taken_down = true,
         }
     }
 }

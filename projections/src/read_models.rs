@@ -103,7 +103,7 @@ impl Projection for Accounts {
                 .execute(&mut *conn)
                 .await?;
             }
-            AccountEvent::ErasureCertified { .. } => {}
+            AccountEvent::ErasureCertified { .. } | AccountEvent::SignUpTermsAccepted { .. } => {}
             AccountEvent::AccountErased { .. } => {
                 sqlx::query("DELETE FROM rm_accounts WHERE account_id = $1")
                     .bind(id)

@@ -8,12 +8,17 @@ use anyhow::Result;
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use journey_domain::api_key::{ApiKey, ApiKeyEvent};
+use journey_domain::breach::Breach;
+use journey_domain::child_report::ChildReport;
 use journey_domain::consent::{ConsentEvent, Consents, Purpose};
 use journey_domain::magic_link::{MagicLink, MagicLinkEvent};
+use journey_domain::policy::{PolicyAck, PolicyVersion};
 use journey_domain::requests::{DataSubjectRequest, RequestEvent};
 use journey_domain::session::{Session, SessionEvent};
 use journey_domain::staff::{StaffEvent, StaffMember};
+use journey_domain::takedown::Takedown;
 use journey_domain::task::{Task, TaskEvent};
+use journey_domain::ticket::{Ticket, TicketEvent};
 use journey_domain::usage::{account_of, UsageDay};
 use sqlx::AnyConnection;
 
@@ -44,6 +49,21 @@ fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
             _ => None,
         },
         t if t == UsageDay::TYPE => account_of(&e.aggregate_id).map(|a| a.to_string()),
+        t if t == Ticket::TYPE => match e.decode_known::<TicketEvent>()? {
+            Some(TicketEvent::TicketOpened { account_id, .. }) => Some(account_id.to_string()),
+            _ => None,
+        },
+        // `<version>|<account>`.
+        t if t == PolicyAck::TYPE => e.aggregate_id.rsplit_once('|').map(|(_, a)| a.to_string()),
+        // Registers and cases name accounts by id but are not an account's own data: a
+        // reporter's or claimant's contact must not reach the reported holder's export.
+        t if t == PolicyVersion::TYPE
+            || t == ChildReport::TYPE
+            || t == Breach::TYPE
+            || t == Takedown::TYPE =>
+        {
+            None
+        }
         // Retention runs concern no one.
         "retention" => None,
         // Every other aggregate is keyed by the account it concerns.

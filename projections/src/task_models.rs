@@ -123,7 +123,7 @@ impl Projection for Tasks {
                 .execute(&mut *conn)
                 .await?;
             }
-            TaskEvent::WebhookAttempted { .. } => {}
+            TaskEvent::WebhookAttempted { .. } | TaskEvent::ResultsTakenDown { .. } => {}
         }
         Ok(())
     }

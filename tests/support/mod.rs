@@ -208,7 +208,8 @@ impl Harness {
     pub async fn consume_json(&self, client: &reqwest::Client, token: &str) -> reqwest::Response {
         client
             .post(self.url("/v1/auth/magic-link/consume"))
-            .json(&serde_json::json!({ "token": token }))
+            // Sign-ups need the age confirmation; sign-ins ignore it.
+            .json(&serde_json::json!({ "token": token, "country": "FR", "age_confirmed": true }))
             .send()
             .await
             .unwrap()
@@ -219,7 +220,7 @@ impl Harness {
         client
             .post(self.url("/v1/auth/magic-link/consume"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("token={token}"))
+            .body(format!("token={token}&country=FR&age_confirmed=on"))
             .send()
             .await
             .unwrap()

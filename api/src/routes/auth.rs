@@ -4,7 +4,7 @@
 use super::{cookie, expired};
 use crate::auth::{SessionAuth, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::{Ctx, SignedIn};
+use crate::identity::{AgeInput, Ctx, SignedIn};
 use crate::state::AppState;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
@@ -133,15 +133,35 @@ async fn confirm_page_body(app: &AppState, q: &TokenQuery) -> HttpResponse {
     };
     match app.check_magic_link(token, app.clock.now()).await {
         Ok(purpose) => {
+            let sign_up = match purpose {
+                LinkPurpose::SignIn { account_id } => {
+                    app.is_new_account(account_id).await.unwrap_or(false)
+                }
+                LinkPurpose::ChangeEmail { .. } => false,
+            };
             let (title, button) = match purpose {
+                LinkPurpose::SignIn { .. } if sign_up => {
+                    ("Create your JourneyAPI account", "Create account")
+                }
                 LinkPurpose::SignIn { .. } => ("Sign in to JourneyAPI", "Sign in"),
                 LinkPurpose::ChangeEmail { .. } => ("Confirm your new email address", "Confirm"),
+            };
+            // Children's privacy (policy section 9): a new account needs the age confirmation.
+            let age_fields = if sign_up {
+                format!(
+                    "<p><label>Country (two-letter code) <input name=\"country\" required maxlength=\"2\"></label></p>\
+                     <p><label><input type=\"checkbox\" name=\"age_confirmed\" required> I am at least 13 years old \
+                     (16 if I live in {})</label></p>",
+                    escape(&app.cfg.age_16_countries.join(", "))
+                )
+            } else {
+                String::new()
             };
             html(
                 StatusCode::OK,
                 title,
                 &format!(
-                    "<form method=\"post\" action=\"/v1/auth/magic-link/consume\"><input type=\"hidden\" name=\"token\" value=\"{}\"><button type=\"submit\">{button}</button></form>",
+                    "<form method=\"post\" action=\"/v1/auth/magic-link/consume\"><input type=\"hidden\" name=\"token\" value=\"{}\">{age_fields}<button type=\"submit\">{button}</button></form>",
                     escape(token)
                 ),
             )
@@ -157,6 +177,11 @@ async fn confirm_page_body(app: &AppState, q: &TokenQuery) -> HttpResponse {
 #[derive(Deserialize, ToSchema)]
 pub struct ConsumeRequest {
     pub token: String,
+    /// Sign-up only: the holder's country (ISO 3166 alpha-2); it sets the minimum age.
+    pub country: Option<String>,
+    /// Sign-up only: "I am at least 13 (16 in the configured countries) years old".
+    #[serde(default)]
+    pub age_confirmed: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -242,7 +267,11 @@ pub async fn consume(
             ));
         }
     }
-    let mut resp = match app.consume_magic_link(&parsed.token, &ctx).await? {
+    let age = AgeInput {
+        country: parsed.country.clone(),
+        age_confirmed: parsed.age_confirmed,
+    };
+    let mut resp = match app.consume_magic_link(&parsed.token, &age, &ctx).await? {
         Some(signed_in) => signed_in_response(&app, signed_in, is_form),
         None if is_form => html(
             actix_web::http::StatusCode::OK,
@@ -261,11 +290,17 @@ pub async fn consume(
 }
 
 fn serde_urlencoded_token(body: &[u8]) -> Result<ConsumeRequest, ApiError> {
-    let token = url::form_urlencoded::parse(body)
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| ApiError::bad("token is required"))?;
-    Ok(ConsumeRequest { token })
+    let field = |name: &str| {
+        url::form_urlencoded::parse(body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let token = field("token").ok_or_else(|| ApiError::bad("token is required"))?;
+    Ok(ConsumeRequest {
+        token,
+        country: field("country").filter(|c| !c.is_empty()),
+        age_confirmed: field("age_confirmed").is_some_and(|v| v == "on" || v == "true"),
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -274,6 +309,19 @@ struct OidcState {
     nonce: String,
     verifier: String,
     exp: i64,
+    /// The age confirmation given at the start, used if this sign-in creates an account.
+    #[serde(default)]
+    age: AgeInput,
+}
+
+/// Google sign-in creating an account needs the same age confirmation as a magic link.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct GoogleStartQuery {
+    /// Sign-up only: ISO 3166 alpha-2 country.
+    pub country: Option<String>,
+    /// Sign-up only: `true` confirms the minimum age for that country.
+    #[serde(default)]
+    pub age_confirmed: bool,
 }
 
 fn cookie_cipher(app: &AppState) -> Aes256Gcm {
@@ -306,11 +354,14 @@ fn open_state(app: &AppState, v: &str) -> Option<OidcState> {
 
 /// Starts Google sign-in: redirects to Google with state, nonce and PKCE (S256). The
 /// verifier travels in an encrypted, HttpOnly cookie bound to this browser.
-#[utoipa::path(get, path = "/v1/auth/google/start", tag = "auth",
+#[utoipa::path(get, path = "/v1/auth/google/start", tag = "auth", params(GoogleStartQuery),
     responses(
         (status = 302, description = "Redirect to Google"),
         (status = 503, description = "Google sign-in is not configured or unreachable", body = ErrorBody)))]
-pub async fn google_start(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn google_start(
+    app: web::Data<AppState>,
+    q: web::Query<GoogleStartQuery>,
+) -> Result<HttpResponse, ApiError> {
     if !app.oidc.configured() {
         return Err(ApiError::Unavailable(
             "Google sign-in is not configured".into(),
@@ -321,6 +372,10 @@ pub async fn google_start(app: web::Data<AppState>) -> Result<HttpResponse, ApiE
         nonce: secrets::new_token(),
         verifier: secrets::new_token(),
         exp: app.clock.now().timestamp() + 600,
+        age: AgeInput {
+            country: q.country.clone(),
+            age_confirmed: q.age_confirmed,
+        },
     };
     let url = app
         .oidc
@@ -392,7 +447,7 @@ pub async fn google_callback(
             tracing::warn!(error = %format!("{e:#}"), "Google sign-in rejected");
             ApiError::bad("Google sign-in could not be verified")
         })?;
-    let signed_in = app.google_sign_in(claims, &ctx).await?;
+    let signed_in = app.google_sign_in(claims, &st.age, &ctx).await?;
     let mut resp = signed_in_response(&app, signed_in, false);
     let _ = resp.add_cookie(&expired(OIDC_COOKIE, app.cfg.cookie_secure));
     Ok(resp)

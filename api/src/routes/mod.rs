@@ -5,9 +5,11 @@ pub mod admin_api;
 pub mod auth;
 pub mod billing_api;
 pub mod client_api;
+pub mod legal_api;
 pub mod ops;
 pub mod privacy_api;
 pub mod requests_api;
+pub mod support_api;
 pub mod upstream_hooks;
 pub mod usage_api;
 

@@ -28,6 +28,9 @@ pub const IMAGE_LIMITS: DownloadLimits = DownloadLimits {
     timeout: Duration::from_secs(20),
 };
 
+/// How long an Idempotency-Key names its task.
+pub const IDEMPOTENCY_HOURS: i64 = 24;
+
 /// A client's `Idempotency-Key` and a fingerprint of the request it came with.
 pub struct IdempotencyKey {
     pub key: String,
@@ -113,6 +116,7 @@ impl AppState {
         at: DateTime<Utc>,
     ) -> Result<Claim, ApiError> {
         let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
+        self.expire_idempotency(caller, &key_hash, at).await?;
         let task_id = Uuid::new_v4();
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (account_id, key_hash, fingerprint, task_id, created_at)
@@ -146,6 +150,24 @@ impl AppState {
         }
         let existing = Uuid::parse_str(&existing).map_err(|e| ApiError::Internal(e.into()))?;
         Ok(Claim::Existing(existing))
+    }
+
+    /// Keys older than a day are forgotten (the retention run also deletes them).
+    async fn expire_idempotency(
+        &self,
+        caller: Caller,
+        key_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2 AND created_at < $3",
+        )
+        .bind(caller.account_id.to_string())
+        .bind(key_hash)
+        .bind((at - chrono::Duration::hours(IDEMPOTENCY_HOURS)).timestamp_millis())
+        .execute(&self.db.any)
+        .await?;
+        Ok(())
     }
 
     async fn forget_idempotency(&self, caller: Caller, key: Option<&IdempotencyKey>) {
@@ -197,14 +219,7 @@ impl AppState {
                 "a request with this Idempotency-Key is in progress; retry".into(),
             ));
         };
-        let view = self.task_object(task_id, &task).await?;
-        Ok(Created {
-            task_id,
-            status: view.status,
-            image_url: view.image_url,
-            error: view.error,
-            charged: 0,
-        })
+        self.created(task_id, &task, 0).await
     }
 
     async fn accept(
@@ -280,7 +295,17 @@ impl AppState {
                 task
             }
         };
-        let view = self.task_object(task_id, &task).await?;
+        if task.is_terminal() {
+            // Ended during the request: its webhook is due now, not at the submit grace.
+            self.reschedule(task_id, self.clock.now()).await?;
+            self.wake_worker();
+        }
+        self.created(task_id, &task, charged).await
+    }
+
+    /// The create call's answer for a task (first answer and idempotent replays alike).
+    async fn created(&self, task_id: Uuid, task: &Task, charged: u64) -> Result<Created, ApiError> {
+        let view = self.task_object(task_id, task).await?;
         Ok(Created {
             task_id,
             status: view.status,
@@ -537,6 +562,9 @@ impl AppState {
                 self.finish_task(task_id, &task, result, vec![], now).await
             }
             Err(e) => {
+                if let journey_commands::upstream::UpstreamError::Http { status, body } = &e {
+                    tracing::warn!(provider, status, body = %body, %task_id, "images provider refused");
+                }
                 let cause = match &e {
                     journey_commands::upstream::UpstreamError::Http { status, .. }
                         if (400..500).contains(status) =>

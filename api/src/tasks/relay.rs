@@ -55,6 +55,14 @@ impl AppState {
             return Ok(task.clone());
         }
         let images = result.image_count();
+        let urls: Vec<&String> = result
+            .original_image_url
+            .iter()
+            .chain(result.image_urls.iter())
+            .chain(result.image_url.iter())
+            .chain(result.video_urls.iter())
+            .collect();
+        self.index_result_urls(task_id, &urls).await?;
         let sealed = self.seal_for(task, &result, at).await?;
         let command = TaskCommand::Finish {
             result: sealed,

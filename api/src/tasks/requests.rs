@@ -427,8 +427,10 @@ impl AppState {
             .map(|f| one_of("resolution", Some(f), &["1K", "2K", "4K"], "1K"))
             .transpose()?;
         if let Some(n) = &r.negative_prompt {
-            if !model_id.starts_with("flux") {
-                return Err(bad("negative_prompt is only supported by Flux models"));
+            if !model_id.starts_with("flux") || spec.edit {
+                return Err(bad(
+                    "negative_prompt is only supported by the Flux generation models",
+                ));
             }
             if n.chars().count() > MAX_PROMPT {
                 return Err(bad(format!(
@@ -446,10 +448,15 @@ impl AppState {
                 "model {model_id} edits an image: image_url is required"
             )));
         }
+        let mj = self.provider_kind(&spec.provider) == journey_domain::models::MJ_PROXY;
+        if image_url.is_some() && !spec.edit && !mj {
+            return Err(bad(format!(
+                "model {model_id} does not take image_url (edit models and midjourney do)"
+            )));
+        }
         let hook = self.hook(&r.hook)?;
         let params = params_of(r);
-        let provider_kind = self.provider_kind(&spec.provider);
-        if provider_kind == journey_domain::models::MJ_PROXY {
+        if mj {
             // Midjourney reads the ratio from the prompt; an explicit --ar wins.
             let mut p = match &image_url {
                 Some(u) => format!("{u} {text}"),
@@ -816,10 +823,18 @@ impl AppState {
     ) -> Result<Prepared, ApiError> {
         let i = grid_index(&r.index)?;
         let text = prompt("prompt", &r.prompt)?;
-        one_of("motion", r.motion.as_deref(), &["low", "high"], "low")?;
-        if let Some(u) = &r.image_url {
-            self.checked_url("image_url", u)?;
-        }
+        let motion = one_of("motion", r.motion.as_deref(), &["low", "high"], "low")?;
+        let image = r
+            .image_url
+            .as_deref()
+            .map(|u| self.checked_url("image_url", u))
+            .transpose()?;
+        // The extension's prompt in Midjourney's own syntax: an image URL first, then the
+        // text, then the motion parameter.
+        let text = match image {
+            Some(u) => format!("{u} {text} --motion {motion}"),
+            None => format!("{text} --motion {motion}"),
+        };
         let hook = self.hook(&r.hook)?;
         let (id, parent) = self.parent(account, &r.parent_task_id).await?;
         if parent.spec.as_ref().map(|s| s.result_kind) != Some(ResultKind::Video) {

@@ -48,6 +48,9 @@ impl AppState {
             .ok_or_else(|| ApiError::NotFound(format!("unknown task_id {task_id}")))?;
         let status = task.status();
         let result = match &task.result {
+            // A takedown withholds the results everywhere this view is used: fetch,
+            // fetch-many, webhooks (built at send time) and idempotent replays.
+            _ if task.taken_down => TaskResult::default(),
             Some(r) => match self.vault.open(r).await? {
                 Opened::Value(r) => r,
                 Opened::Erased => TaskResult::default(),

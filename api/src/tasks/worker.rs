@@ -18,8 +18,9 @@ use journey_domain::Opened;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// How long a claim lasts; a worker that dies mid-work loses its rows after this.
-const LEASE: Duration = Duration::seconds(120);
+/// How long a claim lasts; a worker that dies mid-work loses its rows after this. Longer
+/// than the slowest job (an images call of up to 120 s plus a 20 s download).
+const LEASE: Duration = Duration::seconds(300);
 const BATCH: i64 = 200;
 /// list-by-condition ids per call.
 const POLL_CHUNK: usize = 50;

@@ -1,0 +1,379 @@
+//! Support correspondence (policy sections 2 and 5): holders open tickets and reply; staff
+//! with the `support` (or `admin`) role answer and close them. Subject lines and messages
+//! are sealed in the `support` category under the ticket's own key, destroyed 3 years
+//! after the ticket closes (the retention run), at once when the holder deletes the ticket,
+//! or with every other key of the account on erasure.
+
+use crate::error::ApiError;
+use crate::identity::Ctx;
+use crate::state::AppState;
+use chrono::{DateTime, Duration, Utc};
+use journey_commands::mailer::Mail;
+use journey_domain::meta::Actor;
+use journey_domain::ticket::{key_period, Author, Ticket, TicketCommand};
+use journey_domain::{DataCategory, Opened};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Support correspondence is kept this long after its ticket closes.
+pub const KEEP_AFTER_CLOSING_DAYS: i64 = 3 * 365 + 1;
+const MAX_MESSAGE: usize = 10_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicket {
+    pub subject: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    /// `holder` or `staff`.
+    pub from: String,
+    pub body: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketView {
+    pub ticket_id: Uuid,
+    pub account_id: Uuid,
+    /// `open`, `closed` or `deleted`.
+    pub status: String,
+    pub subject: String,
+    pub opened_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Empty in lists.
+    pub messages: Vec<MessageView>,
+}
+
+fn checked(field: &str, v: &str, max: usize) -> Result<String, ApiError> {
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > max {
+        return Err(ApiError::bad(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+impl AppState {
+    async fn seal_ticket(
+        &self,
+        account: Uuid,
+        ticket: Uuid,
+        text: &str,
+        at: DateTime<Utc>,
+    ) -> Result<journey_domain::Sealed<String>, ApiError> {
+        Ok(self
+            .vault
+            .seal_in(
+                &account.to_string(),
+                DataCategory::Support,
+                &key_period(ticket),
+                at,
+                &text.to_string(),
+            )
+            .await?)
+    }
+
+    pub async fn open_ticket(
+        &self,
+        account: Uuid,
+        t: NewTicket,
+        ctx: &Ctx,
+    ) -> Result<TicketView, ApiError> {
+        let subject = checked("subject", &t.subject, 200)?;
+        let body = checked("message", &t.message, MAX_MESSAGE)?;
+        let id = Uuid::new_v4();
+        let cmd = TicketCommand::Open {
+            account_id: account,
+            subject: self.seal_ticket(account, id, &subject, ctx.at).await?,
+            body: self.seal_ticket(account, id, &body, ctx.at).await?,
+            at: ctx.at,
+        };
+        let meta = self
+            .meta(Actor::Account(account), Some(account), ctx)
+            .await?;
+        self.stores
+            .tickets
+            .execute(&id.to_string(), cmd, &meta)
+            .await?;
+        self.runner.nudge();
+        self.ticket_view(id, true).await
+    }
+
+    /// The holder's own ticket, or 404 (a foreign ticket behaves as unknown).
+    async fn own_ticket(&self, account: Uuid, id: Uuid) -> Result<Ticket, ApiError> {
+        let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        if t.account_id != Some(account) {
+            return Err(ApiError::NotFound(format!("no ticket {id}")));
+        }
+        Ok(t)
+    }
+
+    pub async fn ticket_view(&self, id: Uuid, with_messages: bool) -> Result<TicketView, ApiError> {
+        let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        let account = t
+            .account_id
+            .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
+        let open = |o: Opened<String>| match o {
+            Opened::Value(v) => v,
+            Opened::Erased => "[erased]".to_string(),
+        };
+        let subject = match &t.subject {
+            Some(s) => open(self.vault.open(s).await?),
+            None => String::new(),
+        };
+        let mut messages = Vec::new();
+        if with_messages {
+            for (author, body, at) in &t.messages {
+                messages.push(MessageView {
+                    from: match author {
+                        Author::Holder => "holder".into(),
+                        Author::Staff(_) => "staff".into(),
+                    },
+                    body: open(self.vault.open(body).await?),
+                    at: *at,
+                });
+            }
+        }
+        Ok(TicketView {
+            ticket_id: id,
+            account_id: account,
+            status: if t.erased {
+                "deleted"
+            } else if t.closed_at.is_some() {
+                "closed"
+            } else {
+                "open"
+            }
+            .into(),
+            subject,
+            opened_at: t.opened_at.unwrap_or_default(),
+            closed_at: t.closed_at,
+            messages,
+        })
+    }
+
+    async fn ticket_ids(&self, account: Option<Uuid>) -> Result<Vec<Uuid>, ApiError> {
+        let rows: Vec<(String,)> = match account {
+            Some(a) => {
+                self.runner.catch_up().await?;
+                sqlx::query_as(
+                    "SELECT aggregate_id FROM subject_streams WHERE subject = $1 AND aggregate_type = 'ticket'
+                     ORDER BY first_position DESC",
+                )
+                .bind(a.to_string())
+                .fetch_all(&self.db.any)
+                .await?
+            }
+            None => sqlx::query_as(
+                "SELECT aggregate_id FROM events WHERE aggregate_type = 'ticket' AND sequence = 1
+                     ORDER BY position DESC LIMIT 500",
+            )
+            .fetch_all(&self.db.any)
+            .await?,
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id,)| Uuid::parse_str(&id).ok())
+            .collect())
+    }
+
+    /// Tickets of `account`, or every ticket (staff), newest first; `status` filters.
+    pub async fn tickets(
+        &self,
+        account: Option<Uuid>,
+        status: Option<&str>,
+    ) -> Result<Vec<TicketView>, ApiError> {
+        if let Some(s) = status {
+            if !["open", "closed", "deleted"].contains(&s) {
+                return Err(ApiError::bad("status must be open, closed or deleted"));
+            }
+        }
+        let mut out = Vec::new();
+        for id in self.ticket_ids(account).await? {
+            let v = self.ticket_view(id, false).await?;
+            if status.is_none_or(|s| s == v.status) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn holder_ticket(&self, account: Uuid, id: Uuid) -> Result<TicketView, ApiError> {
+        self.own_ticket(account, id).await?;
+        self.ticket_view(id, true).await
+    }
+
+    /// A message from the holder (`staff` = None) or from staff.
+    pub async fn post_ticket_message(
+        &self,
+        account: Option<Uuid>,
+        staff: Option<Uuid>,
+        id: Uuid,
+        m: NewMessage,
+        ctx: &Ctx,
+    ) -> Result<TicketView, ApiError> {
+        let body = checked("message", &m.message, MAX_MESSAGE)?;
+        let t = match account {
+            Some(a) => self.own_ticket(a, id).await?,
+            None => self.stores.tickets.load(&id.to_string()).await?.0,
+        };
+        let owner = t
+            .account_id
+            .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
+        let (author, actor) = match staff {
+            Some(s) => (Author::Staff(s), Actor::Staff(s)),
+            None => (Author::Holder, Actor::Account(owner)),
+        };
+        let cmd = TicketCommand::Post {
+            author,
+            body: self.seal_ticket(owner, id, &body, ctx.at).await?,
+            at: ctx.at,
+        };
+        let meta = self.meta(actor, Some(owner), ctx).await?;
+        self.stores
+            .tickets
+            .execute(&id.to_string(), cmd, &meta)
+            .await
+            .map_err(ticket_error)?;
+        if staff.is_some() {
+            self.tell_holder(owner, id).await;
+        }
+        self.ticket_view(id, true).await
+    }
+
+    /// The reply itself stays in the dashboard: the email only says there is one.
+    async fn tell_holder(&self, owner: Uuid, id: Uuid) {
+        let Ok((a, _)) = self.stores.accounts.load(&owner.to_string()).await else {
+            return;
+        };
+        if let Ok(Some(Opened::Value(to))) = self.vault.open_opt(&a.email).await {
+            let mail = Mail {
+                to,
+                subject: "New reply to your JourneyAPI support ticket".into(),
+                body: format!(
+                    "Support answered your ticket {id}. Read it at {}/v1/support/tickets/{id}.\n",
+                    self.cfg.public_url()
+                ),
+            };
+            if let Err(e) = self.mailer.send(mail).await {
+                tracing::warn!(error = %format!("{e:#}"), "support reply notice not sent");
+            }
+        }
+    }
+
+    pub async fn close_ticket(
+        &self,
+        account: Option<Uuid>,
+        staff: Option<Uuid>,
+        id: Uuid,
+        ctx: &Ctx,
+    ) -> Result<TicketView, ApiError> {
+        let t = match account {
+            Some(a) => self.own_ticket(a, id).await?,
+            None => self.stores.tickets.load(&id.to_string()).await?.0,
+        };
+        let owner = t
+            .account_id
+            .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
+        let (author, actor) = match staff {
+            Some(s) => (Author::Staff(s), Actor::Staff(s)),
+            None => (Author::Holder, Actor::Account(owner)),
+        };
+        let meta = self.meta(actor, Some(owner), ctx).await?;
+        self.stores
+            .tickets
+            .execute(
+                &id.to_string(),
+                TicketCommand::Close { author, at: ctx.at },
+                &meta,
+            )
+            .await
+            .map_err(ticket_error)?;
+        self.runner.nudge();
+        self.ticket_view(id, true).await
+    }
+
+    /// The holder's request to delete a ticket's correspondence: its key is destroyed and
+    /// its events are compacted into tombstones by the next retention run.
+    pub async fn delete_ticket(
+        &self,
+        account: Uuid,
+        id: Uuid,
+        ctx: &Ctx,
+    ) -> Result<TicketView, ApiError> {
+        self.own_ticket(account, id).await?;
+        self.vault
+            .destroy_period(
+                &account.to_string(),
+                DataCategory::Support,
+                &key_period(id),
+                "deleted at the holder's request",
+                ctx.at,
+            )
+            .await?;
+        let meta = self
+            .meta(Actor::Account(account), Some(account), ctx)
+            .await?;
+        self.stores
+            .tickets
+            .execute(&id.to_string(), TicketCommand::Erase { at: ctx.at }, &meta)
+            .await
+            .map_err(ticket_error)?;
+        self.runner.nudge();
+        self.ticket_view(id, false).await
+    }
+
+    /// Retention: destroys the keys of tickets closed more than 3 years before `as_of`.
+    pub async fn expire_support_keys(
+        &self,
+        as_of: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<u64, ApiError> {
+        let mut n = 0;
+        for k in self.vault.live_periodic_keys().await? {
+            let Some(ticket) = k
+                .period
+                .strip_prefix("ticket-")
+                .and_then(|t| Uuid::parse_str(t).ok())
+            else {
+                continue;
+            };
+            let (t, _) = self.stores.tickets.load(&ticket.to_string()).await?;
+            let due = t
+                .closed_at
+                .is_some_and(|c| c + Duration::days(KEEP_AFTER_CLOSING_DAYS) <= as_of);
+            if due
+                && (dry_run
+                    || self
+                        .vault
+                        .destroy_key(
+                            &k.key_id,
+                            "retention: 3 years after the ticket closed",
+                            as_of,
+                        )
+                        .await?)
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn ticket_error(e: journey_commands::StoreError<journey_domain::ticket::TicketError>) -> ApiError {
+    match e {
+        journey_commands::StoreError::Rejected(e) => ApiError::Conflict(e.to_string()),
+        other => other.into(),
+    }
+}
