@@ -178,6 +178,7 @@ async fn openapi_documents_every_endpoint_with_its_errors() {
         ("/admin/v1/tickets/{id}", "get"),
         ("/admin/v1/tickets/{id}/messages", "post"),
         ("/admin/v1/tickets/{id}/close", "post"),
+        ("/admin/v1/subjects/{id}/correction", "post"),
         ("/v1/billing/catalog", "get"),
         ("/v1/billing", "get"),
         ("/v1/billing/checkout", "post"),

@@ -389,3 +389,65 @@ async fn staff_resend_codes_and_apply_objection_and_restriction_on_behalf() {
         "{actions:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_correct_a_holders_data_on_request() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("misspelt@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let path = format!("/admin/v1/subjects/{}/correction", holder.account_id);
+    // Nothing to correct, or no reason: refused, nothing changes.
+    let (status, _) = post(&h, &officer, &path, json!({ "reason": "DSR 12" })).await;
+    assert_eq!(status, 400);
+    let (status, _) = post(&h, &officer, &path, json!({ "name": "X", "reason": " " })).await;
+    assert_eq!(status, 400);
+    // The holder cannot use the staff tool.
+    let (status, _) = post(&h, &holder, &path, json!({ "name": "X", "reason": "me" })).await;
+    assert_eq!(status, 403);
+
+    let mails = h.smtp.count();
+    let (status, v) = post(
+        &h,
+        &officer,
+        &path,
+        json!({ "name": "Marguerite Okafor", "email": "corrected@example.com", "reason": "correction request 12" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["name_corrected"], true);
+    // The name is corrected at once, recorded as the staff member's act; the address changes
+    // only once the new one confirms.
+    let me: Value = holder.get(&h, "/v1/me").await.json().await.unwrap();
+    assert_eq!(me["name"], "Marguerite Okafor");
+    assert_eq!(me["email"], "misspelt@example.com");
+    let mail = h.smtp.wait_for(mails + 1).await;
+    assert!(mail.contains("corrected@example.com"));
+    let events = h.cli_ok(&[
+        "events",
+        "--stream",
+        &format!("account/{}", holder.account_id),
+    ]);
+    let corrected = events
+        .lines()
+        .find(|l| l.contains("NameCorrected"))
+        .unwrap();
+    assert!(
+        corrected.contains(&format!("staff:{}", officer.account_id)),
+        "{corrected}"
+    );
+    // The correction is in the audit trail with its reason.
+    let trail: Value = officer
+        .get(
+            &h,
+            &format!("/admin/v1/audit?reason=check&subject={}", holder.account_id),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        trail.to_string().contains("correction request 12"),
+        "{trail}"
+    );
+}

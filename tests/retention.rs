@@ -332,3 +332,41 @@ async fn a_purge_that_stopped_half_way_is_finished_by_the_next_run() {
     let again = run(&h, &days_from_now(32), &[]);
     assert_eq!(again["accounts_purged"], 0, "finished once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_records_are_kept_seven_years_then_destroyed() {
+    let h = Harness::start().await;
+    let s = h.sign_in("ledger@example.com").await;
+    support::buy_pack(&h, &s, "small").await;
+    let record = || async {
+        let billing = stream(&h, &format!("billing/{}", s.account_id));
+        let line = billing
+            .lines()
+            .find(|l| l.contains("BillingRecorded"))
+            .unwrap()
+            .to_string();
+        let record: Value = serde_json::from_str(&line).unwrap();
+        h.app
+            .vault
+            .open_json(&record["payload"]["BillingRecorded"]["detail"])
+            .await
+            .unwrap()
+    };
+    // Six years on (after a run that purges usage and prompts) the record still opens.
+    let six = (chrono::Utc::now() + chrono::Duration::days(6 * 365)).to_rfc3339();
+    let report = run(&h, &six, &[]);
+    assert!(
+        report["keys_destroyed"].get("billing").is_none(),
+        "{report}"
+    );
+    assert_eq!(record().await["amount_cents"], 600);
+    // Past the term (the year's end plus 7×365+2 days) the billing key is destroyed and the
+    // record reads as erased.
+    let eight = (chrono::Utc::now() + chrono::Duration::days(8 * 365 + 3)).to_rfc3339();
+    let report = run(&h, &eight, &[]);
+    assert!(
+        report["keys_destroyed"]["billing"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(record().await, json!("[erased]"));
+}

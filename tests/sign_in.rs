@@ -579,3 +579,26 @@ async fn behind_a_proxy_the_last_forwarded_address_is_the_client() {
         .unwrap();
     assert_eq!(forged.status(), 429);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_session_cookies_are_secure_for_tls_only() {
+    // The server speaks HTTP behind a TLS-terminating proxy; the default configuration
+    // marks every cookie Secure so browsers send them over TLS only.
+    let h = Harness::start_with(|c| {
+        c.cookie_secure = journey_api::config::Config::default().cookie_secure
+    })
+    .await;
+    let token = h.magic_link_token("tls@example.com").await;
+    let r = h.consume_json(&h.browser(), &token).await;
+    assert_eq!(r.status(), 200);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(cookies.len() >= 2, "{cookies:?}");
+    for c in &cookies {
+        assert!(c.contains("Secure"), "cookie without Secure: {c}");
+    }
+}

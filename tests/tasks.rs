@@ -739,3 +739,24 @@ async fn the_notify_hook_checks_its_token_and_the_report() {
     assert_eq!(r.status(), 400);
     assert_eq!(c.fetch(&h, t).await["status"], "pending");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_hangs_fails_the_task_after_its_timeout() {
+    let h = Harness::start_with(|c| {
+        c.providers
+            .get_mut("midjourney")
+            .unwrap()
+            .request_timeout_secs = 1;
+    })
+    .await;
+    let c = h.api_client("patient@example.com", 4).await;
+    let started = std::time::Instant::now();
+    let (status, v) = c
+        .post(&h, "imagine", json!({ "prompt": "slow #submit=hang" }))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("upstream"), "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(c.balance(&h).await, (4, 0), "released");
+}

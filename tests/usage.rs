@@ -93,6 +93,29 @@ async fn every_client_request_is_in_the_usage_log_and_tasks_are_listed() {
         c.session.get(&h, "/v1/tasks?status=weird").await.status(),
         400
     );
+    assert_eq!(
+        c.session.get(&h, "/v1/tasks?before=garbage").await.status(),
+        400
+    );
+    // One task per page walks both, newest first, without skipping either.
+    let first: Value = c
+        .session
+        .get(&h, "/v1/tasks?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = first["next_before"].as_str().unwrap().to_string();
+    let second: Value = c
+        .session
+        .get(&h, &format!("/v1/tasks?limit=1&before={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["tasks"][0]["task_id"], t2.to_string());
+    assert_eq!(second["tasks"][0]["task_id"], t1.to_string());
+    assert!(second["next_before"].is_null());
     assert_eq!(c.account(&h).await["total_images"], 4);
 }
 

@@ -683,6 +683,7 @@ impl AppState {
         &self,
         account_id: Uuid,
         name: &str,
+        actor: Actor,
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
         let name = name.trim();
@@ -694,9 +695,7 @@ impl AppState {
             .vault
             .seal(&subject, DataCategory::Account, ctx.at, &name.to_string())
             .await?;
-        let meta = self
-            .meta(Actor::Account(account_id), Some(account_id), ctx)
-            .await?;
+        let meta = self.meta(actor, Some(account_id), ctx).await?;
         self.stores
             .accounts
             .execute(

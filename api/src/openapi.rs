@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         legal_api::publish_policy, legal_api::subject_policy, legal_api::child_reports,
         legal_api::decide_child_report, legal_api::record_breach, legal_api::breaches,
         legal_api::notify_holders, legal_api::regulator_notified, legal_api::takedowns,
-        legal_api::decide_takedown,
+        legal_api::decide_takedown, admin_api::correct_subject,
         support_api::open, support_api::list, support_api::get, support_api::delete,
         support_api::reply, support_api::close, support_api::staff_list, support_api::staff_get,
         support_api::staff_reply, support_api::staff_close,

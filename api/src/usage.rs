@@ -64,13 +64,14 @@ pub struct TaskSummary {
     pub credits: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub cursor: i64,
+    /// Pass as `before` for the next (older) page: `<created_at ms>_<task id>`.
+    pub cursor: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskPage {
     pub tasks: Vec<TaskSummary>,
-    pub next_before: Option<i64>,
+    pub next_before: Option<String>,
 }
 
 /// `from`/`to` query values: a date (`2026-11-24`) or an RFC 3339 instant.
@@ -206,9 +207,18 @@ impl AppState {
         &self,
         account: Uuid,
         status: Option<&str>,
-        before: Option<i64>,
+        before: Option<&str>,
         limit: u32,
     ) -> Result<TaskPage, ApiError> {
+        // Tasks created in the same millisecond are told apart by id, so no page skips one.
+        let (before_ms, before_id) = match before {
+            None => (i64::MAX, String::new()),
+            Some(c) => c
+                .split_once('_')
+                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, Uuid::parse_str(id).ok()?)))
+                .map(|(ms, id)| (ms, id.to_string()))
+                .ok_or_else(|| ApiError::bad("before must be a cursor from next_before"))?,
+        };
         if let Some(s) = status {
             if journey_domain::task::TaskStatus::parse(s).is_none() {
                 return Err(ApiError::bad(
@@ -220,12 +230,14 @@ impl AppState {
         self.runner.catch_up().await?;
         let rows = sqlx::query(
             "SELECT task_id, task_type, model, status, percentage, credits, created_at, updated_at
-             FROM rm_tasks WHERE account_id = $1 AND ($2 = '' OR status = $2) AND created_at < $3
-             ORDER BY created_at DESC, task_id DESC LIMIT $4",
+             FROM rm_tasks WHERE account_id = $1 AND ($2 = '' OR status = $2)
+               AND (created_at < $3 OR (created_at = $3 AND task_id < $4))
+             ORDER BY created_at DESC, task_id DESC LIMIT $5",
         )
         .bind(account.to_string())
         .bind(status.unwrap_or(""))
-        .bind(before.unwrap_or(i64::MAX))
+        .bind(before_ms)
+        .bind(before_id)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.db.any)
         .await?;
@@ -233,8 +245,10 @@ impl AppState {
             .iter()
             .map(|r| {
                 let created: i64 = r.try_get(6)?;
+                let task_id: String = r.try_get(0)?;
                 Ok(TaskSummary {
-                    task_id: r.try_get(0)?,
+                    cursor: format!("{created}_{task_id}"),
+                    task_id,
                     task_type: r.try_get(1)?,
                     model: r.try_get(2)?,
                     status: r.try_get(3)?,
@@ -242,13 +256,12 @@ impl AppState {
                     credits: r.try_get(5)?,
                     created_at: from_ms(created),
                     updated_at: from_ms(r.try_get(7)?),
-                    cursor: created,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let next_before = if tasks.len() > limit as usize {
             tasks.truncate(limit as usize);
-            tasks.last().map(|t| t.cursor)
+            tasks.last().map(|t| t.cursor.clone())
         } else {
             None
         };

@@ -72,7 +72,13 @@ pub async fn patch_me(
         pending = true;
     }
     if let Some(name) = &body.name {
-        app.correct_name(auth.account_id, name, &ctx).await?;
+        app.correct_name(
+            auth.account_id,
+            name,
+            journey_domain::meta::Actor::Account(auth.account_id),
+            &ctx,
+        )
+        .await?;
     }
     let me = app.me(auth.account_id).await?;
     Ok(if pending {

@@ -19,7 +19,83 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/admin/v1/subjects/{id}/events",
         web::get().to(subject_events),
     )
-    .route("/admin/v1/audit", web::get().to(audit));
+    .route("/admin/v1/audit", web::get().to(audit))
+    .route(
+        "/admin/v1/subjects/{id}/correction",
+        web::post().to(correct_subject),
+    );
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionBody {
+    /// The corrected display name.
+    pub name: Option<String>,
+    /// A corrected email address: a confirmation link goes to it, and the change applies
+    /// when the holder uses it (as with their own change).
+    pub email: Option<String>,
+    /// Why (e.g. the correction request's id); recorded.
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CorrectionOutcome {
+    pub name_corrected: bool,
+    pub email_confirmation_sent: bool,
+}
+
+/// Corrects a holder's data on their request (admin, compliance; audited): the name at
+/// once, an email address once the new address confirms.
+#[utoipa::path(post, path = "/admin/v1/subjects/{id}/correction", tag = "admin",
+    params(("id" = Uuid, Path, description = "The subject's account id")),
+    request_body = CorrectionBody,
+    responses(
+        (status = 200, body = CorrectionOutcome),
+        (status = 400, description = "No reason, nothing to correct, or an invalid value", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
+        (status = 404, description = "No active account", body = ErrorBody),
+        (status = 409, description = "The new email belongs to another account", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn correct_subject(
+    app: web::Data<AppState>,
+    ctx: Ctx,
+    staff: StaffAuth,
+    id: web::Path<Uuid>,
+    body: web::Json<CorrectionBody>,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let id = id.into_inner();
+    if body.name.is_none() && body.email.is_none() {
+        return Err(ApiError::bad("give name, email or both"));
+    }
+    crate::error::require_reason(&body.reason)?;
+    if !app.account_is_active(id).await? {
+        return Err(ApiError::NotFound(format!("no active account {id}")));
+    }
+    app.audit_read(
+        staff.account_id,
+        Some(id),
+        "subject.correction",
+        Some(&body.reason),
+        &ctx,
+    )
+    .await?;
+    if let Some(name) = &body.name {
+        app.correct_name(
+            id,
+            name,
+            journey_domain::meta::Actor::Staff(staff.account_id),
+            &ctx,
+        )
+        .await?;
+    }
+    if let Some(email) = &body.email {
+        app.request_email_change(id, email, &ctx).await?;
+    }
+    Ok(HttpResponse::Ok().json(CorrectionOutcome {
+        name_corrected: body.name.is_some(),
+        email_confirmation_sent: body.email.is_some(),
+    }))
 }
 
 fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {

@@ -74,7 +74,8 @@ pub async fn usage(
 pub struct TasksQuery {
     /// Only tasks in this status.
     pub status: Option<String>,
-    pub before: Option<i64>,
+    /// Cursor from the previous page's `next_before`.
+    pub before: Option<String>,
     pub limit: Option<u32>,
 }
 
@@ -93,7 +94,7 @@ pub async fn tasks(
         .task_page(
             auth.account_id,
             q.status.as_deref(),
-            q.before,
+            q.before.as_deref(),
             limit(q.limit)?,
         )
         .await?;

@@ -214,7 +214,11 @@ impl AppState {
                 ..TaskResult::default()
             },
             ResultKind::Video => TaskResult {
-                video_urls: strings_at(&report.properties, "videoUrls"),
+                // The reference promises four; a provider that lists more gets cut to four.
+                video_urls: strings_at(&report.properties, "videoUrls")
+                    .into_iter()
+                    .take(4)
+                    .collect(),
                 ..TaskResult::default()
             },
             ResultKind::Describe => {
