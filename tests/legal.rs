@@ -227,6 +227,8 @@ async fn a_confirmed_child_report_erases_the_account_at_once() {
         .clone();
     assert_eq!(entry["account_id"], child.account_id.to_string());
     assert_eq!(entry["status"], "open");
+    assert_eq!(entry["details"], "my son is 11");
+    assert_eq!(entry["reporter_contact"], "parent@example.net");
 
     let (status, v) = post(
         &h,
@@ -408,6 +410,7 @@ async fn an_actioned_takedown_removes_results_everywhere() {
         task.to_string(),
         "the image URL found its task"
     );
+    assert_eq!(list["cases"][0]["grounds"], "our registered trademark");
     let mails = h.smtp.count();
     let (status, v) = post(
         &h,

@@ -197,7 +197,8 @@ pub struct Config {
     pub stripe_webhook_secret: Option<String>,
     /// Stripe API base URL (tests point it at a local fake); default Stripe's.
     pub stripe_api_base: Option<String>,
-    /// The privacy policy version in force, recorded with every consent change.
+    /// The baseline privacy-policy version: in force (recorded at sign-up and with consent
+    /// changes) until a version published through `/admin/v1/policies` takes effect.
     pub policy_version: String,
     /// Seconds between the server's retention runs (0 = off; `journey retention run` still works).
     pub retention_interval_secs: u64,

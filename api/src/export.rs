@@ -184,7 +184,6 @@ impl AppState {
         Ok(n as u64)
     }
 
-    /// Builds the export. `progress(done, total)` is called after each batch of events.
     /// Tasks of the subject whose results a takedown removed.
     async fn taken_down_tasks_of(
         &self,
@@ -201,6 +200,7 @@ impl AppState {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    /// Builds the export. `progress(done, total)` is called after each batch of events.
     pub async fn build_export(
         &self,
         subject: Uuid,

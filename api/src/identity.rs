@@ -561,7 +561,12 @@ impl AppState {
                 } else {
                     None
                 };
-                if by_email.is_none() {
+                let signing_up = match by_email {
+                    None => true,
+                    // An address claimed by a sign-in link never used: still a sign-up.
+                    Some(id) => self.is_new_account(id).await?,
+                };
+                if signing_up {
                     // A sign-up: refused before anything is claimed without the age check.
                     self.sign_up_terms(age, ctx.at).await?;
                 }

@@ -1,8 +1,8 @@
 //! Reports that an account belongs to a child (aggregate `child_report`, id = report id).
 //! Anyone may report; staff confirm or reject, once. A confirmed report starts the
 //! account's erasure at once (the api layer runs it and records the certificate). The
-//! reported address is kept only as its HMAC; the reporter's contact and the details are
-//! sealed under the report's own subject (`child-report:<id>`).
+//! reported address itself is not kept, only the account it matched; the reporter's contact
+//! and the details are sealed under the report's own subject (`child-report:<id>`).
 
 use crate::sealed::Sealed;
 use chrono::{DateTime, Utc};

@@ -44,8 +44,8 @@ crate::domain_event!(PolicyEvent, "1", { PolicyPublished });
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PolicyError {
-    #[error("version {0} is already published")]
-    AlreadyPublished(String),
+    #[error("this version is already published")]
+    AlreadyPublished,
     #[error("a material change must take effect at least {MATERIAL_NOTICE_DAYS} days after it is published (earliest {0})")]
     NoticeTooShort(DateTime<Utc>),
     #[error("the effective date cannot be before the publication")]
@@ -72,7 +72,7 @@ impl Aggregate for PolicyVersion {
     ) -> Result<(), PolicyError> {
         let PolicyCommand::Publish(p) = command;
         if self.publication.is_some() {
-            return Err(PolicyError::AlreadyPublished(String::new()));
+            return Err(PolicyError::AlreadyPublished);
         }
         if p.effective_at < p.published_at - Duration::minutes(1) {
             return Err(PolicyError::EffectiveInThePast);

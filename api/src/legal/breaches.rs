@@ -265,7 +265,11 @@ impl AppState {
         reference: &str,
         ctx: &Ctx,
     ) -> Result<BreachView, ApiError> {
-        crate::error::require_reason(reference)?;
+        if reference.trim().is_empty() {
+            return Err(ApiError::bad(
+                "reference is required (the regulator's case number or how it was notified)",
+            ));
+        }
         let meta = self.meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
             .breaches

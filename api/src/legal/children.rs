@@ -35,6 +35,11 @@ pub struct ChildReportView {
     /// The account the reported address belongs to (none if it matched no account).
     pub account_id: Option<Uuid>,
     pub filed_at: DateTime<Utc>,
+    /// Opened in the (audited) list only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reporter_contact: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 fn sealing_subject(report: Uuid) -> String {
@@ -125,6 +130,8 @@ impl AppState {
                     status: status_name(r.status).into(),
                     account_id: f.account_id,
                     filed_at: f.at,
+                    reporter_contact: self.vault.open(&f.reporter_contact).await?.value(),
+                    details: self.vault.open(&f.details).await?.value(),
                 });
             }
         }
@@ -183,6 +190,8 @@ impl AppState {
             status: if confirm { "confirmed" } else { "rejected" }.into(),
             account_id: filed.account_id,
             filed_at: filed.at,
+            reporter_contact: None,
+            details: None,
         })
     }
 }

@@ -190,7 +190,7 @@ impl AppState {
             .await
             .map_err(|e| match e {
                 journey_commands::StoreError::Rejected(
-                    journey_domain::policy::PolicyError::AlreadyPublished(_),
+                    journey_domain::policy::PolicyError::AlreadyPublished,
                 ) => ApiError::Conflict(format!("version {version} is already published")),
                 other => other.into(),
             })?;

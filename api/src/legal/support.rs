@@ -248,8 +248,24 @@ impl AppState {
             .map_err(ticket_error)?;
         if staff.is_some() {
             self.tell_holder(owner, id).await;
+            return self.staff_ack(id).await;
         }
         self.ticket_view(id, true).await
+    }
+
+    /// What a staff write answers: the ticket's state without its text (reads of the text
+    /// go through the audited `GET /admin/v1/tickets/{id}`).
+    async fn staff_ack(&self, id: Uuid) -> Result<TicketView, ApiError> {
+        let mut v = self.ticket_view(id, false).await?;
+        v.subject = String::new();
+        Ok(v)
+    }
+
+    /// The account a ticket belongs to, without opening anything.
+    pub async fn ticket_owner(&self, id: Uuid) -> Result<Uuid, ApiError> {
+        let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        t.account_id
+            .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))
     }
 
     /// The reply itself stays in the dashboard: the email only says there is one.
@@ -301,6 +317,9 @@ impl AppState {
             .await
             .map_err(ticket_error)?;
         self.runner.nudge();
+        if staff.is_some() {
+            return self.staff_ack(id).await;
+        }
         self.ticket_view(id, true).await
     }
 

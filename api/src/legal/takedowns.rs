@@ -46,6 +46,11 @@ pub struct TakedownView {
     pub filed_at: DateTime<Utc>,
     /// `claimant`, `holder`: who has been told the outcome.
     pub notified: Vec<String>,
+    /// Opened in the (audited) list only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimant_contact: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounds: Option<String>,
 }
 
 /// The index key of a result URL (URLs are sealed in the task; only this hash is kept).
@@ -151,6 +156,8 @@ impl AppState {
             task_id: filed.task_id,
             filed_at: filed.at,
             notified: t.notices,
+            claimant_contact: None,
+            grounds: None,
         })
     }
 
@@ -163,10 +170,14 @@ impl AppState {
         .await?;
         let mut out = Vec::new();
         for (id,) in ids {
-            let v = self
-                .takedown(Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?)
-                .await?;
+            let case = Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?;
+            let mut v = self.takedown(case).await?;
             if status.is_none_or(|s| s == v.status) {
+                let (t, _) = self.stores.takedowns.load(&id).await?;
+                if let Some(f) = t.filed {
+                    v.claimant_contact = self.vault.open(&f.claimant_contact).await?.value();
+                    v.grounds = self.vault.open(&f.grounds).await?.value();
+                }
                 out.push(v);
             }
         }

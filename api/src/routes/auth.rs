@@ -229,7 +229,7 @@ fn signed_in_response(app: &AppState, s: SignedIn, as_html: bool) -> HttpRespons
 #[utoipa::path(post, path = "/v1/auth/magic-link/consume", tag = "auth", request_body = ConsumeRequest,
     responses(
         (status = 200, description = "Signed in; session and CSRF cookies set (or email change confirmed)", body = SignInResponse),
-        (status = 400, description = "Link unknown, used or expired, or unsupported content type", body = ErrorBody),
+        (status = 400, description = "Link unknown, used or expired, unsupported content type, or a sign-up without `country` and `age_confirmed: true` (no account is created)", body = ErrorBody),
         (status = 403, description = "Account erased, or a form post from a browser that did not open the link", body = ErrorBody),
         (status = 409, description = "New email belongs to another account", body = ErrorBody)))]
 pub async fn consume(

@@ -263,9 +263,9 @@ pub async fn child_reports(
     params(("id" = Uuid, Path, description = "Report id"), ("decision" = String, Path, description = "confirm or reject")),
     request_body = ReasonBody,
     responses((status = 200, body = ChildReportView),
-        (status = 400, description = "No reason, or unknown decision", body = ErrorBody),
+        (status = 400, description = "No reason", body = ErrorBody),
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
-        (status = 404, description = "No such report", body = ErrorBody),
+        (status = 404, description = "No such report, or a decision other than confirm or reject", body = ErrorBody),
         (status = 409, description = "Already decided, or no account to erase", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn decide_child_report(
@@ -413,7 +413,7 @@ pub async fn takedowns(
     responses((status = 200, body = TakedownView),
         (status = 400, description = "No reason", body = ErrorBody),
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody),
-        (status = 404, description = "No such case", body = ErrorBody),
+        (status = 404, description = "No such case, or a decision other than action or reject", body = ErrorBody),
         (status = 409, description = "Already decided, or no task matched", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn decide_takedown(

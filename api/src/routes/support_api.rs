@@ -201,10 +201,10 @@ pub async fn staff_get(
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Support, Role::Admin])?;
     let id = id.into_inner();
-    let view = app.ticket_view(id, false).await?;
+    let owner = app.ticket_owner(id).await?;
     app.audit_read(
         staff.account_id,
-        Some(view.account_id),
+        Some(owner),
         "ticket.read",
         q.reason.as_deref(),
         &ctx,

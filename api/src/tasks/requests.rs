@@ -328,6 +328,9 @@ impl AppState {
             .owned_task(account, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("unknown parent_task_id {id}")))?;
+        if task.taken_down {
+            return Err(bad("the parent task's results were taken down"));
+        }
         if task.status() != TaskStatus::Finished {
             return Err(bad(format!(
                 "the parent task is {}, not finished",
