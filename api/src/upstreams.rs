@@ -60,21 +60,23 @@ impl Upstreams {
         self.mj.contains_key(provider) || self.images.contains_key(provider)
     }
 
-    pub fn task_timeout(&self, provider: &str) -> chrono::Duration {
-        let secs = self
-            .settings
-            .get(provider)
-            .map(|p| p.task_timeout_secs)
-            .unwrap_or(900);
+    fn setting(
+        &self,
+        provider: &str,
+        pick: fn(&ProviderConfig) -> u64,
+        default: u64,
+    ) -> chrono::Duration {
+        let secs = self.settings.get(provider).map(pick).unwrap_or(default);
         chrono::Duration::seconds(secs as i64)
     }
 
+    /// A task with no result after this long fails and is released.
+    pub fn task_timeout(&self, provider: &str) -> chrono::Duration {
+        self.setting(provider, |p| p.task_timeout_secs, 900)
+    }
+
+    /// The longest one HTTP call to the provider may take.
     pub fn request_timeout(&self, provider: &str) -> chrono::Duration {
-        let secs = self
-            .settings
-            .get(provider)
-            .map(|p| p.request_timeout_secs)
-            .unwrap_or(30);
-        chrono::Duration::seconds(secs as i64)
+        self.setting(provider, |p| p.request_timeout_secs, 30)
     }
 }

@@ -224,17 +224,7 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<TicketView, ApiError> {
         let body = checked("message", &m.message, MAX_MESSAGE)?;
-        let t = match account {
-            Some(a) => self.own_ticket(a, id).await?,
-            None => self.stores.tickets.load(&id.to_string()).await?.0,
-        };
-        let owner = t
-            .account_id
-            .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
-        let (author, actor) = match staff {
-            Some(s) => (Author::Staff(s), Actor::Staff(s)),
-            None => (Author::Holder, Actor::Account(owner)),
-        };
+        let (owner, author, actor) = self.ticket_writer(account, staff, id).await?;
         let cmd = TicketCommand::Post {
             author,
             body: self.seal_ticket(owner, id, &body, ctx.at).await?,
@@ -251,6 +241,26 @@ impl AppState {
             return self.staff_ack(id).await;
         }
         self.ticket_view(id, true).await
+    }
+
+    /// Who writes to a ticket: the holder (only their own ticket) or a staff member.
+    async fn ticket_writer(
+        &self,
+        account: Option<Uuid>,
+        staff: Option<Uuid>,
+        id: Uuid,
+    ) -> Result<(Uuid, Author, Actor), ApiError> {
+        let owner = match account {
+            Some(a) => {
+                self.own_ticket(a, id).await?;
+                a
+            }
+            None => self.ticket_owner(id).await?,
+        };
+        Ok(match staff {
+            Some(s) => (owner, Author::Staff(s), Actor::Staff(s)),
+            None => (owner, Author::Holder, Actor::Account(owner)),
+        })
     }
 
     /// What a staff write answers: the ticket's state without its text (reads of the text
@@ -295,17 +305,7 @@ impl AppState {
         id: Uuid,
         ctx: &Ctx,
     ) -> Result<TicketView, ApiError> {
-        let t = match account {
-            Some(a) => self.own_ticket(a, id).await?,
-            None => self.stores.tickets.load(&id.to_string()).await?.0,
-        };
-        let owner = t
-            .account_id
-            .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
-        let (author, actor) = match staff {
-            Some(s) => (Author::Staff(s), Actor::Staff(s)),
-            None => (Author::Holder, Actor::Account(owner)),
-        };
+        let (owner, author, actor) = self.ticket_writer(account, staff, id).await?;
         let meta = self.meta(actor, Some(owner), ctx).await?;
         self.stores
             .tickets

@@ -416,21 +416,22 @@ impl AppState {
             ApiError::Unavailable(format!("provider {provider} is not configured"))
         })?;
         let state = task_id.to_string();
-        let reply = client.submit(&submit, Some(hook), Some(&state)).await;
-        let mut outcome = match reply {
-            Ok(r) => r.outcome(),
-            Err(e) => {
-                let error = format!("{e}");
-                return self
-                    .fail_task(
-                        task_id,
-                        &task,
-                        FailCause::Unreachable,
-                        &error,
-                        self.clock.now(),
-                    )
-                    .await;
+        let unreachable = |e: journey_commands::upstream::UpstreamError| {
+            let task = task.clone();
+            async move {
+                self.fail_task(
+                    task_id,
+                    &task,
+                    FailCause::Unreachable,
+                    &e.to_string(),
+                    self.clock.now(),
+                )
+                .await
             }
+        };
+        let mut outcome = match client.submit(&submit, Some(hook), Some(&state)).await {
+            Ok(r) => r.outcome(),
+            Err(e) => return unreachable(e).await,
         };
         if let (
             SubmitOutcome::Accepted {
@@ -447,18 +448,7 @@ impl AppState {
             };
             outcome = match client.submit(&follow, Some(hook), Some(&state)).await {
                 Ok(r) => r.outcome(),
-                Err(e) => {
-                    let error = format!("{e}");
-                    return self
-                        .fail_task(
-                            task_id,
-                            &task,
-                            FailCause::Unreachable,
-                            &error,
-                            self.clock.now(),
-                        )
-                        .await;
-                }
+                Err(e) => return unreachable(e).await,
             };
         }
         match outcome {
