@@ -381,7 +381,6 @@ impl Config {
         let models: journey_domain::models::ModelCatalog =
             figment.extract().context("invalid model catalogue")?;
         models.validate(|name| self.providers.get(name).map(|p| p.kind.as_str()))?;
-        self.check_subprocessors()?;
         for (name, p) in &self.providers {
             if p.kind != journey_domain::models::MJ_PROXY
                 && p.kind != journey_domain::models::OPENAI_IMAGES

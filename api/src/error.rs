@@ -53,6 +53,15 @@ impl ApiError {
     }
 }
 
+/// For commands whose refusals mean "not in this state any more" (decided, closed,
+/// notified): 409 with the aggregate's reason instead of the default 400.
+pub fn refused_as_conflict<E: std::error::Error>(e: StoreError<E>) -> ApiError {
+    match e {
+        StoreError::Rejected(e) => ApiError::Conflict(e.to_string()),
+        other => other.into(),
+    }
+}
+
 /// Staff actions that change a subject's state record why; an empty reason is refused.
 pub fn require_reason(reason: &str) -> Result<(), ApiError> {
     if reason.trim().is_empty() {

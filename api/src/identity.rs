@@ -663,6 +663,12 @@ impl AppState {
 
     // ---- profile -----------------------------------------------------------------------
 
+    /// The holder's address, or `None` once it is erased (or never registered).
+    pub(crate) async fn email_of(&self, account_id: Uuid) -> Result<Option<String>, ApiError> {
+        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        Ok(self.vault.open_opt(&a.email).await?.and_then(Opened::value))
+    }
+
     pub(crate) async fn account_is_active(&self, account_id: Uuid) -> Result<bool, ApiError> {
         let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
         Ok(a.status == AccountStatus::Active)

@@ -17,7 +17,7 @@ use journey_domain::meta::{Actor, CommandMeta};
 use journey_domain::retention::key_expires_at;
 use journey_domain::retention_log::{RetentionCommand, RunReport};
 use journey_domain::sealed::{map_sealed, Embedding};
-use journey_domain::{DataCategory, Opened};
+use journey_domain::DataCategory;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -219,12 +219,8 @@ impl AppState {
     /// Purges one account whose window ended: erasure, tombstones, certificate, email.
     async fn purge(&self, account_id: Uuid, ctx: &Ctx) -> Result<u64, ApiError> {
         let subject = account_id.to_string();
-        let (account, _) = self.stores.accounts.load(&subject).await?;
         // Capture the address before its key is destroyed.
-        let email = match self.vault.open_opt(&account.email).await? {
-            Some(Opened::Value(e)) => Some(e),
-            _ => None,
-        };
+        let email = self.email_of(account_id).await?;
         let stream =
             journey_projections::events::read_stream(&self.db, "account", &subject).await?;
         let request = stream

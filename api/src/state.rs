@@ -132,6 +132,7 @@ impl AppState {
         )?;
         let runner = Runner::new(db.clone(), journey_projections::read_models::all());
         let models = cfg.models()?;
+        cfg.check_subprocessors()?;
         let upstreams = Upstreams::new(&cfg)?;
         let guard = Guard::new(cfg.allow_private_webhooks);
         if cfg.allow_private_webhooks {

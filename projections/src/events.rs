@@ -161,6 +161,20 @@ pub async fn read_stream(
     rows.iter().map(row_to_event).collect()
 }
 
+/// Ids of the streams of one aggregate type, newest first, at most `limit` (registers that
+/// are small enough to list by loading each aggregate).
+pub async fn stream_ids(db: &Db, aggregate_type: &str, limit: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = $1 AND sequence = 1
+         ORDER BY position DESC LIMIT $2",
+    )
+    .bind(aggregate_type)
+    .bind(limit)
+    .fetch_all(&db.any)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// Cursor of a stream's newest event, used to wait until projections have applied it.
 pub async fn stream_head(
     db: &Db,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use journey_commands::mailer::Mail;
 use journey_domain::breach::{BreachCommand, BreachRecord};
 use journey_domain::meta::{Actor, CommandMeta};
-use journey_domain::{DataCategory, Opened};
+use journey_domain::DataCategory;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -196,14 +196,9 @@ impl AppState {
 
     /// The register, newest first.
     pub async fn breaches(&self) -> Result<Vec<BreachView>, ApiError> {
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT aggregate_id FROM events WHERE aggregate_type = 'breach' AND sequence = 1
-             ORDER BY position DESC",
-        )
-        .fetch_all(&self.db.any)
-        .await?;
+        let ids = journey_projections::events::stream_ids(&self.db, "breach", i64::MAX).await?;
         let mut out = Vec::new();
-        for (id,) in ids {
+        for id in ids {
             out.push(
                 self.breach(Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?)
                     .await?,
@@ -224,8 +219,7 @@ impl AppState {
             if b.notified.contains(account) {
                 continue;
             }
-            let (a, _) = self.stores.accounts.load(&account.to_string()).await?;
-            let Some(Opened::Value(to)) = self.vault.open_opt(&a.email).await? else {
+            let Some(to) = self.email_of(*account).await? else {
                 continue;
             };
             self.mailer
@@ -287,8 +281,7 @@ impl AppState {
                 journey_commands::StoreError::Rejected(
                     journey_domain::breach::BreachError::Unknown,
                 ) => ApiError::NotFound(format!("no breach {id}")),
-                journey_commands::StoreError::Rejected(e) => ApiError::Conflict(e.to_string()),
-                other => other.into(),
+                other => crate::error::refused_as_conflict(other),
             })?;
         self.breach(id).await
     }

@@ -115,14 +115,14 @@ impl AppState {
     }
 
     pub async fn child_reports(&self) -> Result<Vec<ChildReportView>, ApiError> {
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT aggregate_id FROM events WHERE aggregate_type = 'child_report' AND sequence = 1
-             ORDER BY position DESC LIMIT 500",
+        let ids = journey_projections::events::stream_ids(
+            &self.db,
+            "child_report",
+            super::REGISTER_LIMIT,
         )
-        .fetch_all(&self.db.any)
         .await?;
         let mut out = Vec::new();
-        for (id,) in ids {
+        for id in ids {
             let (r, _) = self.stores.child_reports.load(&id).await?;
             if let Some(f) = r.filed {
                 out.push(ChildReportView {
@@ -171,10 +171,7 @@ impl AppState {
             .child_reports
             .execute(&id, command, &meta)
             .await
-            .map_err(|e| match e {
-                journey_commands::StoreError::Rejected(e) => ApiError::Conflict(e.to_string()),
-                other => other.into(),
-            })?;
+            .map_err(crate::error::refused_as_conflict)?;
         if confirm {
             let account = filed.account_id.expect("confirmed reports name an account");
             let why = format!("child account: confirmed report {report}");

@@ -6,3 +6,6 @@ pub mod children;
 pub mod policies;
 pub mod support;
 pub mod takedowns;
+
+/// Cases and tickets listed at most (newest first): the registers load each aggregate.
+pub const REGISTER_LIMIT: i64 = 500;

@@ -12,7 +12,6 @@ use journey_domain::meta::{Actor, CommandMeta};
 use journey_domain::policy::{
     ack_id, AckCommand, PolicyAck, PolicyCommand, PolicyDocument, PolicyVersion, Publication,
 };
-use journey_domain::Opened;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,13 +95,9 @@ impl AppState {
                 return Ok(list.clone());
             }
         }
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT aggregate_id FROM events WHERE aggregate_type = 'policy' AND sequence = 1",
-        )
-        .fetch_all(&self.db.any)
-        .await?;
+        let ids = journey_projections::events::stream_ids(&self.db, "policy", i64::MAX).await?;
         let mut list = Vec::new();
-        for (id,) in ids {
+        for id in ids {
             let (p, _) = self.stores.policies.load(&id).await?;
             if let Some(publication) = p.publication {
                 list.push(view(&id, &publication));
@@ -247,8 +242,7 @@ impl AppState {
             if ack.notified_at.is_some() {
                 continue;
             }
-            let (a, _) = self.stores.accounts.load(&account.to_string()).await?;
-            let Some(Opened::Value(to)) = self.vault.open_opt(&a.email).await? else {
+            let Some(to) = self.email_of(*account).await? else {
                 continue;
             };
             self.mailer

@@ -164,27 +164,26 @@ impl AppState {
     }
 
     async fn ticket_ids(&self, account: Option<Uuid>) -> Result<Vec<Uuid>, ApiError> {
-        let rows: Vec<(String,)> = match account {
+        let ids: Vec<String> = match account {
             Some(a) => {
                 self.runner.catch_up().await?;
-                sqlx::query_as(
+                let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT aggregate_id FROM subject_streams WHERE subject = $1 AND aggregate_type = 'ticket'
                      ORDER BY first_position DESC",
                 )
                 .bind(a.to_string())
                 .fetch_all(&self.db.any)
-                .await?
+                .await?;
+                rows.into_iter().map(|(id,)| id).collect()
             }
-            None => sqlx::query_as(
-                "SELECT aggregate_id FROM events WHERE aggregate_type = 'ticket' AND sequence = 1
-                     ORDER BY position DESC LIMIT 500",
-            )
-            .fetch_all(&self.db.any)
-            .await?,
+            None => {
+                journey_projections::events::stream_ids(&self.db, "ticket", super::REGISTER_LIMIT)
+                    .await?
+            }
         };
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id,)| Uuid::parse_str(&id).ok())
+        Ok(ids
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
             .collect())
     }
 
@@ -235,7 +234,7 @@ impl AppState {
             .tickets
             .execute(&id.to_string(), cmd, &meta)
             .await
-            .map_err(ticket_error)?;
+            .map_err(crate::error::refused_as_conflict)?;
         if staff.is_some() {
             self.tell_holder(owner, id).await;
             return self.staff_ack(id).await;
@@ -280,10 +279,7 @@ impl AppState {
 
     /// The reply itself stays in the dashboard: the email only says there is one.
     async fn tell_holder(&self, owner: Uuid, id: Uuid) {
-        let Ok((a, _)) = self.stores.accounts.load(&owner.to_string()).await else {
-            return;
-        };
-        if let Ok(Some(Opened::Value(to))) = self.vault.open_opt(&a.email).await {
+        if let Ok(Some(to)) = self.email_of(owner).await {
             let mail = Mail {
                 to,
                 subject: "New reply to your JourneyAPI support ticket".into(),
@@ -315,7 +311,7 @@ impl AppState {
                 &meta,
             )
             .await
-            .map_err(ticket_error)?;
+            .map_err(crate::error::refused_as_conflict)?;
         self.runner.nudge();
         if staff.is_some() {
             return self.staff_ack(id).await;
@@ -348,7 +344,7 @@ impl AppState {
             .tickets
             .execute(&id.to_string(), TicketCommand::Erase { at: ctx.at }, &meta)
             .await
-            .map_err(ticket_error)?;
+            .map_err(crate::error::refused_as_conflict)?;
         self.runner.nudge();
         self.ticket_view(id, false).await
     }
@@ -387,12 +383,5 @@ impl AppState {
             }
         }
         Ok(n)
-    }
-}
-
-fn ticket_error(e: journey_commands::StoreError<journey_domain::ticket::TicketError>) -> ApiError {
-    match e {
-        journey_commands::StoreError::Rejected(e) => ApiError::Conflict(e.to_string()),
-        other => other.into(),
     }
 }

@@ -162,14 +162,11 @@ impl AppState {
     }
 
     pub async fn takedowns(&self, status: Option<&str>) -> Result<Vec<TakedownView>, ApiError> {
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT aggregate_id FROM events WHERE aggregate_type = 'takedown' AND sequence = 1
-             ORDER BY position DESC LIMIT 500",
-        )
-        .fetch_all(&self.db.any)
-        .await?;
+        let ids =
+            journey_projections::events::stream_ids(&self.db, "takedown", super::REGISTER_LIMIT)
+                .await?;
         let mut out = Vec::new();
-        for (id,) in ids {
+        for id in ids {
             let case = Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?;
             let mut v = self.takedown(case).await?;
             if status.is_none_or(|s| s == v.status) {
@@ -218,10 +215,7 @@ impl AppState {
             .takedowns
             .execute(&id, command, &meta)
             .await
-            .map_err(|e| match e {
-                journey_commands::StoreError::Rejected(e) => ApiError::Conflict(e.to_string()),
-                other => other.into(),
-            })?;
+            .map_err(crate::error::refused_as_conflict)?;
         let mut holder = None;
         if action {
             let task_id = filed.task_id.expect("actioned cases name a task");
@@ -252,8 +246,7 @@ impl AppState {
             .await?;
         }
         if let Some(account) = holder {
-            let (a, _) = self.stores.accounts.load(&account.to_string()).await?;
-            if let Some(Opened::Value(to)) = self.vault.open_opt(&a.email).await? {
+            if let Some(to) = self.email_of(account).await? {
                 let body = format!(
                     "Following a takedown request, the results of task {} are no longer available through JourneyAPI.\nReason: {reason}\nQuestions: {}",
                     filed.task_id.map(|t| t.to_string()).unwrap_or_default(),

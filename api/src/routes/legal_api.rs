@@ -52,6 +52,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// A staff decision path segment: `yes` (true) or `reject` (false); anything else is no
+/// such route.
+fn decision_is(decision: &str, yes: &str) -> Result<bool, ApiError> {
+    match decision {
+        d if d == yes => Ok(true),
+        "reject" => Ok(false),
+        _ => Err(ApiError::NotFound(format!(
+            "decision must be {yes} or reject"
+        ))),
+    }
+}
+
 /// The privacy policy in force and any upcoming version, with the privacy contact and the
 /// supervisory authority.
 #[utoipa::path(get, path = "/v1/legal/privacy-policy", tag = "legal",
@@ -277,15 +289,7 @@ pub async fn decide_child_report(
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
     let (id, decision) = path.into_inner();
-    let confirm = match decision.as_str() {
-        "confirm" => true,
-        "reject" => false,
-        _ => {
-            return Err(ApiError::NotFound(
-                "decision must be confirm or reject".into(),
-            ))
-        }
-    };
+    let confirm = decision_is(&decision, "confirm")?;
     let v = app
         .decide_child_report(staff.account_id, id, confirm, &body.reason, &ctx)
         .await?;
@@ -425,15 +429,7 @@ pub async fn decide_takedown(
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
     let (id, decision) = path.into_inner();
-    let action = match decision.as_str() {
-        "action" => true,
-        "reject" => false,
-        _ => {
-            return Err(ApiError::NotFound(
-                "decision must be action or reject".into(),
-            ))
-        }
-    };
+    let action = decision_is(&decision, "action")?;
     let v = app
         .decide_takedown(staff.account_id, id, action, &body.reason, &ctx)
         .await?;

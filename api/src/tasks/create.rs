@@ -3,7 +3,7 @@
 //! submission. A failure after the reservation releases it; a crash leaves the work row,
 //! and the worker fails the task and releases its credits.
 
-use super::requests::{Downloads, ImagesJob, Prepared, Run};
+use super::requests::{Downloads, ImagesJob, MjInput, Prepared, Run};
 use crate::error::ApiError;
 use crate::identity::Ctx;
 use crate::state::AppState;
@@ -233,11 +233,9 @@ impl AppState {
         // Inputs sent as base64 are fetched before anything is charged: a bad URL is the
         // client's 400, not a failed task.
         let submit = match &prepared.run {
-            Run::Mj {
-                submit, downloads, ..
-            } => Some(match downloads {
-                Some(d) => self.fetch_inputs(d).await?,
-                None => submit.clone().expect("an mj run has a submit or downloads"),
+            Run::Mj { input, .. } => Some(match input {
+                MjInput::Download(d) => self.fetch_inputs(d).await?,
+                MjInput::Submit(s) => s.clone(),
             }),
             Run::Images { .. } => None,
         };

@@ -219,11 +219,18 @@ pub enum Downloads {
     Faceswap { target: String, swap: String },
 }
 
+/// What a midjourney-proxy submission starts from.
+pub enum MjInput {
+    /// Ready to send.
+    Submit(Submit),
+    /// Images to fetch first (sent as base64).
+    Download(Downloads),
+}
+
 pub enum Run {
     /// A midjourney-proxy submission.
     Mj {
-        submit: Option<Submit>,
-        downloads: Option<Downloads>,
+        input: MjInput,
         modal: Option<ModalFollow>,
     },
     /// An OpenAI-style images call, in the request (sync models) or by the worker.
@@ -365,11 +372,10 @@ impl AppState {
             params,
             hook,
             run: Run::Mj {
-                submit: Some(Submit::Action {
+                input: MjInput::Submit(Submit::Action {
                     task_id: upstream,
                     custom_id: custom_id.to_string(),
                 }),
-                downloads: None,
                 modal: action.modal,
             },
         })
@@ -381,8 +387,7 @@ impl AppState {
         credits: u64,
         params: Value,
         hook: Option<WebhookTarget>,
-        submit: Option<Submit>,
-        downloads: Option<Downloads>,
+        input: MjInput,
     ) -> Prepared {
         Prepared {
             task_type,
@@ -393,11 +398,7 @@ impl AppState {
             parent: None,
             params,
             hook,
-            run: Run::Mj {
-                submit,
-                downloads,
-                modal: None,
-            },
+            run: Run::Mj { input, modal: None },
         }
     }
 
@@ -478,11 +479,10 @@ impl AppState {
                 params,
                 hook,
                 run: Run::Mj {
-                    submit: Some(Submit::Imagine {
+                    input: MjInput::Submit(Submit::Imagine {
                         prompt: p,
                         base64_array: vec![],
                     }),
-                    downloads: None,
                     modal: None,
                 },
             });
@@ -767,8 +767,7 @@ impl AppState {
             self.models.actions.blend,
             params_of(r),
             hook,
-            None,
-            Some(Downloads::Blend(urls, dims)),
+            MjInput::Download(Downloads::Blend(urls, dims)),
         ))
     }
 
@@ -780,8 +779,7 @@ impl AppState {
             self.models.actions.describe,
             params_of(r),
             hook,
-            None,
-            Some(Downloads::Describe(url)),
+            MjInput::Download(Downloads::Describe(url)),
         ))
     }
 
@@ -794,8 +792,7 @@ impl AppState {
             self.models.actions.faceswap,
             params_of(r),
             hook,
-            None,
-            Some(Downloads::Faceswap { target, swap }),
+            MjInput::Download(Downloads::Faceswap { target, swap }),
         ))
     }
 
@@ -814,8 +811,7 @@ impl AppState {
             self.models.actions.imagine_video,
             params_of(r),
             hook,
-            Some(submit),
-            None,
+            MjInput::Submit(submit),
         ))
     }
 
