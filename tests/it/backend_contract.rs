@@ -2,7 +2,7 @@
 //! on Postgres: append/load, optimistic concurrency, commit-order replay, the late-commit
 //! case, and checkpoints across a crash between batches.
 
-mod support;
+use crate::support;
 
 use anyhow::Result;
 use async_trait::async_trait;

@@ -1,7 +1,7 @@
 //! Customer webhooks: delivery of the `/fetch` object, retries with backoff (each attempt
 //! an event), and the address guard that refuses internal destinations.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::time::Duration;

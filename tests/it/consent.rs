@@ -1,6 +1,6 @@
 //! Consent, objection and restriction of processing, and the processing they gate.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

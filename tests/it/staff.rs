@@ -1,7 +1,7 @@
 //! Staff roles and the audit trail: `/admin/v1/*` needs a role, and every staff read of a
 //! subject's data is recorded (who, whose, what, why, when) before it is returned.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::{Harness, Session};

@@ -3,7 +3,7 @@
 //! credits, its releases exactly the failed tasks', nothing stays reserved, and the
 //! balance matches the ledger. Runs on both backends like every test.
 
-mod support;
+use crate::support;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

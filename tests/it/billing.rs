@@ -2,7 +2,7 @@
 //! API, signed webhooks (verified, applied once, in any order), refunds, disputes, the
 //! card summary, and what is (not) stored.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! Deletion with its 30-day window, the erasure certificate, and the retention run
 //! (`journey retention run --as-of`): usage expires after 90 days, billing stays.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! midjourney-proxy and images servers: task lifecycle, credits, parent rules, upstream
 //! codes, synchronous models, idempotency, polling and timeouts.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::api::last_upstream;

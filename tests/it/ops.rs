@@ -1,7 +1,7 @@
 //! Operations: health, readiness, metrics, the OpenAPI document, request ids, the CLI's
 //! config and migrate commands, and the real binary serving on the embedded default.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

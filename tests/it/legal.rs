@@ -2,7 +2,7 @@
 //! use, the age confirmation at sign-up, child reports, the breach register, takedowns,
 //! support correspondence and the sub-processor registry.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The usage log and task list for account holders, the per-key rate limit and the
 //! in-flight limit, and the privacy promises about prompts and usage (90 days, erasure).
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::api::last_upstream;

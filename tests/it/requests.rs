@@ -1,7 +1,7 @@
 //! Data-subject requests: verification by emailed one-time code, staff steps, the due-date
 //! worklist with overdue flags, and reminders before a request falls due.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

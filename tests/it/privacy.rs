@@ -1,7 +1,7 @@
 //! Personal data is stored only sealed, and erasure (crypto-shredding) makes every copy
 //! unreadable while streams still load; read models forget the subject, also on rebuild.
 
-mod support;
+use crate::support;
 
 use journey_domain::Opened;
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! Access and portability export: every kind of data the subject has, opened; the
 //! self-service job and its signed, expiring, account-bound link; staff and CLI exports.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

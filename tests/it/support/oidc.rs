@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-const KEY_PEM: &str = include_str!("../fixtures/oidc-test-key.pem");
-const KEY_N: &str = include_str!("../fixtures/oidc-test-key.n");
+const KEY_PEM: &str = include_str!("../../fixtures/oidc-test-key.pem");
+const KEY_N: &str = include_str!("../../fixtures/oidc-test-key.n");
 pub const KID: &str = "test-key-1";
 
 /// What the issuer's handlers share: its URL and the outstanding grants by code.

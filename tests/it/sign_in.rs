@@ -2,7 +2,7 @@
 //! rate-limited), sessions (HttpOnly cookie, CSRF, logout), profile correction and email
 //! change, and Google OpenID Connect against a local issuer.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! The credit ledger: concurrency, staff grants through the CLI, the paginated history,
 //! and billing records outliving an erasure.
 
-mod support;
+use crate::support;
 
 use journey_api::error::ApiError;
 use journey_api::identity::Ctx;

@@ -1,7 +1,7 @@
 //! API keys through HTTP: shown once, stored only as HMACs, listed as prefix…last4,
 //! accepted raw or as Bearer on /api/v1, revoked at once, never visible across accounts.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

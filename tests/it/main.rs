@@ -1,0 +1,22 @@
+//! The black-box test suite, one binary (one link) for all of it: each module is one
+//! area of the system, driven over HTTP, the CLI and the real binary.
+
+mod support;
+
+mod api_keys;
+mod backend_contract;
+mod billing;
+mod consent;
+mod credits;
+mod export;
+mod legal;
+mod ops;
+mod privacy;
+mod reconcile;
+mod requests;
+mod retention;
+mod sign_in;
+mod staff;
+mod tasks;
+mod usage;
+mod webhooks;
