@@ -64,8 +64,22 @@ pub struct TaskSummary {
     pub credits: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The customer webhook, when the task was created with a `webhook_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSummary>,
     /// Pass as `before` for the next (older) page: `<created_at ms>_<task id>`.
     pub cursor: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookSummary {
+    /// `pending` (the task has not ended), `retrying`, `delivered`, or `undeliverable`
+    /// (refused destination, or given up after the last attempt).
+    #[schema(example = "undeliverable")]
+    pub state: String,
+    pub attempts: i64,
+    /// The last failed attempt's error (HTTP status or transport error; never the URL).
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,7 +243,8 @@ impl AppState {
         // Many streams feed these rows: catch up rather than wait on one stream.
         self.runner.catch_up().await?;
         let rows = sqlx::query(
-            "SELECT task_id, task_type, model, status, percentage, credits, created_at, updated_at
+            "SELECT task_id, task_type, model, status, percentage, credits, created_at, updated_at,
+                    webhook, webhook_attempts, webhook_error
              FROM rm_tasks WHERE account_id = $1 AND ($2 = '' OR status = $2)
                AND (created_at < $3 OR (created_at = $3 AND task_id < $4))
              ORDER BY created_at DESC, task_id DESC LIMIT $5",
@@ -256,6 +271,14 @@ impl AppState {
                     credits: r.try_get(5)?,
                     created_at: from_ms(created),
                     updated_at: from_ms(r.try_get(7)?),
+                    webhook: match r.try_get::<Option<String>, _>(8)? {
+                        Some(state) => Some(WebhookSummary {
+                            state,
+                            attempts: r.try_get(9)?,
+                            last_error: r.try_get(10)?,
+                        }),
+                        None => None,
+                    },
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -4,6 +4,7 @@
 pub mod billing_refs;
 pub mod clock;
 pub mod db;
+pub mod fault;
 pub mod identity_index;
 pub mod mailer;
 pub mod net_guard;
@@ -12,10 +13,12 @@ pub mod secrets;
 pub mod store;
 pub mod stripe_api;
 pub mod stripe_webhook;
+pub mod unit_of_work;
 pub mod upstream;
 pub mod vault;
 
 pub use clock::{Clock, SharedClock};
 pub use db::{Backend, Db};
-pub use store::{Store, StoreError};
+pub use store::{Decided, Store, StoreError};
+pub use unit_of_work::{UnitError, UnitOfWork};
 pub use vault::{Vault, VaultError};

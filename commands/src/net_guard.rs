@@ -155,6 +155,23 @@ impl Guard {
         Ok(parsed)
     }
 
+    /// `check_url`, and for a host name also its addresses as the resolver sees them now:
+    /// a name with any refused address is refused, the same rule the connection applies,
+    /// so that a URL accepted here is one we would deliver to. A name that does not
+    /// resolve now is accepted (DNS may be briefly down); its deliveries record the error.
+    pub async fn check_url_resolved(&self, url: &str) -> Result<Url, GuardError> {
+        let parsed = self.check_url(url)?;
+        if let (false, Some(Host::Domain(host))) = (self.allow_private, parsed.host()) {
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+                if let Some(bad) = addrs.map(|a| a.ip()).find(|ip| self.denies(*ip)) {
+                    return Err(GuardError::Forbidden(bad));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
     fn check_parsed(&self, url: &Url) -> Result<(), GuardError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(GuardError::Scheme);

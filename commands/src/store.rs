@@ -276,4 +276,80 @@ where
     pub async fn load(&self, id: &str) -> Result<(A, usize), StoreError<A::Error>> {
         Ok(self.state(id, false).await?)
     }
+
+    /// Runs a command and keeps its events uncommitted, for a `UnitOfWork` that commits
+    /// them together with other streams and rows. The id's stripe stays held until the
+    /// `Decided` is committed or dropped, so no other command on this id in this process
+    /// decides against the state it is about to change. A refusal is returned at once and
+    /// changes nothing.
+    pub async fn decide(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> Result<Decided<'_, A>, StoreError<A::Error>> {
+        let turn = self.stripe(id).lock().await;
+        let (mut aggregate, sequence) = self.state(id, true).await?;
+        let sink = EventSink::default();
+        let outcome = aggregate.handle(command, &(), &sink).await;
+        let events = sink.collect().await;
+        if let Err(e) = outcome {
+            if events.is_empty() {
+                self.remember(id, aggregate, sequence);
+            }
+            return Err(StoreError::Rejected(e));
+        }
+        Ok(Decided {
+            store: self,
+            id: id.to_string(),
+            _turn: turn,
+            state: aggregate,
+            base: sequence,
+            events,
+        })
+    }
+}
+
+/// One aggregate's decided, not yet committed events (see `Store::decide`). Dropping it
+/// without `committed` forgets the cached state, so the next command re-reads the stream.
+pub struct Decided<'s, A: Aggregate> {
+    store: &'s Store<A>,
+    id: String,
+    _turn: tokio::sync::MutexGuard<'s, ()>,
+    state: A,
+    base: usize,
+    events: Vec<A::Event>,
+}
+
+impl<A> Decided<'_, A>
+where
+    A: Aggregate<Services = ()> + Clone,
+    A::Command: Clone,
+{
+    /// The aggregate as it will be once these events are committed.
+    pub fn state(&self) -> &A {
+        &self.state
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The stream's sequence before these events (the optimistic check).
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    pub fn events(&self) -> &[A::Event] {
+        &self.events
+    }
+
+    /// Call after the unit of work that appended these events has committed: the new
+    /// state goes back into the store's cache. Returns it.
+    pub fn committed(self) -> A {
+        metrics::counter!("journey_events_appended_total", "aggregate" => A::TYPE)
+            .increment(self.events.len() as u64);
+        let sequence = self.base + self.events.len();
+        self.store.remember(&self.id, self.state.clone(), sequence);
+        self.state
+    }
 }

@@ -22,6 +22,29 @@ async fn forget(conn: &mut AnyConnection, tables: &[&str], account: &str) -> Res
     Ok(())
 }
 
+/// A task's customer webhook as the holder's task list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookState {
+    /// Not attempted yet (the task has not ended).
+    Pending,
+    /// An attempt failed; another is scheduled.
+    Retrying,
+    Delivered,
+    /// Refused (an address we do not deliver to) or given up after the last attempt.
+    Undeliverable,
+}
+
+impl WebhookState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookState::Pending => "pending",
+            WebhookState::Retrying => "retrying",
+            WebhookState::Delivered => "delivered",
+            WebhookState::Undeliverable => "undeliverable",
+        }
+    }
+}
+
 /// `rm_tasks` (the holder's task list) and `rm_image_totals` (`total_images`).
 pub struct Tasks;
 
@@ -57,8 +80,8 @@ impl Projection for Tasks {
             TaskEvent::TaskCreated { spec, at } => {
                 sqlx::query(
                     "INSERT INTO rm_tasks (task_id, account_id, task_type, model, status, percentage,
-                                           credits, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 'staged', 0, $5, $6, $6) ON CONFLICT (task_id) DO NOTHING",
+                                           credits, created_at, updated_at, webhook)
+                     VALUES ($1, $2, $3, $4, 'staged', 0, $5, $6, $6, $7) ON CONFLICT (task_id) DO NOTHING",
                 )
                 .bind(id)
                 .bind(spec.account_id.to_string())
@@ -66,6 +89,7 @@ impl Projection for Tasks {
                 .bind(&spec.model)
                 .bind(spec.credits as i64)
                 .bind(ms(at))
+                .bind(spec.webhook.as_ref().map(|_| WebhookState::Pending.as_str()))
                 .execute(&mut *conn)
                 .await?;
             }
@@ -123,7 +147,36 @@ impl Projection for Tasks {
                 .execute(&mut *conn)
                 .await?;
             }
-            TaskEvent::WebhookAttempted { .. } | TaskEvent::ResultsTakenDown { .. } => {}
+            TaskEvent::WebhookAttempted {
+                attempt,
+                error,
+                delivered,
+                next_attempt_at,
+                status,
+                ..
+            } => {
+                let state = match (delivered, next_attempt_at) {
+                    (true, _) => WebhookState::Delivered,
+                    (false, Some(_)) => WebhookState::Retrying,
+                    (false, None) => WebhookState::Undeliverable,
+                };
+                let error = match (error, status) {
+                    (Some(e), _) => Some(e),
+                    (None, Some(s)) if !delivered => Some(format!("HTTP {s}")),
+                    _ => None,
+                };
+                sqlx::query(
+                    "UPDATE rm_tasks SET webhook = $1, webhook_attempts = $2, webhook_error = $3
+                     WHERE task_id = $4",
+                )
+                .bind(state.as_str())
+                .bind(i64::from(attempt))
+                .bind(error)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            TaskEvent::ResultsTakenDown { .. } => {}
         }
         Ok(())
     }

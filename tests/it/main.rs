@@ -7,6 +7,7 @@ mod api_keys;
 mod backend_contract;
 mod billing;
 mod consent;
+mod crash;
 mod credits;
 mod export;
 mod legal;

@@ -71,6 +71,7 @@ async fn imagine_runs_to_a_finished_grid_and_charges_once() {
     let done = c.wait_for(&h, task, "finished").await;
     assert_eq!(done["percentage"], "100");
     assert_eq!(done["task_type"], "imagine");
+    assert_eq!(done["model"], "midjourney");
     let grid = done["original_image_url"].as_str().unwrap();
     assert!(grid.ends_with("/grid.png"), "{done}");
     let urls = done["image_urls"].as_array().unwrap();
@@ -458,7 +459,17 @@ async fn editing_actions_follow_the_parent_rules_and_buttons() {
         .await;
     h.mj.finish(&last_upstream(&h)).await;
     let d = c.wait_for(&h, describe, "finished").await;
-    assert_eq!(d["content"].as_array().unwrap().len(), 4, "{d}");
+    let content = d["content"].as_array().unwrap();
+    assert_eq!(content.len(), 4, "{d}");
+    // Numbered as documented: "1️⃣ …" … "4️⃣ …".
+    for (item, mark) in content.iter().zip(["1️⃣ ", "2️⃣ ", "3️⃣ ", "4️⃣ "]) {
+        let item = item.as_str().unwrap();
+        assert!(item.starts_with(mark) && item.len() > mark.len() + 1, "{d}");
+    }
+    assert_eq!(
+        d["model"], "midjourney",
+        "actions report their family's model"
+    );
     assert_eq!(d["image_url"], img("d"));
     let swap = c
         .create(
@@ -574,6 +585,8 @@ async fn synchronous_models_answer_with_the_image_and_async_ones_run_in_the_work
         Some("Bearer sk-images-test-key-91c2")
     );
     assert_eq!(c.balance(&h).await, (28, 0));
+    let id: uuid::Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(c.fetch(&h, id).await["model"], "nano-banana");
 
     // An edit model downloads the image and sends it as a multipart edit.
     let src = format!("{}/img/src/photo.png", h.mj.url);
@@ -671,6 +684,29 @@ async fn an_idempotency_key_returns_the_same_task_without_a_second_charge() {
         .await;
     assert_ne!(d["task_id"], a["task_id"]);
     assert_eq!(c.balance(&h).await, (12, 8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_task_in_a_batch_poll_fails_only_itself() {
+    let h = Harness::start().await;
+    let c = h.api_client("batch@example.com", 12).await;
+    h.mj.set_notify(false);
+    let healthy = c.create(&h, "imagine", json!({ "prompt": "one" })).await;
+    let broken = c.create(&h, "imagine", json!({ "prompt": "two" })).await;
+    let also = c.create(&h, "imagine", json!({ "prompt": "three" })).await;
+    let ids = h.mj.upstream_ids();
+    h.mj.finish_all().await;
+    // The proxy's batch reply now carries one truncated entry: the array is invalid.
+    h.mj.poison(&ids[1]);
+    h.clock.advance(chrono::Duration::seconds(16));
+    c.wait_for(&h, healthy, "finished").await;
+    c.wait_for(&h, also, "finished").await;
+    assert_eq!(c.fetch(&h, broken).await["status"], "pending");
+    // Only the broken task waits out its own timeout, then fails and is released.
+    h.clock.advance(chrono::Duration::seconds(901));
+    let v = c.wait_for(&h, broken, "failed").await;
+    assert!(v["error"].as_str().unwrap().contains("timed out"), "{v}");
+    c.wait_balance(&h, (12 - 8, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,20 @@ async fn an_unreachable_webhook_is_tried_six_times_over_an_hour_then_abandoned()
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.deliveries().len(), 6);
     assert!(waited >= 3600);
+    // Every attempt carried the same delivery id (the task id) and its number.
+    let d = sink.deliveries();
+    assert!(d
+        .iter()
+        .all(|d| d.header("x-webhook-delivery") == Some(task.to_string().as_str())));
+    assert_eq!(d[5].header("x-webhook-attempt"), Some("6"));
+    // The holder sees that the webhook was given up on, and why.
+    let list: Value = c.session.get(&h, "/v1/tasks").await.json().await.unwrap();
+    let row = &list["tasks"][0];
+    assert!(row.is_object(), "{list}");
+    assert_eq!(row["task_id"], task.to_string());
+    assert_eq!(row["webhook"]["state"], "undeliverable", "{row}");
+    assert_eq!(row["webhook"]["attempts"], 6);
+    assert_eq!(row["webhook"]["last_error"], "HTTP 500");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,27 +177,25 @@ async fn internal_destinations_are_refused_unless_allowed() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
-    // A host name that resolves to loopback passes creation but is refused when the
-    // delivery connects; the attempt is recorded and not retried.
-    let task = c
-        .create(
+    // A host name is resolved when the task is created: one that resolves to loopback is
+    // refused then too, before anything is charged (the connection re-checks it).
+    let (status, v) = c
+        .post(
             &h,
             "imagine",
             json!({ "prompt": "x", "webhook_url": format!("http://localhost:{port}/hook") }),
         )
         .await;
-    h.mj.finish(&last_upstream(&h)).await;
-    let a = wait_attempts(&h, task, 1).await;
-    assert!(a[0]["error"].as_str().unwrap().contains("refused"), "{a:?}");
-    assert!(a[0]["next_attempt_at"].is_null());
-    h.clock.advance(chrono::Duration::hours(2));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status, 400, "{v}");
     assert!(
-        sink.deliveries().is_empty(),
-        "the internal address was never reached"
+        v["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_url"),
+        "{v}"
     );
-    assert_eq!(attempts(&h, task).len(), 1);
-    assert_eq!(c.balance(&h).await.1, 0);
+    assert!(sink.deliveries().is_empty());
+    assert_eq!(c.balance(&h).await, (20, 0), "nothing charged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

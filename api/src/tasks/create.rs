@@ -1,9 +1,11 @@
-//! Accepting a task: idempotency, the credit reservation (before anything goes
-//! upstream), the task's first events, its row in the work queue, and the upstream
-//! submission. A failure after the reservation releases it; a crash leaves the work row,
-//! and the worker fails the task and releases its credits.
+//! Accepting a task. Input images are fetched and personal values sealed first; then one
+//! unit of work commits the Idempotency-Key claim, the credit reservation, `TaskCreated`
+//! and the task's row in the work queue together (a crash before that commit leaves
+//! nothing, so the retry creates the task; after it, the worker finishes or fails the task
+//! and settles its credits). The upstream submission follows.
 
 use super::requests::{Downloads, ImagesJob, MjInput, Prepared, Run};
+use super::worker::enqueue_work_in;
 use crate::error::ApiError;
 use crate::identity::Ctx;
 use crate::state::AppState;
@@ -12,6 +14,7 @@ use journey_commands::net_guard::{download, DownloadLimits};
 use journey_commands::secrets::{hmac_hex, random_bytes};
 use journey_commands::upstream::images::{Edit, Generate, GeneratedImage};
 use journey_commands::upstream::mj_proxy::{data_url, Submit, SubmitOutcome};
+use journey_commands::{fault, UnitError, UnitOfWork};
 use journey_domain::credits::CreditCommand;
 use journey_domain::meta::{Actor, CommandMeta};
 use journey_domain::task::{FailCause, Task, TaskCommand, TaskResult, TaskSpec, TaskStatus};
@@ -78,9 +81,21 @@ pub struct Caller {
     pub key_id: Uuid,
 }
 
-enum Claim {
-    New(Uuid),
-    Existing(Uuid),
+enum Accepted {
+    New(Box<Task>),
+    /// Another request with the same Idempotency-Key created this task first.
+    Claimed(Uuid),
+}
+
+/// Attempts at the accepting commit before answering 409 (each loses only to a concurrent
+/// writer on the same ledger from another process, or to the same key).
+const ACCEPT_ATTEMPTS: u32 = 8;
+
+fn unit_error(e: UnitError) -> ApiError {
+    match e {
+        UnitError::Conflict => ApiError::Conflict("too many concurrent changes, try again".into()),
+        UnitError::Storage(e) => e.into(),
+    }
 }
 
 impl AppState {
@@ -109,15 +124,61 @@ impl AppState {
         format!("{base}/webhooks/upstream/{provider}/{token}")
     }
 
-    async fn claim_idempotency(
+    /// The task an earlier request with this key created, if any (within the window).
+    /// The claim is written in the same commit as the task, so a claim always names a task
+    /// that exists: a crash before that commit leaves no claim, and the retry creates it.
+    async fn claimed_task(
         &self,
+        conn: &mut sqlx::AnyConnection,
         caller: Caller,
         key: &IdempotencyKey,
         at: DateTime<Utc>,
-    ) -> Result<Claim, ApiError> {
+    ) -> Result<Option<Uuid>, ApiError> {
         let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
-        self.expire_idempotency(caller, &key_hash, at).await?;
-        let task_id = Uuid::new_v4();
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT fingerprint, task_id, created_at FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2",
+        )
+        .bind(caller.account_id.to_string())
+        .bind(&key_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((fingerprint, task_id, created)) = row else {
+            return Ok(None);
+        };
+        if created < (at - chrono::Duration::hours(IDEMPOTENCY_HOURS)).timestamp_millis() {
+            // Forgotten after a day (the retention run also deletes such rows).
+            return Ok(None);
+        }
+        if fingerprint != key.fingerprint {
+            return Err(ApiError::bad(
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        Ok(Some(
+            Uuid::parse_str(&task_id).map_err(|e| ApiError::Internal(e.into()))?,
+        ))
+    }
+
+    /// Writes the claim inside the accepting unit of work (an expired claim under the same
+    /// key is replaced). A concurrent request that claimed the key first makes this fail
+    /// with a conflict, and the retry of the whole unit finds its task.
+    async fn write_claim(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        caller: Caller,
+        key: &IdempotencyKey,
+        task_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<(), UnitError> {
+        let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2 AND created_at < $3",
+        )
+        .bind(caller.account_id.to_string())
+        .bind(&key_hash)
+        .bind((at - chrono::Duration::hours(IDEMPOTENCY_HOURS)).timestamp_millis())
+        .execute(&mut *conn)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (account_id, key_hash, fingerprint, task_id, created_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, key_hash) DO NOTHING",
@@ -127,59 +188,13 @@ impl AppState {
         .bind(&key.fingerprint)
         .bind(task_id.to_string())
         .bind(at.timestamp_millis())
-        .execute(&self.db.any)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
-        if inserted == 1 {
-            return Ok(Claim::New(task_id));
+        if inserted == 0 {
+            return Err(UnitError::Conflict);
         }
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT fingerprint, task_id FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2",
-        )
-        .bind(caller.account_id.to_string())
-        .bind(&key_hash)
-        .fetch_optional(&self.db.any)
-        .await?;
-        let (fingerprint, existing) = row.ok_or_else(|| {
-            ApiError::Conflict("a request with this Idempotency-Key is in progress; retry".into())
-        })?;
-        if fingerprint != key.fingerprint {
-            return Err(ApiError::bad(
-                "this Idempotency-Key was used for a different request",
-            ));
-        }
-        let existing = Uuid::parse_str(&existing).map_err(|e| ApiError::Internal(e.into()))?;
-        Ok(Claim::Existing(existing))
-    }
-
-    /// Keys older than a day are forgotten (the retention run also deletes them).
-    async fn expire_idempotency(
-        &self,
-        caller: Caller,
-        key_hash: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2 AND created_at < $3",
-        )
-        .bind(caller.account_id.to_string())
-        .bind(key_hash)
-        .bind((at - chrono::Duration::hours(IDEMPOTENCY_HOURS)).timestamp_millis())
-        .execute(&self.db.any)
-        .await?;
         Ok(())
-    }
-
-    async fn forget_idempotency(&self, caller: Caller, key: Option<&IdempotencyKey>) {
-        if let Some(key) = key {
-            let key_hash = hmac_hex(&self.pepper, "idempotency", &key.key);
-            let _ =
-                sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key_hash = $2")
-                    .bind(caller.account_id.to_string())
-                    .bind(key_hash)
-                    .execute(&self.db.any)
-                    .await;
-        }
     }
 
     /// Accepts a prepared task: reserve, record, submit. See the module comment.
@@ -196,28 +211,31 @@ impl AppState {
                 prepared.provider
             )));
         }
-        let task_id = match &idempotency {
-            None => Uuid::new_v4(),
-            Some(key) => match self.claim_idempotency(caller, key, ctx.at).await? {
-                Claim::New(id) => id,
-                Claim::Existing(id) => return self.replay(caller, id).await,
-            },
-        };
-        match self.accept(caller, ctx, task_id, prepared).await {
-            Ok(created) => Ok(created),
-            Err(e) => {
-                self.forget_idempotency(caller, idempotency.as_ref()).await;
-                Err(e)
+        if let Some(hook) = &prepared.hook {
+            // Literal addresses were refused with the request's other rules; a host name
+            // is resolved now, so that a destination we would never deliver to is the
+            // client's 400 rather than a charged task whose webhook silently fails.
+            self.guard
+                .check_url_resolved(&hook.url)
+                .await
+                .map_err(|e| ApiError::bad(format!("webhook_url: {e}")))?;
+        }
+        if let Some(key) = &idempotency {
+            let mut conn = self.db.any.acquire().await?;
+            if let Some(existing) = self.claimed_task(&mut conn, caller, key, ctx.at).await? {
+                return self.replay(caller, existing).await;
             }
         }
+        self.accept(caller, ctx, idempotency.as_ref(), prepared)
+            .await
     }
 
     /// A retried request with a known Idempotency-Key: the same task, no new charge.
     async fn replay(&self, caller: Caller, task_id: Uuid) -> Result<Created, ApiError> {
         let Some(task) = self.owned_task(caller.account_id, task_id).await? else {
-            return Err(ApiError::Conflict(
-                "a request with this Idempotency-Key is in progress; retry".into(),
-            ));
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "idempotency claim names task {task_id}, which does not exist"
+            )));
         };
         self.created(task_id, &task, 0).await
     }
@@ -226,11 +244,10 @@ impl AppState {
         &self,
         caller: Caller,
         ctx: &Ctx,
-        task_id: Uuid,
+        idempotency: Option<&IdempotencyKey>,
         prepared: Prepared,
     ) -> Result<Created, ApiError> {
-        let subject = caller.account_id.to_string();
-        // Inputs sent as base64 are fetched before anything is charged: a bad URL is the
+        // Inputs sent as URLs are fetched before anything is charged: a bad URL is the
         // client's 400, not a failed task.
         let submit = match &prepared.run {
             Run::Mj { input, .. } => Some(match input {
@@ -241,33 +258,18 @@ impl AppState {
         };
         let actor = Actor::ApiKey(caller.key_id);
         let meta = self.meta(actor, Some(caller.account_id), ctx).await?;
-        let reserve = CreditCommand::Reserve {
-            task_id,
-            amount: prepared.credits,
-            max_open: Some(self.cfg.max_tasks_in_flight),
-            at: ctx.at,
+        let task_id = Uuid::new_v4();
+        let (spec, token) = self.new_spec(caller, ctx, task_id, &prepared).await?;
+        fault::crash_point("accept.sealed");
+        let task = match self
+            .commit_acceptance(caller, ctx, task_id, spec, &prepared, idempotency, &meta)
+            .await?
+        {
+            Accepted::New(task) => *task,
+            Accepted::Claimed(existing) => return self.replay(caller, existing).await,
         };
-        self.stores
-            .credits
-            .execute(&subject, reserve, &meta)
-            .await
-            .map_err(crate::credits::credit_error)?;
-        let recorded = self
-            .record_new_task(caller, ctx, task_id, &prepared, &meta)
-            .await;
-        let (task, token) = match recorded {
-            Ok(t) => t,
-            Err(e) => {
-                let release = CreditCommand::Release {
-                    task_id,
-                    at: ctx.at,
-                };
-                if let Err(r) = self.stores.credits.execute(&subject, release, &meta).await {
-                    tracing::error!(error = %r, %task_id, "release after a failed create");
-                }
-                return Err(e);
-            }
-        };
+        fault::crash_point("accept.committed");
+        self.runner.nudge();
         let charged = prepared.credits;
         let task = match (prepared.run, submit) {
             (Run::Mj { modal, .. }, Some(submit)) => {
@@ -301,6 +303,94 @@ impl AppState {
         self.created(task_id, &task, charged).await
     }
 
+    /// The one commit that accepts a task: the Idempotency-Key claim, the credit
+    /// reservation, `TaskCreated` and the task's work row. Nothing of it exists until all
+    /// of it does. A lost race (another writer on the ledger, or the same key claimed
+    /// meanwhile) is decided again against fresh state.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_acceptance(
+        &self,
+        caller: Caller,
+        ctx: &Ctx,
+        task_id: Uuid,
+        spec: TaskSpec,
+        p: &Prepared,
+        idempotency: Option<&IdempotencyKey>,
+        meta: &CommandMeta,
+    ) -> Result<Accepted, ApiError> {
+        let subject = caller.account_id.to_string();
+        let grace = self.upstreams.request_timeout(&p.provider) + chrono::Duration::seconds(30);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reserve = CreditCommand::Reserve {
+                task_id,
+                amount: p.credits,
+                max_open: Some(self.cfg.max_tasks_in_flight),
+                at: ctx.at,
+            };
+            let reservation = self
+                .stores
+                .credits
+                .decide(&subject, reserve)
+                .await
+                .map_err(crate::credits::credit_error)?;
+            let create = TaskCommand::Create {
+                spec: Box::new(spec.clone()),
+                at: ctx.at,
+            };
+            let created = self
+                .stores
+                .tasks
+                .decide(&task_id.to_string(), create)
+                .await?;
+            let mut unit = UnitOfWork::begin(&self.db).await.map_err(unit_error)?;
+            let written = async {
+                if let Some(key) = idempotency {
+                    self.write_claim(unit.tx(), caller, key, task_id, ctx.at)
+                        .await?;
+                }
+                unit.append(&reservation, meta).await?;
+                unit.append(&created, meta).await?;
+                enqueue_work_in(
+                    unit.tx(),
+                    task_id,
+                    caller.account_id,
+                    &p.provider,
+                    ctx.at + grace,
+                    ctx.at,
+                )
+                .await?;
+                fault::crash_point("accept.before_commit");
+                unit.commit().await
+            }
+            .await;
+            match written {
+                Ok(()) => {
+                    reservation.committed();
+                    return Ok(Accepted::New(Box::new(created.committed())));
+                }
+                Err(UnitError::Conflict) => {
+                    drop((reservation, created));
+                    if let Some(key) = idempotency {
+                        let mut conn = self.db.any.acquire().await?;
+                        if let Some(existing) =
+                            self.claimed_task(&mut conn, caller, key, ctx.at).await?
+                        {
+                            return Ok(Accepted::Claimed(existing));
+                        }
+                    }
+                    if attempt >= ACCEPT_ATTEMPTS {
+                        return Err(ApiError::Conflict(
+                            "too many concurrent changes, try again".into(),
+                        ));
+                    }
+                }
+                Err(e) => return Err(unit_error(e)),
+            }
+        }
+    }
+
     /// The create call's answer for a task (first answer and idempotent replays alike).
     async fn created(&self, task_id: Uuid, task: &Task, charged: u64) -> Result<Created, ApiError> {
         let view = self.task_object(task_id, task).await?;
@@ -317,14 +407,15 @@ impl AppState {
         })
     }
 
-    async fn record_new_task(
+    /// The new task's spec: parameters and webhook target sealed, a fresh notifyHook
+    /// token (returned; only its HMAC is kept).
+    async fn new_spec(
         &self,
         caller: Caller,
         ctx: &Ctx,
         task_id: Uuid,
         p: &Prepared,
-        meta: &CommandMeta,
-    ) -> Result<(Task, String), ApiError> {
+    ) -> Result<(TaskSpec, String), ApiError> {
         let subject = caller.account_id.to_string();
         let params = self
             .vault
@@ -352,22 +443,7 @@ impl AppState {
             webhook,
             notify_token_hash: self.notify_hash(&token),
         };
-        // The work row first: from here on a crash leaves the worker something to clean up.
-        let grace = self.upstreams.request_timeout(&p.provider) + chrono::Duration::seconds(30);
-        self.enqueue_work(
-            task_id,
-            caller.account_id,
-            &p.provider,
-            ctx.at + grace,
-            ctx.at,
-        )
-        .await?;
-        let command = TaskCommand::Create {
-            spec: Box::new(spec),
-            at: ctx.at,
-        };
-        let task = self.task_command(task_id, command, meta).await?;
-        Ok((task, token))
+        Ok((spec, token))
     }
 
     /// Downloads a request's input images (through the address guard) into the submit.
@@ -451,6 +527,7 @@ impl AppState {
         }
         match outcome {
             SubmitOutcome::Accepted { upstream_id, .. } => {
+                fault::crash_point("submit.accepted");
                 let now = self.clock.now().max(at);
                 let cmd = TaskCommand::MarkSubmitted {
                     upstream_id,

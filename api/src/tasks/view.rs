@@ -16,6 +16,11 @@ pub struct TaskObject {
     pub task_id: Uuid,
     /// `imagine`, `upscale-1x`, `variation-2`, `pan-left`, ... (the creating endpoint).
     pub task_type: String,
+    /// The model the task ran on: the `imagine` model's id (`midjourney`, `flux-pro`, ...);
+    /// `midjourney` for every Midjourney action (upscales, variations, pan, blend,
+    /// describe, face swap, video, ...); the upscaler model for `upscale-2x-4x`.
+    #[schema(example = "midjourney")]
+    pub model: String,
     /// `staged`, `pending`, `starting`, `processing`, `finished` or `failed`.
     pub status: String,
     /// `"0"`..`"100"`.
@@ -32,7 +37,8 @@ pub struct TaskObject {
     /// Videos: four URLs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub video_urls: Vec<String>,
-    /// Describe: four prompt suggestions.
+    /// Describe: four prompt suggestions, each starting with its keycap number as
+    /// documented ("1️⃣ …", "2️⃣ …").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,13 +78,14 @@ impl AppState {
         Ok(TaskObject {
             task_id,
             task_type: spec.task_type.as_str().to_string(),
+            model: spec.model.clone(),
             status: status.as_str().to_string(),
             percentage: percentage.to_string(),
             original_image_url: result.original_image_url,
             image_urls: result.image_urls,
             image_url: result.image_url,
             video_urls: result.video_urls,
-            content: result.content,
+            content: numbered(result.content),
             error,
         })
     }
@@ -88,4 +95,18 @@ impl AppState {
         let (task, _) = self.stores.tasks.load(&task_id.to_string()).await?;
         Ok(task.owned_by(account).then_some(task))
     }
+}
+
+/// Describe's suggestions as documented: each starts with its keycap number. Results are
+/// stored without them (the upstream's own text is split on those marks).
+fn numbered(content: Vec<String>) -> Vec<String> {
+    const MARKS: [&str; 4] = ["1️⃣", "2️⃣", "3️⃣", "4️⃣"];
+    content
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| match MARKS.get(i) {
+            Some(m) if !c.starts_with(m) => format!("{m} {c}"),
+            _ => c,
+        })
+        .collect()
 }

@@ -1,5 +1,8 @@
 //! Customer webhooks: when a task ends, the task object (exactly what `/fetch` returns)
-//! is POSTed to the client's `webhook_url`, with `x-webhook-secret` when one was given.
+//! is POSTed to the client's `webhook_url`, with `x-webhook-secret` when one was given and
+//! `x-webhook-delivery` (the task id) and `x-webhook-attempt`. Delivery is at least once:
+//! an instance that dies after sending but before recording the attempt leaves it to be
+//! sent again by the next.
 //! Non-2xx answers and timeouts are retried with exponential backoff; each attempt is a
 //! `WebhookAttempted` event. Destinations go through the address guard, which checks
 //! every connection (redirects included) and refuses private, loopback, link-local and
@@ -18,6 +21,10 @@ use uuid::Uuid;
 /// minutes, six in all over a little more than an hour.
 const BACKOFF_SECS: [i64; 5] = [60, 180, 540, 1200, 1800];
 pub const MAX_ATTEMPTS: u32 = BACKOFF_SECS.len() as u32 + 1;
+/// The notification's id (the task id), the same on every attempt and redelivery.
+pub const DELIVERY_HEADER: &str = "x-webhook-delivery";
+/// 1 for the first attempt, 2 for the first retry, ...
+pub const ATTEMPT_HEADER: &str = "x-webhook-attempt";
 
 impl AppState {
     /// Makes the next due delivery attempt. Returns when the task needs attention again,
@@ -56,7 +63,14 @@ impl AppState {
             }
         };
         let body = self.task_object(task_id, task).await?;
-        let mut request = self.webhook_client.post(&target.url).json(&body);
+        // One notification per task: every attempt, and a redelivery by another instance
+        // after a crash, carries the same delivery id for the client to deduplicate on.
+        let mut request = self
+            .webhook_client
+            .post(&target.url)
+            .header(DELIVERY_HEADER, task_id.to_string())
+            .header(ATTEMPT_HEADER, attempt.to_string())
+            .json(&body);
         if let Some(secret) = &target.secret {
             request = request.header("x-webhook-secret", secret);
         }
@@ -83,6 +97,7 @@ impl AppState {
                 ),
             },
         };
+        journey_commands::fault::crash_point("webhook.sent");
         let delivered = status.is_some_and(|s| (200..300).contains(&s));
         let next = if delivered || refused || attempt >= MAX_ATTEMPTS {
             None

@@ -18,12 +18,40 @@ use journey_domain::Opened;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// How long a claim lasts; a worker that dies mid-work loses its rows after this. Longer
-/// than the slowest job (an images call of up to 120 s plus a 20 s download).
-const LEASE: Duration = Duration::seconds(300);
+/// How long a claim lasts without renewal: another instance takes over a dead instance's
+/// rows this long after its last heartbeat. docs/operations.md quotes both figures (a
+/// test checks the docs against these constants).
+pub const LEASE_SECS: i64 = 15;
+const LEASE: Duration = Duration::seconds(LEASE_SECS);
+/// While a pass works on its rows (an images call may take minutes), their leases are
+/// renewed this often, so that only a dead instance loses them.
+pub const HEARTBEAT_SECS: u64 = 5;
 const BATCH: i64 = 200;
 /// list-by-condition ids per call.
 const POLL_CHUNK: usize = 50;
+
+/// Puts a new task in the work queue, inside the unit of work that accepts it.
+pub(crate) async fn enqueue_work_in(
+    conn: &mut sqlx::AnyConnection,
+    task_id: Uuid,
+    account_id: Uuid,
+    provider: &str,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO task_work (task_id, account_id, provider, due_at, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(task_id.to_string())
+    .bind(account_id.to_string())
+    .bind(provider)
+    .bind(due_at.timestamp_millis())
+    .bind(now.timestamp_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 struct Claimed {
     task_id: Uuid,
@@ -37,28 +65,6 @@ impl AppState {
 
     pub fn wake_worker(&self) {
         self.worker_wake.notify_one();
-    }
-
-    pub(crate) async fn enqueue_work(
-        &self,
-        task_id: Uuid,
-        account_id: Uuid,
-        provider: &str,
-        due_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO task_work (task_id, account_id, provider, due_at, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id) DO NOTHING",
-        )
-        .bind(task_id.to_string())
-        .bind(account_id.to_string())
-        .bind(provider)
-        .bind(due_at.timestamp_millis())
-        .bind(now.timestamp_millis())
-        .execute(&self.db.any)
-        .await?;
-        Ok(())
     }
 
     /// Sets when the task next needs attention and gives up any lease on it.
@@ -115,22 +121,74 @@ impl AppState {
             .collect()
     }
 
-    /// One pass over due work; returns how many tasks it looked at.
+    /// Extends the leases this instance still holds (a heartbeat).
+    async fn renew_leases(&self) -> Result<(), ApiError> {
+        let now = self.clock.now();
+        // Only rows still ours: a row another instance claimed (after our lease ran out)
+        // has its owner, and reschedule/done clear or delete ours.
+        sqlx::query("UPDATE task_work SET lease_until = $1 WHERE lease_owner = $2")
+            .bind((now + LEASE).timestamp_millis())
+            .bind(&self.instance_id)
+            .execute(&self.db.any)
+            .await?;
+        Ok(())
+    }
+
+    /// One pass over due work; returns how many tasks it looked at. The pass's leases are
+    /// renewed every `HEARTBEAT_SECS` until it ends.
     pub async fn work_once(&self) -> Result<usize, ApiError> {
         let now = self.clock.now();
         let claimed = self.claim(now).await?;
         let n = claimed.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let work = self.work_on(claimed, now);
+        tokio::pin!(work);
+        let mut beat = tokio::time::interval(std::time::Duration::from_secs(HEARTBEAT_SECS));
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut work => return done.map(|()| n),
+                _ = beat.tick() => {
+                    if let Err(e) = self.renew_leases().await {
+                        tracing::warn!(error = %e, "could not renew task leases");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Works on each claimed task on its own: one task's error (a malformed upstream
+    /// report, a refused command) sets that task aside for the next round and never stops
+    /// its neighbours.
+    async fn work_on(&self, claimed: Vec<Claimed>, now: DateTime<Utc>) -> Result<(), ApiError> {
         let mut to_poll: HashMap<String, Vec<(Uuid, Task)>> = HashMap::new();
         for c in claimed {
-            let (task, _) = self.stores.tasks.load(&c.task_id.to_string()).await?;
-            if let Some(t) = self.advance(c.task_id, &c.provider, task, now).await? {
-                to_poll.entry(c.provider).or_default().push((c.task_id, t));
+            let advanced = async {
+                let (task, _) = self.stores.tasks.load(&c.task_id.to_string()).await?;
+                self.advance(c.task_id, &c.provider, task, now).await
+            };
+            match advanced.await {
+                Ok(Some(t)) => to_poll.entry(c.provider).or_default().push((c.task_id, t)),
+                Ok(None) => {}
+                Err(e) => self.set_aside(c.task_id, &e, now).await,
             }
         }
         for (provider, tasks) in to_poll {
             self.poll(&provider, tasks, now).await?;
         }
-        Ok(n)
+        Ok(())
+    }
+
+    /// A task whose work failed this round: logged, and due again after a poll interval
+    /// (its own timeout still runs).
+    async fn set_aside(&self, task_id: Uuid, error: &ApiError, now: DateTime<Utc>) {
+        tracing::error!(%task_id, error = %error, "task work failed; retrying next round");
+        if let Err(e) = self.reschedule(task_id, now + self.poll_interval()).await {
+            tracing::error!(%task_id, error = %e, "could not reschedule task");
+        }
     }
 
     /// Does the task's due work; returns it when it waits on the provider (to poll).
@@ -142,17 +200,21 @@ impl AppState {
         now: DateTime<Utc>,
     ) -> Result<Option<Task>, ApiError> {
         let Some(spec) = task.spec.clone() else {
-            // Created in the queue but never recorded (a crash in between): nothing to do.
+            // A work row without its task. Accepting a task commits both at once, so only a
+            // version before that could leave one (a crash between its two commits); its
+            // reservation, if any, is released after an hour.
             let grace = now - Duration::hours(1);
-            let row: Option<(i64,)> =
-                sqlx::query_as("SELECT created_at FROM task_work WHERE task_id = $1")
+            let row: Option<(i64, String)> =
+                sqlx::query_as("SELECT created_at, account_id FROM task_work WHERE task_id = $1")
                     .bind(task_id.to_string())
                     .fetch_optional(&self.db.any)
                     .await?;
-            if row.is_some_and(|(c,)| c < grace.timestamp_millis()) {
-                self.done_with(task_id).await?;
-            } else {
-                self.reschedule(task_id, now + Duration::minutes(1)).await?;
+            match row {
+                Some((created, account)) if created < grace.timestamp_millis() => {
+                    self.release_orphan(&account, task_id, now).await?;
+                    self.done_with(task_id).await?;
+                }
+                _ => self.reschedule(task_id, now + Duration::minutes(1)).await?,
             }
             return Ok(None);
         };
@@ -216,6 +278,24 @@ impl AppState {
             return Ok(None);
         }
         Ok(Some(task))
+    }
+
+    /// Releases a reservation whose task never came into being (see `advance`).
+    async fn release_orphan(
+        &self,
+        account: &str,
+        task_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        use journey_domain::credits::{CreditCommand, CreditError};
+        let release = CreditCommand::Release { task_id, at: now };
+        let meta = journey_domain::meta::CommandMeta::system(now);
+        match self.stores.credits.execute(account, release, &meta).await {
+            Ok(()) | Err(journey_commands::StoreError::Rejected(CreditError::NoReservation(_))) => {
+                Ok(())
+            }
+            Err(e) => Err(crate::credits::credit_error(e)),
+        }
     }
 
     /// A task that just ended: deliver its webhook now, or finish with its row.
@@ -307,7 +387,7 @@ impl AppState {
                 .iter()
                 .filter_map(|(_, t)| t.upstream_id.clone())
                 .collect();
-            let reports = match client.list_by_condition(&ids).await {
+            let reports = match client.poll(&ids).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(provider, error = %e, "poll failed; retrying next round");
@@ -317,14 +397,19 @@ impl AppState {
             let by_id: HashMap<&str, _> = reports.iter().map(|r| (r.id.as_str(), r)).collect();
             for (task_id, task) in chunk {
                 let report = task.upstream_id.as_deref().and_then(|u| by_id.get(u));
-                let task = match report {
-                    Some(r) => self.apply_mj_report(*task_id, task.clone(), r, now).await?,
-                    None => task.clone(),
+                let applied = async {
+                    let task = match report {
+                        Some(r) => self.apply_mj_report(*task_id, task.clone(), r, now).await?,
+                        None => task.clone(),
+                    };
+                    if task.is_terminal() {
+                        self.after_end(*task_id, &task, now).await
+                    } else {
+                        self.reschedule(*task_id, next).await
+                    }
                 };
-                if task.is_terminal() {
-                    self.after_end(*task_id, &task, now).await?;
-                } else {
-                    self.reschedule(*task_id, next).await?;
+                if let Err(e) = applied.await {
+                    self.set_aside(*task_id, &e, now).await;
                 }
             }
         }

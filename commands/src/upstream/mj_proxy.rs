@@ -467,6 +467,28 @@ impl MjProxyClient {
         parse_task(trimmed.as_bytes()).map(Some)
     }
 
+    /// Status of several tasks: one `list-by-condition` call, and when its reply cannot be
+    /// read as a whole (one broken entry can make the whole array invalid JSON), each task
+    /// fetched on its own, so that a bad entry fails only itself. Tasks that cannot be
+    /// read are absent from the result (their own timeout still runs).
+    pub async fn poll(&self, ids: &[String]) -> Result<Vec<MjTask>, UpstreamError> {
+        match self.list_by_condition(ids).await {
+            Err(UpstreamError::Malformed(e)) => {
+                tracing::warn!(error = %e, "unreadable list-by-condition reply; fetching each task");
+                let mut found = Vec::with_capacity(ids.len());
+                for id in ids {
+                    match self.fetch(id).await {
+                        Ok(Some(t)) => found.push(t),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(upstream_id = %id, error = %e, "cannot read task"),
+                    }
+                }
+                Ok(found)
+            }
+            other => other,
+        }
+    }
+
     /// Batch status poll. Ids the proxy does not know are simply absent from the result,
     /// and entries that cannot be parsed are skipped rather than failing the batch.
     pub async fn list_by_condition(&self, ids: &[String]) -> Result<Vec<MjTask>, UpstreamError> {

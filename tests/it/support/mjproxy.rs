@@ -192,6 +192,8 @@ struct State {
     calls: Vec<Call>,
     downloads: Vec<String>,
     submits: usize,
+    /// Upstream ids reported as broken JSON (`FakeMj::poison`).
+    poisoned: std::collections::HashSet<String>,
 }
 
 type Shared = web::Data<Arc<Mutex<State>>>;
@@ -222,6 +224,7 @@ impl FakeMj {
             calls: Vec::new(),
             downloads: Vec::new(),
             submits: 0,
+            poisoned: Default::default(),
         }));
         let shared = state.clone();
         let server = HttpServer::new(move || {
@@ -251,6 +254,12 @@ impl FakeMj {
     /// Switches delivery to `notifyHook`s on or off (on at start). Snapshots are still kept.
     pub fn set_notify(&self, on: bool) {
         self.lock().notify = on;
+    }
+
+    /// From now on task `id` is reported as broken JSON by `fetch` and inside
+    /// `list-by-condition` replies.
+    pub fn poison(&self, id: &str) {
+        self.lock().poisoned.insert(id.to_string());
     }
 
     /// Makes `fetch` and `list-by-condition` fail (`Some`) or work again (`None`).
@@ -688,19 +697,33 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: Shared) -> HttpRespon
         }
         let s = state.lock().unwrap();
         if let Some(id) = fetch_id.filter(|_| method == "GET") {
+            if s.poisoned.contains(id) {
+                return malformed();
+            }
             return match s.tasks.get(id) {
                 Some(t) => json_reply(200, &t.render()),
                 None => json_reply(404, &json!({ "code": 404, "description": "not found" })),
             };
         }
-        let found: Vec<Value> = json["ids"]
+        // A poisoned task is written as a truncated object, which makes the whole array
+        // invalid JSON (as one broken entry from a real proxy would).
+        let found: Vec<String> = json["ids"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|id| s.tasks.get(id.as_str()?))
-            .map(Task::render)
+            .filter_map(|id| {
+                let id = id.as_str()?;
+                let t = s.tasks.get(id)?;
+                Some(if s.poisoned.contains(id) {
+                    format!("{{\"id\":\"{id}\",\"status\":\"SUCC")
+                } else {
+                    t.render().to_string()
+                })
+            })
             .collect();
-        return json_reply(200, &Value::Array(found));
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(format!("[{}]", found.join(",")));
     }
     json_reply(404, &json!({ "code": 404, "description": "not found" }))
 }

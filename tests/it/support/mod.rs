@@ -8,6 +8,7 @@ pub mod hooksink;
 pub mod images;
 pub mod mjproxy;
 pub mod oidc;
+pub mod process;
 pub mod scan;
 pub mod smtp;
 pub mod stripe;
