@@ -230,8 +230,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Config => {
             print!("{}", cfg.masked());
+            // Then the transport findings: warnings, or (production) the refusal.
+            crate::transport::check(&cfg)?;
         }
         Command::Migrate => {
+            crate::transport::check(&cfg)?;
             let db = journey_commands::Db::connect(&cfg.database_url()).await?;
             db.migrate().await?;
             println!(
@@ -251,8 +254,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 journey_commands::Backend::Postgres => "postgres".into(),
             };
             println!(
-                "JourneyAPI listening on http://{} (database: {db})",
-                running.addr
+                "JourneyAPI listening on {}://{} (database: {db})",
+                running.scheme, running.addr
             );
             running.done.await??;
             println!("JourneyAPI stopped");

@@ -224,6 +224,24 @@ pub struct Config {
     pub age_16_countries: Vec<String>,
     /// Hours from a breach's discovery to the regulator notification deadline.
     pub breach_notification_hours: i64,
+    /// PEM certificate chain (leaf first) for native TLS; set with `tls_key_path` or not at all.
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key of `tls_cert_path`.
+    pub tls_key_path: Option<PathBuf>,
+    /// How often the certificate and key files are checked for changes, in milliseconds
+    /// (0 = reload only on SIGHUP).
+    pub tls_poll_interval_ms: u64,
+    /// `development` warns about insecure transport settings, `production` refuses them.
+    pub profile: Profile,
+}
+
+/// The deployment profile (`JOURNEY_PROFILE`); see `crate::transport`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Development,
+    Production,
 }
 
 impl Default for Config {
@@ -271,6 +289,10 @@ impl Default for Config {
                 .map(String::from)
                 .to_vec(),
             breach_notification_hours: 72,
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_poll_interval_ms: 5000,
+            profile: Profile::Development,
         }
     }
 }
@@ -331,10 +353,24 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("journey.db").display()))
     }
 
+    /// Whether the server itself speaks TLS (both `tls_*_path` settings are set).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_path.is_some() && self.tls_key_path.is_some()
+    }
+
+    /// The scheme this server listens with: `https` with native TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .unwrap_or_else(|| format!("{}://{}", self.scheme(), self.bind))
             .trim_end_matches('/')
             .to_string()
     }

@@ -1,11 +1,12 @@
 //! Per-request plumbing: a request id (echoed as `x-request-id`), Prometheus metrics by
-//! route pattern and status, and one structured log line per request. Logs carry the route
+//! route pattern and status, one structured log line per request, and the security headers
+//! (`X-Content-Type-Options: nosniff` always, `Strict-Transport-Security` on TLS listeners). Logs carry the route
 //! pattern, never the raw path or query, so tokens in URLs never reach the logs.
 
 use crate::auth::RequestId;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use std::time::Instant;
@@ -43,7 +44,29 @@ pub async fn observe(
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
+    security_headers(&mut res);
     Ok(res)
+}
+
+/// HSTS for one year, without `includeSubDomains` or `preload`: this server cannot know
+/// whether every sibling host of its domain speaks HTTPS.
+pub const HSTS: &str = "max-age=31536000";
+
+/// `nosniff` on every response; HSTS only when this connection is TLS (a listener bound with
+/// native TLS — never inferred from `X-Forwarded-Proto`, which a client can send).
+fn security_headers<B>(res: &mut ServiceResponse<B>) {
+    let tls = res.request().app_config().secure();
+    let headers = res.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
 }
 
 /// Appends an authenticated client-API request to its account's usage log. A failure is

@@ -24,5 +24,7 @@ pub mod state;
 pub mod stripe_events;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
+pub mod transport;
 pub mod upstreams;
 pub mod usage;

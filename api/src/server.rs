@@ -12,6 +12,8 @@ use tokio::sync::watch;
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// `https` with native TLS (`tls_cert_path`), else `http`.
+    pub scheme: &'static str,
     pub handle: ServerHandle,
     pub done: tokio::task::JoinHandle<Result<()>>,
 }
@@ -53,8 +55,16 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .unwrap_or(2)
             .min(8),
     )
-    .shutdown_timeout(10)
-    .bind(bind)
+    .shutdown_timeout(10);
+    // Native TLS: the certificate is reloaded in place (SIGHUP, changed files).
+    let tls = match (&app.cfg.tls_cert_path, &app.cfg.tls_key_path) {
+        (Some(cert), Some(key)) => Some(crate::tls::CertStore::load(cert, key)?),
+        _ => None,
+    };
+    let server = match &tls {
+        Some(store) => server.bind_rustls_0_23(bind, store.server_config()?),
+        None => server.bind(bind),
+    }
     .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = *server.addrs().first().context("no listening address")?;
     let _ = app.listen_addr.set(addr);
@@ -62,6 +72,10 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
     let handle = server.handle();
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(app.runner.clone().run(stop_rx.clone()));
+    let cert_watcher = tls.map(|store| {
+        let poll = std::time::Duration::from_millis(app.cfg.tls_poll_interval_ms);
+        store.spawn_watcher(poll, stop_rx.clone())
+    });
     let worker = tokio::spawn(app.clone().run_worker(stop_rx.clone()));
     let pruner = {
         let app = app.clone();
@@ -110,8 +124,16 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         let _ = worker.await;
         let _ = pruner.await;
         let _ = retention.await;
+        if let Some(w) = cert_watcher {
+            let _ = w.await;
+        }
         db.close().await;
         result.map_err(Into::into)
     });
-    Ok(Running { addr, handle, done })
+    Ok(Running {
+        addr,
+        scheme: app.cfg.scheme(),
+        handle,
+        done,
+    })
 }

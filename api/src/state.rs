@@ -85,6 +85,7 @@ pub type App = Arc<AppState>;
 impl AppState {
     /// Connects, migrates and wires the application. `clock` is injectable for tests.
     pub async fn build(cfg: Config, clock: Option<SharedClock>) -> Result<App> {
+        crate::transport::check(&cfg)?;
         let url = cfg.database_url();
         if url.starts_with("sqlite:") {
             std::fs::create_dir_all(&cfg.data_dir)

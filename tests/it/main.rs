@@ -19,5 +19,6 @@ mod retention;
 mod sign_in;
 mod staff;
 mod tasks;
+mod transport;
 mod usage;
 mod webhooks;

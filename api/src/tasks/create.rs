@@ -118,7 +118,7 @@ impl AppState {
 
     fn notify_url(&self, provider: &str, token: &str) -> String {
         let base = match (&self.cfg.public_url, self.listen_addr.get()) {
-            (None, Some(addr)) => format!("http://{addr}"),
+            (None, Some(addr)) => format!("{}://{addr}", self.cfg.scheme()),
             _ => self.cfg.public_url(),
         };
         format!("{base}/webhooks/upstream/{provider}/{token}")

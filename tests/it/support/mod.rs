@@ -132,7 +132,7 @@ impl Harness {
         let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
             .await
             .expect("server starts");
-        let base = format!("http://{}", running.addr);
+        let base = format!("{}://{}", running.scheme, running.addr);
         Harness {
             base,
             app,
@@ -158,7 +158,7 @@ impl Harness {
         let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
             .await
             .expect("second instance starts");
-        (app, format!("http://{}", running.addr))
+        (app, format!("{}://{}", running.scheme, running.addr))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -229,8 +229,15 @@ impl Harness {
 
     /// Runs the `journey` binary against this harness's database and secrets.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_journey"))
-            .args(args)
+        self.cli_command(args)
+            .output()
+            .expect("journey binary runs")
+    }
+
+    /// The `journey` command `cli` runs, to add variables or spawn it.
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_journey"));
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("JOURNEY_DATABASE_URL", &self.database_url)
@@ -241,9 +248,8 @@ impl Harness {
                 "JOURNEY_SMTP_URL",
                 format!("smtp://127.0.0.1:{}", self.smtp.port),
             )
-            .env("JOURNEY_LOG", "warn")
-            .output()
-            .expect("journey binary runs")
+            .env("JOURNEY_LOG", "warn");
+        cmd
     }
 
     /// Runs the `journey` binary, asserts it succeeded (showing its stderr if not) and
