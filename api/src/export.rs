@@ -92,7 +92,7 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
 }
 
 /// Event types that hold no data about any subject (with why); everything else must map.
-pub const NO_SUBJECT_DATA: [(&str, &str, &str); 12] = [
+pub const NO_SUBJECT_DATA: [(&str, &str, &str); 13] = [
     (
         "retention",
         "RetentionRunRecorded",
@@ -121,6 +121,11 @@ pub const NO_SUBJECT_DATA: [(&str, &str, &str); 12] = [
     ("takedown", "TakedownActioned", "staff decision on a case (see TakedownFiled)"),
     ("takedown", "TakedownRejected", "staff decision on a case (see TakedownFiled)"),
     ("takedown", "TakedownNoticeSent", "a notice on a case (see TakedownFiled)"),
+    (
+        "stripe_event",
+        "StripeEventIgnored",
+        "a Stripe event we could not use: its type and the names of missing fields, no payload value",
+    ),
 ];
 
 /// Sections in document order (also the HTML order).

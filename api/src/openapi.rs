@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         support_api::staff_reply, support_api::staff_close,
         billing_api::catalog, billing_api::overview, billing_api::checkout,
         billing_api::portal, billing_api::ledger, billing_api::stripe_webhook,
+        billing_api::ignored_events,
         admin_api::subject_events, admin_api::audit,
         privacy_api::get_consents, privacy_api::put_consents, privacy_api::object,
         privacy_api::restrict, privacy_api::lift_restriction,

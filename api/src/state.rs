@@ -49,6 +49,7 @@ pub struct Stores {
     pub breaches: Store<journey_domain::breach::Breach>,
     pub takedowns: Store<journey_domain::takedown::Takedown>,
     pub tickets: Store<journey_domain::ticket::Ticket>,
+    pub stripe_events: Store<journey_domain::stripe_event_log::StripeEventLog>,
 }
 
 pub struct AppState {
@@ -177,6 +178,7 @@ impl AppState {
                 breaches: Store::new(&db),
                 takedowns: Store::new(&db),
                 tickets: Store::new(&db),
+                stripe_events: Store::new(&db),
             },
             identity: IdentityIndex::new(db.clone()),
             refs: BillingRefs::new(db.clone()),

@@ -17,15 +17,63 @@ use journey_domain::billing::{
 use journey_domain::catalog::expiry;
 use journey_domain::credits::{CreditCommand, CreditLedger, GrantSource};
 use journey_domain::meta::{Actor, CommandMeta};
+use journey_domain::stripe_event_log::{IgnoredStripeEvent, StripeEventLog, StripeEventLogCommand};
 use journey_domain::DataCategory;
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 #[derive(Debug, PartialEq)]
 pub enum WebhookOutcome {
     Applied,
     Duplicate,
-    /// Verified, but nothing for us (unknown type, unknown customer, unpaid checkout).
+    /// Verified, but nothing for us (unknown type, unpaid checkout), or of a type we handle
+    /// but unusable (a field we need is missing, or no account matches): the latter is
+    /// recorded in the `stripe_event` log for staff.
     Ignored,
+}
+
+/// What a verified event comes to.
+enum Planned {
+    Apply(Box<Plan>),
+    /// Nothing for us: a type we do not handle, an unpaid checkout, a payment method that
+    /// is not a card.
+    Ignore,
+    /// A type we handle that we cannot use; recorded for staff.
+    Unusable {
+        reason: String,
+        missing: Vec<String>,
+    },
+}
+
+fn unrouted(by: &str) -> Planned {
+    Planned::Unusable {
+        reason: format!("no account of ours matches its {by}"),
+        missing: vec![],
+    }
+}
+
+/// What a credit pack purchase is called on its receipt and billing record: the pack id
+/// and the credits granted, both from the session's metadata (written by our checkout), so
+/// the name can never disagree with the grant.
+pub fn pack_item(pack: Option<&str>, credits: u64) -> String {
+    match pack {
+        Some(p) if !p.is_empty() => format!("Credit pack {p}: {credits} credits"),
+        _ => format!("{credits} credits"),
+    }
+}
+
+/// One Stripe event we verified but could not use (`GET /admin/v1/billing/ignored-events`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IgnoredEventView {
+    /// Stripe's event id (`evt_…`): look it up in the Stripe dashboard.
+    pub event_id: String,
+    pub event_type: String,
+    pub reason: String,
+    /// Payload paths we needed and did not find (alternatives joined by " or ").
+    pub missing: Vec<String>,
+    /// When it was first received.
+    pub at: DateTime<Utc>,
 }
 
 /// A credit effect of a Stripe event.
@@ -80,7 +128,7 @@ fn ts(secs: i64) -> Option<DateTime<Utc>> {
 impl AppState {
     pub async fn handle_stripe_webhook(
         &self,
-        payload: &str,
+        payload: &[u8],
         signature: Option<&str>,
         ctx: &Ctx,
     ) -> Result<WebhookOutcome, ApiError> {
@@ -96,9 +144,16 @@ impl AppState {
             }
             other => ApiError::bad(other.to_string()),
         })?;
-        let Some(plan) = self.plan_event(&event).await? else {
-            tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event ignored");
-            return Ok(WebhookOutcome::Ignored);
+        let plan = match self.plan_event(&event).await? {
+            Planned::Apply(plan) => *plan,
+            Planned::Ignore => {
+                tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event ignored");
+                return Ok(WebhookOutcome::Ignored);
+            }
+            Planned::Unusable { reason, missing } => {
+                self.record_ignored(&event, reason, missing, ctx).await?;
+                return Ok(WebhookOutcome::Ignored);
+            }
         };
         let subject = plan.account.to_string();
         let (billing, _) = self.stores.billing.load(&subject).await?;
@@ -216,9 +271,15 @@ impl AppState {
         Ok(None)
     }
 
-    async fn plan_event(&self, event: &Verified) -> Result<Option<Plan>, ApiError> {
+    async fn plan_event(&self, event: &Verified) -> Result<Planned, ApiError> {
         let plan = match &event.notice {
-            Notice::Ignored => return Ok(None),
+            Notice::Ignored => return Ok(Planned::Ignore),
+            Notice::Unusable { missing } => {
+                return Ok(Planned::Unusable {
+                    reason: "a field it needs is missing".into(),
+                    missing: missing.clone(),
+                })
+            }
             Notice::CheckoutPaid {
                 session_id,
                 client_reference_id,
@@ -234,7 +295,9 @@ impl AppState {
                     .as_deref()
                     .or(metadata.get("account_id").map(String::as_str));
                 let Some(account) = self.route(direct, &[customer.as_deref()]).await? else {
-                    return Ok(None);
+                    return Ok(unrouted(
+                        "client_reference_id, metadata.account_id or customer",
+                    ));
                 };
                 let mut refs: Vec<String> = [customer, payment_intent, subscription]
                     .into_iter()
@@ -244,7 +307,10 @@ impl AppState {
                 refs.push(session_id.clone());
                 if *subscription_mode {
                     let Some(sub) = subscription else {
-                        return Ok(None);
+                        return Ok(Planned::Unusable {
+                            reason: "a field it needs is missing".into(),
+                            missing: vec!["data.object.subscription".into()],
+                        });
                     };
                     let state = SubscriptionState {
                         subscription_id: sub.clone(),
@@ -261,21 +327,28 @@ impl AppState {
                         receipt: None,
                     }
                 } else {
-                    let pack = metadata.get("pack").cloned().unwrap_or_default();
+                    // What was bought is what our checkout wrote on the session: the
+                    // credits granted name the item too (the catalogue may have changed).
+                    let pack = metadata.get("pack").map(String::as_str);
                     let credits = metadata
                         .get("credits")
                         .and_then(|c| c.parse::<u64>().ok())
-                        .or_else(|| self.catalog.packs.get(&pack).map(|p| p.credits));
+                        .or_else(|| self.catalog.packs.get(pack?).map(|p| p.credits));
                     let Some(credits) = credits else {
-                        // Not a session we created (no pack): nothing of ours to apply.
-                        tracing::warn!(session_id, "paid checkout without a known pack");
-                        return Ok(None);
+                        // Not a session we created: nothing says what to grant.
+                        return Ok(Planned::Unusable {
+                            reason: "a paid checkout that does not say which credits it bought"
+                                .into(),
+                            missing: vec![
+                                "data.object.metadata.credits or data.object.metadata.pack".into(),
+                            ],
+                        });
                     };
                     let days = metadata
                         .get("credits_expire_after_days")
                         .and_then(|d| d.parse::<u32>().ok());
                     let purchase_ref = payment_intent.clone().unwrap_or(session_id.clone());
-                    let item = format!("pack:{pack}");
+                    let item = pack_item(pack, credits);
                     Plan {
                         account,
                         refs,
@@ -301,12 +374,7 @@ impl AppState {
                         }],
                         receipt: Some(Receipt {
                             record: (RecordKind::Payment, session_id.clone()),
-                            item: self
-                                .catalog
-                                .packs
-                                .get(&pack)
-                                .map(|p| p.name.clone())
-                                .unwrap_or(item),
+                            item,
                             amount_cents: *amount_total,
                             currency: currency.clone(),
                             credits: Some(credits),
@@ -330,7 +398,7 @@ impl AppState {
                     .route(None, &[customer.as_deref(), subscription.as_deref()])
                     .await?
                 else {
-                    return Ok(None);
+                    return Ok(unrouted("customer or subscription"));
                 };
                 let plan_id = match price_id
                     .as_deref()
@@ -351,15 +419,15 @@ impl AppState {
                 let mut refs = payment_intents.clone();
                 refs.push(invoice_id.clone());
                 refs.extend(subscription.clone());
-                let credit = match (plan, subscription) {
-                    (Some(p), Some(sub)) => Some(CreditEffect::Grant {
+                let credit = match (plan, subscription, period_start) {
+                    (Some(p), Some(sub), Some(start)) => Some(CreditEffect::Grant {
                         source: GrantSource::SubscriptionPeriod,
                         amount: p.monthly_credits,
                         expires_at: expiry(
-                            ts(*period_start).unwrap_or_default(),
+                            ts(*start).unwrap_or_default(),
                             p.credits_expire_after_days,
                         ),
-                        key: format!("period:{sub}:{period_start}"),
+                        key: format!("period:{sub}:{start}"),
                         purchase_ref: purchase_ref.clone(),
                     }),
                     _ => {
@@ -380,8 +448,8 @@ impl AppState {
                         detail: RecordDetail {
                             item: item.clone(),
                             credits: plan.map(|p| p.monthly_credits),
-                            period_start: ts(*period_start),
-                            period_end: ts(*period_end),
+                            period_start: period_start.and_then(ts),
+                            period_end: period_end.and_then(ts),
                             ..RecordDetail::of(*amount_paid, currency, vec![purchase_ref.clone()])
                         },
                     }],
@@ -411,16 +479,20 @@ impl AppState {
                 let Some(account) = self
                     .route(
                         direct,
-                        &[Some(customer.as_str()), Some(subscription_id.as_str())],
+                        &[customer.as_deref(), Some(subscription_id.as_str())],
                     )
                     .await?
                 else {
-                    return Ok(None);
+                    return Ok(unrouted("metadata.account_id, customer or id"));
                 };
                 let Some(status) = SubscriptionStatus::parse(status) else {
-                    return Err(ApiError::bad(format!(
-                        "unknown subscription status {status:?}"
-                    )));
+                    let shown: String = status.chars().take(40).collect();
+                    return Ok(Planned::Unusable {
+                        reason: format!(
+                            "subscription status {shown:?} is not one this version knows"
+                        ),
+                        missing: vec![],
+                    });
                 };
                 let plan = price_id
                     .as_deref()
@@ -429,7 +501,10 @@ impl AppState {
                     .or_else(|| metadata.get("plan").cloned());
                 Plan {
                     account,
-                    refs: vec![customer.clone(), subscription_id.clone()],
+                    refs: [customer.clone(), Some(subscription_id.clone())]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                     credit: None,
                     changes: vec![Change::Ready(BillingChange::Subscription(
                         SubscriptionState {
@@ -449,13 +524,10 @@ impl AppState {
                 paid_until,
             } => {
                 let Some(account) = self
-                    .route(
-                        None,
-                        &[Some(customer.as_str()), Some(subscription_id.as_str())],
-                    )
+                    .route(None, &[customer.as_deref(), Some(subscription_id.as_str())])
                     .await?
                 else {
-                    return Ok(None);
+                    return Ok(unrouted("customer or id"));
                 };
                 Plan {
                     account,
@@ -479,7 +551,7 @@ impl AppState {
                     .route(None, &[payment_intent.as_deref(), customer.as_deref()])
                     .await?
                 else {
-                    return Ok(None);
+                    return Ok(unrouted("payment_intent or customer"));
                 };
                 let purchase_ref = payment_intent.clone().unwrap_or(charge_id.clone());
                 Plan {
@@ -512,7 +584,7 @@ impl AppState {
                     .route(None, &[payment_intent.as_deref(), Some(charge_id.as_str())])
                     .await?
                 else {
-                    return Ok(None);
+                    return Ok(unrouted("payment_intent or charge"));
                 };
                 Plan {
                     account,
@@ -523,7 +595,7 @@ impl AppState {
                             kind: RecordKind::Dispute,
                             stripe_id: dispute_id.clone(),
                             detail: RecordDetail {
-                                reason: Some(reason.clone()),
+                                reason: reason.clone(),
                                 ..RecordDetail::of(
                                     *amount,
                                     currency,
@@ -542,10 +614,8 @@ impl AppState {
                 }
             }
             Notice::PaymentMethod { customer, card } => {
-                let (Some(card), Some(account)) =
-                    (card, self.route(None, &[customer.as_deref()]).await?)
-                else {
-                    return Ok(None);
+                let Some(account) = self.route(None, &[Some(customer.as_str())]).await? else {
+                    return Ok(unrouted("customer"));
                 };
                 Plan {
                     account,
@@ -556,7 +626,74 @@ impl AppState {
                 }
             }
         };
-        Ok(Some(plan))
+        Ok(Planned::Apply(Box::new(plan)))
+    }
+
+    /// Logs and records (once per Stripe event id) a verified event we cannot use.
+    async fn record_ignored(
+        &self,
+        event: &Verified,
+        reason: String,
+        missing: Vec<String>,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        tracing::warn!(
+            event_id = %event.id,
+            event_type = %event.event_type,
+            reason = %reason,
+            missing = %missing.join("; "),
+            "Stripe event ignored: it cannot be used"
+        );
+        let meta = CommandMeta {
+            actor: Actor::System,
+            request_id: ctx.request_id.clone(),
+            client_ip: None,
+            at: ctx.at,
+        };
+        let record = IgnoredStripeEvent {
+            event_type: event.event_type.clone(),
+            reason,
+            missing,
+            at: ctx.at,
+        };
+        self.stores
+            .stripe_events
+            .execute(
+                &event.id,
+                StripeEventLogCommand::RecordIgnored(record),
+                &meta,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Verified Stripe events we could not use, newest first; at most `limit`, and whether
+    /// there are more.
+    pub async fn ignored_stripe_events(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<IgnoredEventView>, bool), ApiError> {
+        use cqrs_es::Aggregate;
+        let limit = i64::from(limit);
+        let mut ids =
+            journey_projections::events::stream_ids(&self.db, StripeEventLog::TYPE, limit + 1)
+                .await?;
+        let more = ids.len() as i64 > limit;
+        ids.truncate(limit as usize);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (log, _) = self.stores.stripe_events.load(&id).await?;
+            if let Some(r) = log.ignored {
+                out.push(IgnoredEventView {
+                    event_id: id,
+                    event_type: r.event_type,
+                    reason: r.reason,
+                    missing: r.missing,
+                    at: r.at,
+                });
+            }
+        }
+        Ok((out, more))
     }
 
     async fn send_receipt(&self, account: Uuid, r: &Receipt) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ pub mod retention_log;
 pub mod sealed;
 pub mod session;
 pub mod staff;
+pub mod stripe_event_log;
 pub mod takedown;
 pub mod task;
 pub mod ticket;
@@ -72,6 +73,7 @@ pub fn all_event_types() -> Vec<(&'static str, &'static str)> {
         of::<breach::Breach>(breach::BreachEvent::EVENT_TYPES),
         of::<takedown::Takedown>(takedown::TakedownEvent::EVENT_TYPES),
         of::<ticket::Ticket>(ticket::TicketEvent::EVENT_TYPES),
+        of::<stripe_event_log::StripeEventLog>(stripe_event_log::StripeEventLogEvent::EVENT_TYPES),
     ]
     .concat()
 }

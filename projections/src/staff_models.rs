@@ -16,6 +16,7 @@ use journey_domain::policy::{PolicyAck, PolicyVersion};
 use journey_domain::requests::{DataSubjectRequest, RequestEvent};
 use journey_domain::session::{Session, SessionEvent};
 use journey_domain::staff::{StaffEvent, StaffMember};
+use journey_domain::stripe_event_log::StripeEventLog;
 use journey_domain::takedown::Takedown;
 use journey_domain::task::{Task, TaskEvent};
 use journey_domain::ticket::{Ticket, TicketEvent};
@@ -60,7 +61,8 @@ fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
         t if t == PolicyVersion::TYPE
             || t == ChildReport::TYPE
             || t == Breach::TYPE
-            || t == Takedown::TYPE =>
+            || t == Takedown::TYPE
+            || t == StripeEventLog::TYPE =>
         {
             None
         }

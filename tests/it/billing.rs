@@ -626,3 +626,416 @@ async fn any_configured_webhook_secret_verifies_during_rotation() {
     );
     assert_eq!(ledger(&h, &s).await.len(), 1);
 }
+
+async fn outcome(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 200);
+    let body = json_of(r).await;
+    assert_eq!(body["received"], true, "{body}");
+    body["outcome"].as_str().unwrap().to_string()
+}
+
+/// The billing records of an account: (kind, Stripe id, opened detail), in order.
+async fn billing_records(h: &Harness, s: &Session) -> Vec<(String, String, Value)> {
+    let events =
+        journey_projections::events::read_stream(&h.app.db, "billing", &s.account_id.to_string())
+            .await
+            .unwrap();
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.event_type == "BillingRecorded") {
+        let r = &e.payload["BillingRecorded"];
+        let detail = h.app.vault.open_json(&r["detail"]).await.unwrap();
+        out.push((
+            r["kind"].as_str().unwrap().to_string(),
+            r["stripe_id"].as_str().unwrap().to_string(),
+            detail,
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_several_stripe_api_versions_are_applied_once() {
+    let h = Harness::start().await;
+    let s = h.sign_in("versions@example.com").await;
+    let t = now(&h);
+
+    // A completed checkout as an older API version renders it: `ui_mode: "hosted"`, fields
+    // added since missing, and a field this version has never heard of.
+    let bought = pack_checkout(&h, &s, "small").await;
+    let mut e: Value = serde_json::from_str(&bought.event).unwrap();
+    let session = stripe::checkout_session_old_version(e["data"]["object"].take());
+    let session_id = session["id"].as_str().unwrap().to_string();
+    let old_checkout = stripe::event_at_version(
+        "evt_old_checkout",
+        "checkout.session.completed",
+        t,
+        session,
+        stripe::OLD_API_VERSION,
+    );
+    assert_eq!(outcome(h.deliver(&old_checkout).await).await, "applied");
+    assert_eq!(outcome(h.deliver(&old_checkout).await).await, "duplicate");
+
+    // Paid invoices of both shapes: each grants its plan's credits once per subscription
+    // and period, whatever else the payload lacks or adds.
+    let customer = bought.customer.as_str();
+    let (start, end) = (t - 60, t - 60 + 30 * 86_400);
+    let growth = "price_journey_growth_monthly";
+    let starter = "price_journey_starter_monthly";
+    // Current shape, the line without `subtotal`, paid through `payments`.
+    let mut no_subtotal = stripe::invoice(
+        "in_no_subtotal",
+        customer,
+        "sub_1New",
+        growth,
+        start,
+        end,
+        3000,
+        "subscription_create",
+    );
+    stripe::remove(&mut no_subtotal, "/lines/data/0/subtotal");
+    let no_subtotal = stripe::with_payments(no_subtotal, "pi_1NewPaid");
+    // Current shape with `subtotal` and `parent.subscription_details`, no `payments`.
+    let plain = stripe::invoice(
+        "in_plain",
+        customer,
+        "sub_2New",
+        starter,
+        start,
+        end,
+        1000,
+        "subscription_create",
+    );
+    // The old shape: `subscription` and `payment_intent` on the invoice, `price` on the line.
+    let old = stripe::invoice_old_version(
+        "in_old",
+        customer,
+        "sub_3Old",
+        starter,
+        start,
+        end,
+        1000,
+        "pi_3OldPaid",
+    );
+    let v = stripe::API_VERSION;
+    let ov = stripe::OLD_API_VERSION;
+    let deliveries = [
+        ("evt_inv_no_subtotal", &no_subtotal, v),
+        ("evt_inv_plain", &plain, v),
+        ("evt_inv_old", &old, ov),
+        // The same invoice reported again under another event id.
+        ("evt_inv_old_again", &old, ov),
+    ];
+    for (id, object, version) in deliveries {
+        let event = stripe::event_at_version(id, "invoice.paid", t, object.clone(), version);
+        assert_eq!(outcome(h.deliver(&event).await).await, "applied", "{id}");
+    }
+    let redelivered =
+        stripe::event_at_version("evt_inv_no_subtotal", "invoice.paid", t, no_subtotal, v);
+    assert_eq!(outcome(h.deliver(&redelivered).await).await, "duplicate");
+
+    let mut grants: Vec<(String, i64)> = ledger(&h, &s)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "grant")
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().into(),
+                e["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            ("purchase".to_string(), 500),
+            ("subscription_period".to_string(), 1000),
+            ("subscription_period".to_string(), 1000),
+            ("subscription_period".to_string(), 3500),
+        ],
+        "one grant per purchase and per subscription period"
+    );
+    let records = billing_records(&h, &s).await;
+    let ids: Vec<(&str, &str)> = records
+        .iter()
+        .map(|(k, id, _)| (k.as_str(), id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("payment", session_id.as_str()),
+            ("invoice", "in_no_subtotal"),
+            ("invoice", "in_plain"),
+            ("invoice", "in_old"),
+        ],
+        "each payment recorded once"
+    );
+    let periods = &records[3].2;
+    assert_eq!(periods["item"], "plan:starter", "{periods}");
+    assert_eq!(
+        periods["refs"],
+        json!(["pi_3OldPaid"]),
+        "the old invoice's payment_intent"
+    );
+    assert_eq!(
+        records[1].2["refs"],
+        json!(["pi_1NewPaid"]),
+        "from `payments`"
+    );
+
+    // The payment intents read from either shape route refunds to their grants.
+    for (id, charge, pi, amount) in [
+        ("evt_refund_new", "ch_1NewPaid", "pi_1NewPaid", 3000),
+        ("evt_refund_old", "ch_3OldPaid", "pi_3OldPaid", 1000),
+    ] {
+        let refund = stripe::event(
+            id,
+            "charge.refunded",
+            t,
+            stripe::charge(charge, customer, pi, amount, amount, true),
+        );
+        assert_eq!(outcome(h.deliver(&refund).await).await, "applied", "{id}");
+    }
+    assert_eq!(
+        billing(&h, &s).await["balance"]["available"],
+        500 + 1000,
+        "the two refunded periods' credits were clawed back"
+    );
+
+    // A subscription of the old shape: the period end is on the subscription.
+    let sub =
+        stripe::subscription_old_version("sub_3Old", customer, starter, "active", start, end, true);
+    let updated =
+        stripe::event_at_version("evt_sub_old", "customer.subscription.updated", t, sub, ov);
+    assert_eq!(outcome(h.deliver(&updated).await).await, "applied");
+    let b = billing(&h, &s).await;
+    assert_eq!(b["plan"], "starter", "{b}");
+    assert_eq!(b["subscription"]["cancel_at_period_end"], true, "{b}");
+    assert_eq!(
+        b["subscription"]["current_period_end"].as_str().unwrap(),
+        chrono::DateTime::from_timestamp(end, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
+}
+
+async fn ignored_events(h: &Harness, s: &Session, query: &str) -> reqwest::Response {
+    s.get(h, &format!("/admin/v1/billing/ignored-events{query}"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_event_we_cannot_use_is_acknowledged_recorded_once_and_shown_to_staff() {
+    let h = Harness::start().await;
+    let s = h.sign_in("holder@example.com").await;
+    let bought = support::buy_pack(&h, &s, "small").await;
+    let compliance = h.sign_in("compliance@example.com").await;
+    h.cli_ok(&["staff", "grant", "compliance@example.com", "compliance"]);
+    let helpdesk = h.sign_in("helpdesk@example.com").await;
+    h.cli_ok(&["staff", "grant", "helpdesk@example.com", "support"]);
+    let t = now(&h);
+    let events_before = journey_projections::events::total_events(&h.app.db)
+        .await
+        .unwrap();
+
+    // Refused: a bad signature, and signed payloads that are not Stripe events at all.
+    let mut orphan = stripe::invoice(
+        "in_orphan",
+        &bought.customer,
+        "sub_1Orphan",
+        "price_journey_growth_monthly",
+        t - 60,
+        t + 30 * 86_400,
+        3000,
+        "subscription_create",
+    );
+    orphan["customer"] = Value::Null;
+    stripe::remove(&mut orphan, "/parent");
+    stripe::remove(&mut orphan, "/lines/data/0/parent");
+    let orphan = stripe::event("evt_orphan", "invoice.paid", t, orphan);
+    let forged = stripe::sign(&orphan, "whsec_not_ours", t);
+    assert_eq!(h.deliver_signed(&orphan, &forged).await.status(), 400);
+    for payload in [
+        "not json at all",
+        r#"{"type":"invoice.paid"}"#,
+        r#"{"id":"evt_no_type"}"#,
+    ] {
+        let r = h.deliver(payload).await;
+        assert_eq!(r.status(), 400, "{payload}");
+        let msg = json_of(r).await["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.starts_with("payload is not a Stripe event"), "{msg}");
+    }
+    assert_eq!(
+        journey_projections::events::total_events(&h.app.db)
+            .await
+            .unwrap(),
+        events_before,
+        "refused deliveries append nothing"
+    );
+
+    // A paid invoice with nothing to route it by: acknowledged, recorded, changes nothing,
+    // however often Stripe redelivers it.
+    for _ in 0..3 {
+        assert_eq!(outcome(h.deliver(&orphan).await).await, "ignored");
+    }
+    // One that no account of ours matches, and a subscription status we do not know.
+    let stranger = stripe::invoice(
+        "in_stranger",
+        "cus_NotOurs",
+        "sub_NotOurs",
+        "price_journey_growth_monthly",
+        t - 60,
+        t + 30 * 86_400,
+        3000,
+        "subscription_create",
+    );
+    let stranger = stripe::event("evt_stranger", "invoice.paid", t + 1, stranger);
+    assert_eq!(outcome(h.deliver(&stranger).await).await, "ignored");
+    let frozen = stripe::event(
+        "evt_frozen",
+        "customer.subscription.updated",
+        t + 2,
+        stripe::subscription(
+            "sub_1Frozen",
+            &bought.customer,
+            "price_journey_growth_monthly",
+            "frozen_solid",
+            t - 60,
+            t + 30 * 86_400,
+            false,
+            json!({}),
+        ),
+    );
+    assert_eq!(outcome(h.deliver(&frozen).await).await, "ignored");
+    // A type we never handle is acknowledged and not recorded.
+    let other = stripe::event(
+        "evt_other",
+        "customer.created",
+        t + 3,
+        json!({ "id": "cus_X" }),
+    );
+    assert_eq!(outcome(h.deliver(&other).await).await, "ignored");
+
+    let grants = ledger(&h, &s).await;
+    assert_eq!(grants.len(), 1, "only the pack: {grants:?}");
+    assert_eq!(billing(&h, &s).await["balance"]["available"], 500);
+    assert!(billing(&h, &s).await["subscription"].is_null());
+
+    // Staff see each unusable event once, newest first, with what was missing.
+    let r = ignored_events(&h, &compliance, "").await;
+    assert_eq!(r.status(), 200);
+    let list = json_of(r).await;
+    let events = list["events"].as_array().unwrap();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["evt_frozen", "evt_stranger", "evt_orphan"], "{list}");
+    assert_eq!(list["more"], false);
+    let orphan_entry = &events[2];
+    assert_eq!(orphan_entry["event_type"], "invoice.paid");
+    assert_eq!(orphan_entry["reason"], "a field it needs is missing");
+    assert_eq!(
+        orphan_entry["missing"],
+        json!([
+            "data.object.customer or data.object.parent.subscription_details.subscription \
+             or data.object.subscription \
+             or data.object.lines.data[0].parent.subscription_item_details.subscription \
+             or data.object.lines.data[0].subscription"
+        ]),
+        "{orphan_entry}"
+    );
+    assert!(orphan_entry["at"].is_string());
+    assert!(
+        events[1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no account of ours matches"),
+        "{list}"
+    );
+    assert!(
+        events[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("frozen_solid"),
+        "{list}"
+    );
+    assert!(
+        !list.to_string().contains("cus_NotOurs") && !list.to_string().contains(&bought.customer),
+        "no payload values are kept: {list}"
+    );
+    let page = json_of(ignored_events(&h, &compliance, "?limit=1").await).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["more"], true);
+
+    // Admin and compliance only; the query is read after the role is checked.
+    assert_eq!(
+        ignored_events(&h, &compliance, "?limit=0").await.status(),
+        400
+    );
+    assert_eq!(
+        ignored_events(&h, &compliance, "?page=2").await.status(),
+        400
+    );
+    assert_eq!(
+        ignored_events(&h, &helpdesk, "?limit=0").await.status(),
+        403
+    );
+    assert_eq!(ignored_events(&h, &s, "").await.status(), 403);
+    let anonymous = reqwest::get(h.url("/admin/v1/billing/ignored-events"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let doc: Value = reqwest::get(h.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let responses = &doc["paths"]["/admin/v1/billing/ignored-events"]["get"]["responses"];
+    for status in ["200", "400", "401", "403"] {
+        assert!(responses[status].is_object(), "{status}: {responses}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_names_the_credits_granted_not_the_catalogue_name() {
+    let h = Harness::start().await;
+    let s = h.sign_in("receipt@example.com").await;
+    // The session was started when pack `small` gave 100 credits; the catalogue now names
+    // it "500 credits". What we wrote on the session is what was bought.
+    let bought = pack_checkout(&h, &s, "small").await;
+    let mut e: Value = serde_json::from_str(&bought.event).unwrap();
+    assert_eq!(e["data"]["object"]["metadata"]["pack"], "small");
+    e["data"]["object"]["metadata"]["credits"] = json!("100");
+    let mails_before = h.smtp.count();
+    assert_eq!(outcome(h.deliver(&e.to_string()).await).await, "applied");
+    assert_eq!(billing(&h, &s).await["balance"]["available"], 100);
+
+    let mail = h.smtp.wait_for(mails_before + 1).await;
+    let named: Vec<&str> = mail
+        .lines()
+        .filter(|l| {
+            l.starts_with("Subject:") || l.starts_with("Item:") || l.starts_with("Credits added:")
+        })
+        .collect();
+    assert_eq!(named.len(), 3, "{mail}");
+    for line in &named {
+        assert!(
+            line.contains("100") && !line.contains("500"),
+            "{line}\n{mail}"
+        );
+    }
+    assert!(
+        mail.contains("Item: Credit pack small: 100 credits"),
+        "{mail}"
+    );
+    let records = billing_records(&h, &s).await;
+    assert_eq!(records.len(), 1);
+    let detail = &records[0].2;
+    assert_eq!(detail["item"], "Credit pack small: 100 credits", "{detail}");
+    assert_eq!(detail["credits"], 100);
+}

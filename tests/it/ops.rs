@@ -185,6 +185,7 @@ async fn openapi_documents_every_endpoint_with_its_errors() {
         ("/v1/billing/portal", "post"),
         ("/v1/credits/ledger", "get"),
         ("/webhooks/stripe", "post"),
+        ("/admin/v1/billing/ignored-events", "get"),
         ("/admin/v1/subjects/{id}/events", "get"),
         ("/admin/v1/audit", "get"),
         ("/v1/me/consents", "get"),

@@ -1,13 +1,15 @@
 //! Money: the catalogue, the holder's billing overview, Stripe Checkout and portal, the
 //! credit ledger, and Stripe's webhook.
 
-use crate::auth::SessionAuth;
+use crate::auth::{SessionAuth, StaffAuth};
 use crate::billing::{BillingOverview, CheckoutBody, RedirectUrl};
 use crate::credits::LedgerPage;
 use crate::error::{ApiError, ErrorBody};
 use crate::identity::Ctx;
 use crate::state::AppState;
+use crate::stripe_events::IgnoredEventView;
 use actix_web::{web, HttpRequest, HttpResponse};
+use journey_domain::staff::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -17,7 +19,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/billing/checkout", web::post().to(checkout))
         .route("/v1/billing/portal", web::post().to(portal))
         .route("/v1/credits/ledger", web::get().to(ledger))
-        .route("/webhooks/stripe", web::post().to(stripe_webhook));
+        .route("/webhooks/stripe", web::post().to(stripe_webhook))
+        .route(
+            "/admin/v1/billing/ignored-events",
+            web::get().to(ignored_events),
+        );
 }
 
 #[derive(Serialize, ToSchema)]
@@ -159,28 +165,72 @@ pub async fn ledger(
     Ok(HttpResponse::Ok().json(app.ledger_page(auth.account_id, q.before, limit).await?))
 }
 
-/// Stripe's webhook. The signature is checked over the raw body; each Stripe event is
-/// applied once. Non-2xx makes Stripe retry.
+/// Stripe's webhook. The signature is checked over the raw body, before and apart from the
+/// payload's shape; each Stripe event is applied once. A verified event of a type we handle
+/// that lacks a field we need, or matches no account, answers `ignored` and is recorded for
+/// staff (`GET /admin/v1/billing/ignored-events`). Non-2xx makes Stripe retry.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
     request_body(content = String, content_type = "application/json", description = "A Stripe event, signed in `Stripe-Signature`"),
     responses(
-        (status = 200, description = "Applied, already applied, or ignored"),
-        (status = 400, description = "Bad or stale signature, or unreadable event; nothing changed", body = ErrorBody),
-        (status = 500, description = "Processing failed; Stripe will redeliver")))]
+        (status = 200, description = "`{\"received\":true,\"outcome\":\"applied\"|\"duplicate\"|\"ignored\"}`"),
+        (status = 400, description = "Missing, malformed, bad or stale signature, or a signed payload that is not JSON or has no `id` or `type`; nothing changed", body = ErrorBody),
+        (status = 409, description = "Concurrent writes kept conflicting; Stripe will redeliver", body = ErrorBody),
+        (status = 500, description = "Processing failed; Stripe will redeliver", body = ErrorBody),
+        (status = 503, description = "No webhook secret is configured", body = ErrorBody)))]
 pub async fn stripe_webhook(
     app: web::Data<AppState>,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let payload = std::str::from_utf8(&body).map_err(|_| ApiError::bad("payload is not UTF-8"))?;
     let signature = req
         .headers()
         .get("Stripe-Signature")
         .and_then(|v| v.to_str().ok());
-    let outcome = app.handle_stripe_webhook(payload, signature, &ctx).await?;
+    let outcome = app.handle_stripe_webhook(&body, signature, &ctx).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "received": true,
         "outcome": format!("{outcome:?}").to_lowercase(),
     })))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoredQuery {
+    /// How many to list, 1..=500 (default 100), newest first.
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IgnoredEvents {
+    pub events: Vec<IgnoredEventView>,
+    /// More are recorded than `limit` allowed: raise it to see older ones.
+    pub more: bool,
+}
+
+/// Verified Stripe events we could not use (a field we need was missing, or no account
+/// matched), newest first, at most `limit` (admin, compliance). Each is recorded once,
+/// however often Stripe redelivered it; it holds no payment or personal data, so the read
+/// is not audited.
+#[utoipa::path(get, path = "/admin/v1/billing/ignored-events", tag = "admin", params(IgnoredQuery),
+    responses(
+        (status = 200, body = IgnoredEvents),
+        (status = 400, description = "Bad `limit` or an unknown parameter", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn ignored_events(
+    app: web::Data<AppState>,
+    staff: StaffAuth,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let q = web::Query::<IgnoredQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad("limit must be between 1 and 500"));
+    }
+    let (events, more) = app.ignored_stripe_events(limit).await?;
+    Ok(HttpResponse::Ok().json(IgnoredEvents { events, more }))
 }

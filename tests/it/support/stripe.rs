@@ -484,6 +484,19 @@ pub fn event_with_previous(
     envelope(id, event_type, created, data)
 }
 
+/// Like [`event`], rendered for another Stripe API version (`api_version` in the envelope).
+pub fn event_at_version(
+    id: &str,
+    event_type: &str,
+    created: i64,
+    object: Value,
+    api_version: &str,
+) -> String {
+    let mut e: Value = serde_json::from_str(&event(id, event_type, created, object)).unwrap();
+    e["api_version"] = json!(api_version);
+    e.to_string()
+}
+
 fn envelope(id: &str, event_type: &str, created: i64, data: Value) -> String {
     json!({
         "id": id,
@@ -1356,4 +1369,164 @@ pub fn payment_method(
         "radar_options": {},
         "type": "card"
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Other Stripe API versions
+// ---------------------------------------------------------------------------------------
+
+/// An API version before `2025-03-31.basil` (which moved the invoice's subscription under
+/// `parent`, the line's price under `pricing`, payments into `payments`, and the period onto
+/// subscription items).
+pub const OLD_API_VERSION: &str = "2024-06-20";
+
+/// Removes `key` from an object; panics when it was not there (the builders must match).
+pub fn remove(v: &mut Value, pointer: &str) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let removed = v
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .and_then(|o| o.remove(key));
+    assert!(removed.is_some(), "{pointer} was not in the object");
+}
+
+/// The current-version [`invoice`] with its payment listed in `payments` (as Stripe does
+/// for invoices paid through a payment intent from `2025-03-31.basil` on).
+pub fn with_payments(mut invoice: Value, payment_intent: &str) -> Value {
+    let id = invoice["id"].as_str().unwrap().to_string();
+    let payment = json!({
+        "id": format!("inpay_{}", tail(&id)),
+        "object": "invoice_payment",
+        "amount_paid": invoice["amount_paid"],
+        "amount_requested": invoice["amount_paid"],
+        "created": invoice["created"],
+        "currency": "usd",
+        "invoice": id,
+        "is_default": true,
+        "livemode": false,
+        "payment": { "payment_intent": payment_intent, "type": "payment_intent" },
+        "status": "paid",
+        "status_transitions": { "canceled_at": null, "paid_at": invoice["created"] }
+    });
+    invoice["payments"] = list(format!("/v1/invoice_payments?invoice={id}"), vec![payment]);
+    invoice
+}
+
+/// The [`invoice`] as API version [`OLD_API_VERSION`] renders it: `subscription`,
+/// `payment_intent` and `charge` on the invoice, `price`, `plan`, `subscription`,
+/// `proration` and `type` on the line (which has no `subtotal`, `parent` or `pricing`), and
+/// no `parent` on the invoice.
+#[allow(clippy::too_many_arguments)]
+pub fn invoice_old_version(
+    invoice_id: &str,
+    customer: &str,
+    subscription: &str,
+    price_id: &str,
+    period_start: i64,
+    period_end: i64,
+    amount_paid: i64,
+    payment_intent: &str,
+) -> Value {
+    let mut inv = invoice(
+        invoice_id,
+        customer,
+        subscription,
+        price_id,
+        period_start,
+        period_end,
+        amount_paid,
+        "subscription_cycle",
+    );
+    for gone in [
+        "/parent",
+        "/amount_overpaid",
+        "/lines/data/0/parent",
+        "/lines/data/0/pricing",
+        "/lines/data/0/subtotal",
+        "/lines/data/0/pretax_credit_amounts",
+        "/total_pretax_credit_amounts",
+    ] {
+        remove(&mut inv, gone);
+    }
+    let created = inv["created"].as_i64().unwrap();
+    inv["subscription"] = json!(subscription);
+    inv["payment_intent"] = json!(payment_intent);
+    inv["charge"] = json!(format!("ch_{}", tail(payment_intent)));
+    inv["paid"] = json!(true);
+    inv["tax"] = Value::Null;
+    let line = &mut inv["lines"]["data"][0];
+    line["price"] = price_object(price_id, created - 86_400);
+    line["plan"] = plan_object(price_id, created - 86_400);
+    line["subscription"] = json!(subscription);
+    line["subscription_item"] = json!(format!("si_{}", tail(subscription)));
+    line["proration"] = json!(false);
+    line["type"] = json!("subscription");
+    line["tax_amounts"] = json!([]);
+    inv
+}
+
+/// The [`subscription`] as API version [`OLD_API_VERSION`] renders it: the billing period
+/// on the subscription (`current_period_start/end`), not on its items.
+#[allow(clippy::too_many_arguments)]
+pub fn subscription_old_version(
+    sub_id: &str,
+    customer: &str,
+    price_id: &str,
+    status: &str,
+    current_period_start: i64,
+    current_period_end: i64,
+    cancel_at_period_end: bool,
+) -> Value {
+    let mut sub = subscription(
+        sub_id,
+        customer,
+        price_id,
+        status,
+        current_period_start,
+        current_period_end,
+        cancel_at_period_end,
+        json!({}),
+    );
+    for gone in [
+        "/items/data/0/current_period_start",
+        "/items/data/0/current_period_end",
+        "/billing_mode",
+        "/billing_schedules",
+        "/customer_account",
+        "/managed_payments",
+        "/presentment_details",
+    ] {
+        remove(&mut sub, gone);
+    }
+    sub["current_period_start"] = json!(current_period_start);
+    sub["current_period_end"] = json!(current_period_end);
+    sub
+}
+
+/// A completed Checkout Session (from [`checkout_session_completed`]) as an older API
+/// version renders it: `ui_mode: "hosted"`, none of the fields added since (branding,
+/// adaptive pricing, name collection, managed payments, ...), and a field this version does
+/// not know.
+pub fn checkout_session_old_version(mut session: Value) -> Value {
+    for gone in [
+        "/adaptive_pricing",
+        "/branding_settings",
+        "/collected_information",
+        "/customer_account",
+        "/excluded_payment_method_types",
+        "/integration_identifier",
+        "/managed_payments",
+        "/name_collection",
+        "/optional_items",
+        "/origin_context",
+        "/permissions",
+        "/presentment_details",
+        "/wallet_options",
+    ] {
+        remove(&mut session, gone);
+    }
+    session["ui_mode"] = json!("hosted");
+    session["shipping_rate"] = Value::Null;
+    session["a_field_from_the_future"] = json!({ "enabled": true, "nested": [1, 2, 3] });
+    session
 }
