@@ -16,6 +16,7 @@ use chrono::{Duration, Utc};
 mod common;
 
 use journey_api::identity::Ctx;
+use journey_api::retention::RunMode;
 use journey_api::state::App;
 use journey_domain::DataCategory;
 use std::time::Instant;
@@ -143,7 +144,7 @@ async fn bench_erasure(store: i64) {
     settle(&app).await;
     let t = Instant::now();
     let report = app
-        .retention_run(ctx.at + Duration::days(31), false, &ctx)
+        .retention_run(ctx.at + Duration::days(31), RunMode::Simulate, &ctx)
         .await
         .unwrap();
     let took = t.elapsed();
@@ -164,7 +165,10 @@ async fn bench_retention(events: i64) {
     settle(&app).await;
     let ctx = Ctx::system(app.clock.now());
     let t = Instant::now();
-    let report = app.retention_run(ctx.at, false, &ctx).await.unwrap();
+    let report = app
+        .retention_run(ctx.at, RunMode::Apply, &ctx)
+        .await
+        .unwrap();
     let took = t.elapsed();
     println!(
         "retention run: {events} expired events over {} subjects → {:.2} s ({:.0} events/s); keys destroyed {:?}, events tombstoned {}",

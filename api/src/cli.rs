@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::credits::ManualGrant;
 use crate::identity::Ctx;
+use crate::retention::RunMode;
 use crate::state::AppState;
 use crate::{server, telemetry};
 use anyhow::{bail, Context, Result};
@@ -132,8 +133,12 @@ pub enum RetentionCliCommand {
         #[arg(long)]
         as_of: Option<String>,
         /// Report what would happen without changing anything (the run is still recorded).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "simulate")]
         dry_run: bool,
+        /// Allow an --as-of in the future and destroy as if that day had come, keys of
+        /// periods still running included: for tests and rehearsals on a COPY of the data.
+        #[arg(long)]
+        simulate: bool,
     },
 }
 
@@ -397,13 +402,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             app.db.close().await;
         }
         Command::Retention {
-            command: RetentionCliCommand::Run { as_of, dry_run },
+            command:
+                RetentionCliCommand::Run {
+                    as_of,
+                    dry_run,
+                    simulate,
+                },
         } => {
             let as_of = as_of.as_deref().map(parse_instant).transpose()?;
+            let mode = match (dry_run, simulate) {
+                (true, _) => RunMode::DryRun,
+                (false, true) => RunMode::Simulate,
+                (false, false) => RunMode::Apply,
+            };
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let report = app
-                .retention_run(as_of.unwrap_or(ctx.at), dry_run, &ctx)
+                .retention_run(as_of.unwrap_or(ctx.at), mode, &ctx)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             app.db.close().await;

@@ -140,6 +140,9 @@ impl From<journey_commands::VaultError> for ApiError {
             journey_commands::VaultError::SubjectErased => {
                 ApiError::Forbidden("this account has been erased".into())
             }
+            journey_commands::VaultError::PeriodClosed => {
+                ApiError::Conflict("the data this belongs to was destroyed".into())
+            }
             other => ApiError::Internal(other.into()),
         }
     }

@@ -25,6 +25,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 /// The window between a deletion request and the purge (privacy policy, section 5).
+/// How a retention run treats its `as_of` (see `retention_run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Destroy and compact; `as_of` must not lie in the future.
+    Apply,
+    /// Report what would happen; nothing changes.
+    DryRun,
+    /// Apply at a future `as_of` (tests, rehearsals on a copy of the data).
+    Simulate,
+}
+
 pub const DELETION_WINDOW_DAYS: i64 = 30;
 /// What the holder must send to confirm `DELETE /v1/me`.
 pub const CONFIRMATION: &str = "delete my account";
@@ -349,13 +360,26 @@ impl AppState {
     }
 
     /// One retention run at `as_of`. A dry run changes nothing but is recorded too.
+    ///
+    /// A run dated in the future would destroy the keys of periods that are still running
+    /// (today's usage and prompts): data the policy promises to keep 90 days would go
+    /// early. So `as_of` may lie past now only in a dry run or a `Simulate` run (for tests
+    /// and rehearsals on a copy of the data); otherwise the run is refused.
     pub async fn retention_run(
         &self,
         as_of: DateTime<Utc>,
-        dry_run: bool,
+        mode: RunMode,
         ctx: &Ctx,
     ) -> Result<RunReport, ApiError> {
         let started_at = self.clock.now();
+        if as_of > started_at + chrono::Duration::minutes(1) && mode == RunMode::Apply {
+            return Err(ApiError::bad(format!(
+                "--as-of {} is in the future: a run would destroy data whose term has not ended. \
+                 Use --dry-run to preview, or --simulate on a copy of the data",
+                as_of.to_rfc3339()
+            )));
+        }
+        let dry_run = mode == RunMode::DryRun;
         let due = self.due_purges(as_of).await?;
         let mut keys_destroyed: BTreeMap<String, u64> = BTreeMap::new();
         let mut events_tombstoned = 0;
@@ -397,6 +421,7 @@ impl AppState {
         let report = RunReport {
             as_of,
             dry_run,
+            simulated: mode == RunMode::Simulate,
             // A dry run reports what it would purge.
             accounts_purged: due.len() as u64,
             exports_deleted,

@@ -104,7 +104,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {
                         wait = every;
                         let ctx = crate::identity::Ctx::system(app.clock.now());
-                        match app.retention_run(ctx.at, false, &ctx).await {
+                        match app.retention_run(ctx.at, crate::retention::RunMode::Apply, &ctx).await {
                             Ok(r) => tracing::info!(purged = r.accounts_purged, tombstoned = r.events_tombstoned, "retention run"),
                             Err(e) => tracing::error!(error = %e, "retention run failed"),
                         }

@@ -22,6 +22,11 @@ pub enum VaultError {
     /// The subject's key for this category was destroyed; nothing new may be sealed under it.
     #[error("the data subject has been erased")]
     SubjectErased,
+    /// The key of this (explicitly named) period was destroyed — by retention, or a support
+    /// ticket deleted on request — while the subject lives on: that period takes no more
+    /// data. Calendar periods never answer this (see `seal`).
+    #[error("the data of this period was destroyed")]
+    PeriodClosed,
     #[error("sealed value failed authentication (tampered or wrong master key)")]
     Tampered,
     #[error("vault storage: {0}")]
@@ -29,6 +34,9 @@ pub enum VaultError {
     #[error("vault encoding: {0}")]
     Encoding(String),
 }
+
+/// Successor keys `seal` may cut within one calendar period (each follows a destroyed one).
+const MAX_SUCCESSORS: u32 = 8;
 
 /// A 32-byte master key (from `JOURNEY_MASTER_KEY` or the generated data-dir file).
 #[derive(Clone)]
@@ -94,6 +102,10 @@ impl Vault {
         Vault { db, master }
     }
 
+    /// Seals under the subject's key for the calendar period `at` falls in. If that key
+    /// was destroyed while the period is still running (a retention run dated in the
+    /// future), the period continues under a successor key (`<period>+1`, `+2`, …) that
+    /// expires with it: destroying a periodic key never makes a live subject look erased.
     pub async fn seal<T: Serialize>(
         &self,
         subject: &str,
@@ -101,8 +113,15 @@ impl Vault {
         at: DateTime<Utc>,
         value: &T,
     ) -> Result<Sealed<T>, VaultError> {
-        self.seal_in(subject, category, &period_label(category, at), at, value)
-            .await
+        let period = period_label(category, at);
+        let mut label = period.clone();
+        for successor in 1..=MAX_SUCCESSORS {
+            match self.seal_in(subject, category, &label, at, value).await {
+                Err(VaultError::PeriodClosed) => label = format!("{period}+{successor}"),
+                other => return other,
+            }
+        }
+        Err(VaultError::PeriodClosed)
     }
 
     /// Seals under a key of an explicitly named period, for data whose term is not a
@@ -256,11 +275,19 @@ impl Vault {
             if let Some(row) = row {
                 let key_id: String = row.try_get(0)?;
                 let wrapped: Option<Vec<u8>> = row.try_get(1)?;
-                let wrapped = wrapped.ok_or(VaultError::SubjectErased)?;
                 // A periodic key that raced an erasure must not be reused.
                 if period != "lifetime" && self.is_erased_lifetime(subject, category).await? {
                     return Err(VaultError::SubjectErased);
                 }
+                let Some(wrapped) = wrapped else {
+                    // A destroyed lifetime key is the subject's erasure tombstone; a
+                    // destroyed periodic key only ends its period.
+                    return Err(if period == "lifetime" {
+                        VaultError::SubjectErased
+                    } else {
+                        VaultError::PeriodClosed
+                    });
+                };
                 let key = self.unwrap_key(&key_id, &wrapped)?;
                 return Ok((key_id, key));
             }

@@ -106,7 +106,9 @@ pub fn key_expires_at(category: DataCategory, period: &str) -> Option<DateTime<U
         return None;
     }
     // Read the period from the label itself: keys cut under an earlier schedule (weekly
-    // usage keys before daily ones) must still expire.
+    // usage keys before daily ones) must still expire. A successor key (`<period>+N`, cut
+    // after its period's key was destroyed early) expires with its period.
+    let period = period.split_once('+').map_or(period, |(p, _)| p);
     let end = if let Some((y, w)) = period.split_once("-W") {
         NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, Weekday::Mon)?
             + Duration::days(7)
@@ -120,6 +122,14 @@ pub fn key_expires_at(category: DataCategory, period: &str) -> Option<DateTime<U
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn successor_keys_expire_with_their_period() {
+        assert_eq!(
+            key_expires_at(DataCategory::Usage, "2026-03-09+1"),
+            key_expires_at(DataCategory::Usage, "2026-03-09")
+        );
+    }
+
     #[test]
     fn periodic_keys_expire_after_their_period_plus_the_term() {
         use chrono::TimeZone;

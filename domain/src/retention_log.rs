@@ -12,6 +12,10 @@ pub struct RunReport {
     /// The instant the schedule was evaluated at (`--as-of`, or now).
     pub as_of: DateTime<Utc>,
     pub dry_run: bool,
+    /// Run with `--simulate`: `as_of` may lie in the future, and keys of periods still
+    /// running were destroyed as if that day had come (meant for a copy of the data).
+    #[serde(default)]
+    pub simulated: bool,
     /// Accounts whose 30-day deletion window ended and that were purged.
     pub accounts_purged: u64,
     /// Periodic keys destroyed, by category.

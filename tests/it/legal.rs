@@ -563,6 +563,20 @@ async fn support_tickets_are_sealed_kept_three_years_and_erasable() {
     let (_, gone) = get(&h, &holder, &format!("/v1/support/tickets/{id2}")).await;
     assert_eq!(gone["status"], "deleted");
     assert_eq!(gone["messages"][0]["body"], "[erased]");
+    // Replies to a deleted ticket, from the holder or staff, are refused as such (the
+    // account itself is alive).
+    for (who, path) in [
+        (&holder, format!("/v1/support/tickets/{id2}/messages")),
+        (&agent, format!("/admin/v1/tickets/{id2}/messages")),
+    ] {
+        let (status, v) = post(&h, who, &path, json!({ "message": "hello?" })).await;
+        assert_eq!(status, 409, "{path}: {v}");
+        assert_eq!(
+            v["errors"][0]["msg"], "the ticket's correspondence was deleted",
+            "{v}"
+        );
+    }
+    assert_eq!(get(&h, &holder, "/v1/me").await.0, 200);
 
     // The export includes the correspondence.
     let out = h.data_dir.join("export.json");
@@ -586,7 +600,14 @@ async fn support_tickets_are_sealed_kept_three_years_and_erasable() {
     // Kept 3 years after closing: a retention run at 2 years keeps it, at 3 years+ not.
     let run = |d: i64| {
         let as_of = days(d);
-        serde_json::from_str::<Value>(&h.cli_ok(&["retention", "run", "--as-of", &as_of])).unwrap()
+        serde_json::from_str::<Value>(&h.cli_ok(&[
+            "retention",
+            "run",
+            "--simulate",
+            "--as-of",
+            &as_of,
+        ]))
+        .unwrap()
     };
     let r = run(2 * 365);
     assert!(r["keys_destroyed"].get("support").is_none(), "{r}");

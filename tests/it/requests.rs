@@ -253,7 +253,8 @@ async fn staff_work_emailed_requests_by_due_date_and_are_reminded() {
     let as_of = (chrono::Utc::now() + chrono::Duration::days(28)).to_rfc3339();
     let mails = h.smtp.count();
     let report: Value =
-        serde_json::from_str(&h.cli_ok(&["retention", "run", "--as-of", &as_of])).unwrap();
+        serde_json::from_str(&h.cli_ok(&["retention", "run", "--simulate", "--as-of", &as_of]))
+            .unwrap();
     assert_eq!(report["requests_reminded"], 1, "{report}");
     let reminder = h.smtp.wait_for(mails + 1).await;
     assert!(
@@ -261,7 +262,8 @@ async fn staff_work_emailed_requests_by_due_date_and_are_reminded() {
         "{reminder}"
     );
     let report: Value =
-        serde_json::from_str(&h.cli_ok(&["retention", "run", "--as-of", &as_of])).unwrap();
+        serde_json::from_str(&h.cli_ok(&["retention", "run", "--simulate", "--as-of", &as_of]))
+            .unwrap();
     assert_eq!(report["requests_reminded"], 0, "reminded once");
 
     // Past the due date the open request is overdue (sign in again: sessions last 30 days).

@@ -11,8 +11,12 @@ fn days_from_now(d: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::days(d)).to_rfc3339()
 }
 
+/// A retention run dated `as_of` (in the future: `--simulate`, unless a dry run).
 fn run(h: &Harness, as_of: &str, extra: &[&str]) -> Value {
     let mut args = vec!["retention", "run", "--as-of", as_of];
+    if !extra.contains(&"--dry-run") {
+        args.push("--simulate");
+    }
     args.extend_from_slice(extra);
     serde_json::from_str(&h.cli_ok(&args)).unwrap()
 }
@@ -369,4 +373,41 @@ async fn billing_records_are_kept_seven_years_then_destroyed() {
         "{report}"
     );
     assert_eq!(record().await, json!("[erased]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_dated_in_the_future_is_refused_and_a_simulated_one_locks_nobody_out() {
+    let h = Harness::start().await;
+    // Used today: the sign-in sealed the address under today's usage key, the task its
+    // prompt under today's prompts key.
+    let c = h.api_client("today@example.com", 10).await;
+    c.create(&h, "imagine", json!({ "prompt": "a harbour at dawn" }))
+        .await;
+    let as_of = days_from_now(91);
+    let out = h.cli(&["retention", "run", "--as-of", &as_of]);
+    assert!(!out.status.success(), "a future --as-of is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in the future") && err.contains("--simulate"),
+        "{err}"
+    );
+
+    // A simulated run destroys today's keys as if 91 days had passed...
+    let report = run(&h, &as_of, &[]);
+    assert_eq!(report["simulated"], true);
+    assert!(
+        report["keys_destroyed"]["usage"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    // ...and still nobody is locked out: sign-in, the session and the API key all work,
+    // and new data is sealed under a successor key of the day.
+    let again = h.sign_in("today@example.com").await;
+    assert_eq!(again.get(&h, "/v1/me").await.status(), 200);
+    assert_eq!(c.session.get(&h, "/v1/me").await.status(), 200);
+    assert!(c.account(&h).await["credits"].is_number());
+    let t = c
+        .create(&h, "imagine", json!({ "prompt": "a harbour at dusk" }))
+        .await;
+    h.mj.finish_all().await;
+    c.wait_for(&h, t, "finished").await;
 }

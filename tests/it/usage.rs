@@ -233,7 +233,8 @@ async fn prompts_and_usage_are_sealed_exported_and_expire_after_90_days() {
     // 91 days later the retention run destroys the day's prompt and usage keys.
     let as_of = (chrono::Utc::now() + chrono::Duration::days(92)).to_rfc3339();
     let report: Value =
-        serde_json::from_str(&h.cli_ok(&["retention", "run", "--as-of", &as_of])).unwrap();
+        serde_json::from_str(&h.cli_ok(&["retention", "run", "--simulate", "--as-of", &as_of]))
+            .unwrap();
     assert!(
         report["keys_destroyed"]["prompts"].as_u64().unwrap() >= 1,
         "{report}"

@@ -9,8 +9,9 @@ use crate::identity::Ctx;
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use journey_commands::mailer::Mail;
+use journey_commands::VaultError;
 use journey_domain::meta::Actor;
-use journey_domain::ticket::{key_period, Author, Ticket, TicketCommand};
+use journey_domain::ticket::{key_period, Author, Ticket, TicketCommand, TicketError};
 use journey_domain::{DataCategory, Opened};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -72,8 +73,7 @@ impl AppState {
         text: &str,
         at: DateTime<Utc>,
     ) -> Result<journey_domain::Sealed<String>, ApiError> {
-        Ok(self
-            .vault
+        self.vault
             .seal_in(
                 &account.to_string(),
                 DataCategory::Support,
@@ -81,7 +81,13 @@ impl AppState {
                 at,
                 &text.to_string(),
             )
-            .await?)
+            .await
+            .map_err(|e| match e {
+                // The ticket's key was destroyed on the holder's request (or its term
+                // ended): the same answer as the aggregate gives a deleted ticket.
+                VaultError::PeriodClosed => ApiError::Conflict(TicketError::Erased.to_string()),
+                other => other.into(),
+            })
     }
 
     pub async fn open_ticket(
