@@ -108,6 +108,7 @@ pub enum Command {
         #[arg(long)]
         subject: Uuid,
         #[arg(long)]
+        /// File to write, or `-` for standard output.
         out: std::path::PathBuf,
         /// The staff member's own account id (the read is audited).
         #[arg(long)]
@@ -122,6 +123,7 @@ pub enum Command {
     /// Write pseudonymous per-account analytics (JSON lines) for accounts that allow it.
     Analytics {
         #[arg(long)]
+        /// File to write, or `-` for standard output.
         out: std::path::PathBuf,
     },
 }
@@ -474,9 +476,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 })
                 .await?;
             bar.finish();
-            std::fs::write(&out, format.render(&doc))
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!("export of {subject} written to {}", out.display());
+            write_out(&out, format.render(&doc).as_ref(), |to| {
+                format!("export of {subject} written to {to}")
+            })?;
             app.db.close().await;
         }
         Command::Analytics { out } => {
@@ -487,9 +489,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 text.push_str(&serde_json::to_string(r)?);
                 text.push('\n');
             }
-            std::fs::write(&out, text)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!("{} accounts written to {}", rows.len(), out.display());
+            write_out(&out, text.as_bytes(), |to| {
+                format!("{} accounts written to {to}", rows.len())
+            })?;
             app.db.close().await;
         }
         Command::Staff { command } => {
@@ -533,4 +535,24 @@ async fn staff(app: &AppState, by: Uuid) -> Result<Actor> {
         bail!("--by {by} holds no staff role (journey staff grant EMAIL ROLE)");
     }
     Ok(Actor::Staff(by))
+}
+
+/// Writes a command's document to `out`, or to standard output when `out` is `-` (then
+/// the summary line goes to standard error, so the output stays the document alone).
+fn write_out(
+    out: &std::path::Path,
+    bytes: &[u8],
+    summary: impl FnOnce(&str) -> String,
+) -> Result<()> {
+    use std::io::Write;
+    if out.as_os_str() == "-" {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(bytes)?;
+        stdout.flush()?;
+        eprintln!("{}", summary("standard output"));
+    } else {
+        std::fs::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("{}", summary(&out.display().to_string()));
+    }
+    Ok(())
 }

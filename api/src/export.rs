@@ -295,7 +295,7 @@ impl AppState {
             "usage_log": usage,
             "accessed_by_staff": accessed,
             "not_held": {
-                "tasks_and_prompts": "no task or prompt data exists yet in this version",
+                "prompts_older_than_90_days": "prompts, parameters, results and webhook addresses are destroyed 90 days after the day they were sent; older tasks read [erased] (see sections.tasks)",
                 "card_details": "only card brand, last four digits and country are kept (see billing)",
             },
         }))

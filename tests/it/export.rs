@@ -332,6 +332,30 @@ async fn staff_and_cli_exports() {
     ]);
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(doc["version"], 1);
+    // `--out -` is standard output: the document alone, and no file named "-".
+    let piped = h
+        .cli_command(&[
+            "export",
+            "--by",
+            &by,
+            "--reason",
+            "emailed access request 42",
+            "--subject",
+            &s.account_id.to_string(),
+            "--out",
+            "-",
+        ])
+        .current_dir(&h.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let streamed: Value = serde_json::from_slice(&piped.stdout).expect("stdout is the document");
+    assert_eq!(streamed["subject"], doc["subject"]);
+    assert!(!h.data_dir.join("-").exists(), "no file named -");
     let unknown = uuid::Uuid::new_v4().to_string();
     let fail = h.cli(&[
         "export",
@@ -361,5 +385,8 @@ async fn staff_and_cli_exports() {
         .iter()
         .filter(|e| e["action"] == "subject.export" && e["reason"] == "emailed access request 42")
         .count();
-    assert_eq!(exports, 3, "HTTP and both CLI exports are audited: {trail}");
+    assert_eq!(
+        exports, 4,
+        "HTTP and the three CLI exports (file, html, stdout) are audited: {trail}"
+    );
 }

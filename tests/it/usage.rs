@@ -222,6 +222,13 @@ async fn prompts_and_usage_are_sealed_exported_and_expire_after_90_days() {
         out.to_str().unwrap(),
     ]);
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // The export no longer claims that no task data exists while it lists the tasks.
+    assert!(
+        !doc.to_string().contains("no task or prompt data"),
+        "{}",
+        doc["not_held"]
+    );
+    assert!(doc["not_held"]["prompts_older_than_90_days"].is_string());
     let tasks = doc["sections"]["tasks"].to_string();
     assert!(
         tasks.contains(prompt) && tasks.contains(&grid) && tasks.contains(hook),
