@@ -32,6 +32,12 @@ pub enum ApiError {
     TooManyInFlight(u32),
     #[error("{0}")]
     Unavailable(String),
+    /// The body is larger than the route accepts (bytes).
+    #[error("the request body is larger than the {0} bytes this endpoint accepts")]
+    PayloadTooLarge(usize),
+    /// The path exists, with the methods listed (the `Allow` header).
+    #[error("method not allowed here; allowed: {0}")]
+    MethodNotAllowed(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -83,6 +89,8 @@ impl ResponseError for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -155,10 +163,19 @@ impl From<sqlx::Error> for ApiError {
 }
 
 /// Turns actix's own extractor failures (bad JSON, bad query) into our 400 body.
+/// JSON bodies of the account-holder and staff APIs (the client API allows more).
+pub const JSON_LIMIT: usize = 64 * 1024;
+
 pub fn json_config() -> actix_web::web::JsonConfig {
+    use actix_web::error::JsonPayloadError;
     actix_web::web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| ApiError::bad(format!("invalid JSON body: {err}")).into())
+        .limit(JSON_LIMIT)
+        .error_handler(|err, _| match err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::PayloadTooLarge(JSON_LIMIT).into()
+            }
+            other => ApiError::bad(format!("invalid JSON body: {other}")).into(),
+        })
 }
 
 pub fn query_config() -> actix_web::web::QueryConfig {
@@ -171,8 +188,14 @@ pub fn path_config() -> actix_web::web::PathConfig {
         .error_handler(|err, _| ApiError::bad(format!("invalid path: {err}")).into())
 }
 
+const FORM_LIMIT: usize = 16 * 1024;
+
 pub fn form_config() -> actix_web::web::FormConfig {
+    use actix_web::error::UrlencodedError;
     actix_web::web::FormConfig::default()
-        .limit(16 * 1024)
-        .error_handler(|err, _| ApiError::bad(format!("invalid form body: {err}")).into())
+        .limit(FORM_LIMIT)
+        .error_handler(|err, _| match err {
+            UrlencodedError::Overflow { .. } => ApiError::PayloadTooLarge(FORM_LIMIT).into(),
+            other => ApiError::bad(format!("invalid form body: {other}")).into(),
+        })
 }

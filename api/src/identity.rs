@@ -115,6 +115,22 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// Longest display name (characters).
+pub const MAX_DISPLAY_NAME: usize = 200;
+
+/// A holder's display name as given: trimmed, 1 to `MAX_DISPLAY_NAME` characters, on one
+/// line without invisible characters.
+pub fn display_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(ApiError::bad(format!(
+            "name must be 1 to {MAX_DISPLAY_NAME} characters"
+        )));
+    }
+    crate::input::single_line("name", name)?;
+    Ok(name)
+}
+
 impl AppState {
     pub fn email_hash(&self, normalized: &str) -> String {
         hmac_hex(&self.pepper, "email", normalized)
@@ -697,10 +713,7 @@ impl AppState {
         actor: Actor,
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::bad("name must be 1 to 200 characters"));
-        }
+        let name = display_name(name)?;
         let subject = account_id.to_string();
         let sealed = self
             .vault
@@ -756,6 +769,7 @@ impl AppState {
         if name.is_empty() || name.chars().count() > max {
             return Err(ApiError::bad(format!("name must be 1 to {max} characters")));
         }
+        crate::input::single_line("name", name)?;
         let sealed_name = self
             .vault
             .seal(

@@ -12,6 +12,7 @@ pub mod export;
 pub mod export_jobs;
 pub mod http_middleware;
 pub mod identity;
+pub mod input;
 pub mod legal;
 pub mod openapi;
 pub mod rate_limit;

@@ -44,7 +44,7 @@ use utoipa::{Modify, OpenApi};
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorItem)),
-    modifiers(&Security),
+    modifiers(&Security, &CommonResponses),
     tags(
         (name = "auth", description = "Sign-in by magic link or Google; no passwords"),
         (name = "account", description = "The signed-in holder's profile"),
@@ -82,4 +82,105 @@ impl Modify for Security {
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document as this server serves it: `imagine`'s `model` lists the model catalogue
+/// the server loaded (an operator's edited catalogue included).
+pub fn document_for(models: &journey_domain::models::ModelCatalog) -> serde_json::Value {
+    let mut doc = serde_json::to_value(document()).expect("the document serializes");
+    let ids: Vec<&String> = models.models.keys().collect();
+    // `ImagineRequest` flattens the webhook fields in, so its own part may sit in `allOf`.
+    let schema = doc.pointer_mut("/components/schemas/ImagineRequest");
+    let model = schema.and_then(|s| {
+        if s["properties"]["model"].is_object() {
+            return Some(&mut s["properties"]["model"]);
+        }
+        s["allOf"]
+            .as_array_mut()?
+            .iter_mut()
+            .find(|part| part["properties"]["model"].is_object())
+            .map(|part| &mut part["properties"]["model"])
+    });
+    if let Some(model) = model {
+        model["enum"] = serde_json::json!(ids);
+        model["default"] = serde_json::json!(models.default_model);
+    }
+    doc
+}
+
+/// The answers every operation of a kind can give, added where an annotation left them
+/// out, so that the document lists every status an operation can answer:
+/// - a request body: 400 (unreadable, or a field with a refused character — see
+///   `input`) and 413 (over the endpoint's limit);
+/// - path or query parameters: 400 (malformed, e.g. an id that is not a UUID, or a refused
+///   character).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{Operation, ParameterIn};
+        use utoipa::openapi::{Content, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+        };
+        let add = |op: &mut Operation, status: &str, description: &str| {
+            op.responses
+                .responses
+                .entry(status.to_string())
+                .or_insert_with(|| error(description).into());
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let client_api = path.starts_with("/api/v1/");
+            let creates_task = !matches!(
+                path.as_str(),
+                "/api/v1/account" | "/api/v1/fetch" | "/api/v1/fetch-many"
+            );
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let has_path = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let has_query = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                if op.request_body.is_some() {
+                    add(
+                        op,
+                        "400",
+                        "The body cannot be read or breaks a rule (the message names the field)",
+                    );
+                    add(op, "413", "The body is larger than this endpoint accepts");
+                }
+                if has_path {
+                    add(op, "400", "A path parameter is malformed (e.g. not a UUID)");
+                }
+                if has_query {
+                    add(op, "400", "A query parameter is malformed or breaks a rule");
+                }
+                if client_api {
+                    add(
+                        op,
+                        "403",
+                        "The account is suspended after a payment dispute",
+                    );
+                }
+                if client_api && creates_task {
+                    add(op, "409", "Concurrent changes to the account kept winning; retry (nothing was charged)");
+                }
+            }
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Builds and runs the HTTP server with the projection runner beside it.
 
-use crate::error::{form_config, json_config, path_config, query_config, ApiError};
+use crate::error::{form_config, json_config, path_config, query_config};
 use crate::state::App;
-use crate::{http_middleware, routes, telemetry};
+use crate::{http_middleware, input, routes, telemetry};
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpServer};
@@ -44,9 +44,8 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::legal_api::routes)
             .configure(routes::support_api::routes)
             .configure(routes::ops::routes)
-            .default_service(web::to(|| async {
-                Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
-            }))
+            .default_service(web::to(input::not_found_or_method))
+            .wrap(from_fn(input::screen))
             .wrap(from_fn(http_middleware::observe))
     })
     .workers(

@@ -10,6 +10,7 @@ mod consent;
 mod crash;
 mod credits;
 mod export;
+mod input;
 mod legal;
 mod ops;
 mod privacy;

@@ -73,6 +73,7 @@ impl AppState {
                 )));
             }
         }
+        crate::input::single_line("reporter_contact", r.reporter_contact.trim())?;
         // Reports are anonymous: the magic-link per-IP budget keeps them from flooding.
         self.limits
             .magic_link(

@@ -97,6 +97,7 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<TicketView, ApiError> {
         let subject = checked("subject", &t.subject, 200)?;
+        crate::input::single_line("subject", &subject)?;
         let body = checked("message", &t.message, MAX_MESSAGE)?;
         let id = Uuid::new_v4();
         let cmd = TicketCommand::Open {

@@ -88,6 +88,14 @@ impl AppState {
         if r.grounds.trim().is_empty() || r.grounds.chars().count() > 4000 {
             return Err(ApiError::bad("grounds must be 1 to 4000 characters"));
         }
+        if let Some(name) = &r.claimant_name {
+            if name.chars().count() > 200 {
+                return Err(ApiError::bad(
+                    "claimant_name must be at most 200 characters",
+                ));
+            }
+            crate::input::single_line("claimant_name", name.trim())?;
+        }
         let task_id = match (&r.task_id, &r.image_url) {
             (Some(t), None) => {
                 let id = crate::tasks::requests::parse_task_id("task_id", t)?;

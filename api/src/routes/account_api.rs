@@ -55,10 +55,7 @@ pub async fn patch_me(
     }
     // Validate everything before changing anything.
     if let Some(name) = &body.name {
-        let n = name.trim().chars().count();
-        if n == 0 || n > 200 {
-            return Err(ApiError::bad("name must be 1 to 200 characters"));
-        }
+        crate::identity::display_name(name)?;
     }
     if let Some(email) = &body.email {
         if journey_commands::secrets::normalize_email(email).is_none() {
@@ -109,13 +106,6 @@ pub async fn create_key(
     auth: SessionAuth,
     body: web::Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let n = body.name.trim().chars().count();
-    if n == 0 || n > journey_domain::api_key::MAX_NAME_LEN {
-        return Err(ApiError::bad(format!(
-            "name must be 1 to {} characters",
-            journey_domain::api_key::MAX_NAME_LEN
-        )));
-    }
     let created = app
         .create_api_key(auth.account_id, &body.name, &ctx)
         .await?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Inpaint masks arrive inline as base64: allow more than the default JSON limit.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -38,9 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/extend-video", web::post().to(extend_video))
             .route("/inpaint", web::post().to(inpaint))
             .route("/outpaint", web::post().to(outpaint))
-            .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
-            })),
+            .default_service(web::to(crate::input::not_found_or_method)),
     );
 }
 
@@ -111,12 +109,14 @@ async fn accept(
 
 #[derive(Deserialize, ToSchema)]
 pub struct FetchRequest {
+    #[schema(format = Uuid)]
     pub task_id: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct FetchManyRequest {
     /// 2 to 20 task ids; unknown ones are left out of the answer.
+    #[schema(value_type = Vec<uuid::Uuid>, min_items = 2, max_items = 20)]
     pub task_ids: Vec<String>,
 }
 

@@ -89,6 +89,6 @@ pub async fn metrics(
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::document())
+pub async fn openapi(app: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document_for(&app.models))
 }

@@ -98,7 +98,9 @@ pub async fn get(
     params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = TicketView),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 404, description = "No such ticket of yours", body = ErrorBody)),
+        (status = 403, description = "Missing CSRF header", body = ErrorBody),
+        (status = 404, description = "No such ticket of yours", body = ErrorBody),
+        (status = 409, description = "The ticket's correspondence was already deleted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn delete(
     app: web::Data<AppState>,

@@ -24,10 +24,113 @@ const ASPECT_RATIOS: [&str; 7] = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct Hook {
     /// Receives the task object (as `/fetch` returns it) when the task finishes or fails.
+    /// An http(s) URL whose host is not a private, loopback or link-local address.
+    #[schema(format = "uri", max_length = 2048)]
     pub webhook_url: Option<String>,
-    /// Sent back as `x-webhook-secret`.
+    /// Sent back as `x-webhook-secret`; one line.
+    #[schema(max_length = 256)]
     pub webhook_secret: Option<String>,
 }
+
+/// Value sets of the request fields, for the OpenAPI document only (the fields stay
+/// strings so that a wrong value gets the rule's own 400 message).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum AspectRatio {
+    #[schema(rename = "1:1")]
+    Square,
+    #[schema(rename = "16:9")]
+    Wide,
+    #[schema(rename = "9:16")]
+    Tall,
+    #[schema(rename = "4:3")]
+    Landscape43,
+    #[schema(rename = "3:4")]
+    Portrait34,
+    #[schema(rename = "3:2")]
+    Landscape32,
+    #[schema(rename = "2:3")]
+    Portrait23,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Png,
+    Jpg,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum Resolution {
+    #[schema(rename = "1K")]
+    R1k,
+    #[schema(rename = "2K")]
+    R2k,
+    #[schema(rename = "4K")]
+    R4k,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum UpscaleKind {
+    #[schema(rename = "2x")]
+    X2,
+    #[schema(rename = "4x")]
+    X4,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum UpscaleAltKind {
+    Subtle,
+    Creative,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum PanDirection {
+    Up,
+    Down,
+    Left,
+    Right,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum BlendDimension {
+    Square,
+    Portrait,
+    Landscape,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum Motion {
+    Low,
+    High,
+}
+
+/// An http(s) URL of at most 2048 characters.
+pub struct UrlString;
+
+impl utoipa::PartialSchema for UrlString {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("uri".into())))
+            .max_length(Some(MAX_URL))
+            .into()
+    }
+}
+
+impl ToSchema for UrlString {}
 
 /// A grid index `"1"`..`"4"`, a variation strength, or a number (accepted for leniency).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -48,17 +151,26 @@ impl<'de> Deserialize<'de> for Index {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ImagineRequest {
+    #[schema(min_length = 1, max_length = 4000)]
     pub prompt: String,
-    /// Default `midjourney`; see the model catalogue.
+    /// Default `midjourney`; the values are the server's model catalogue (`/openapi.json`
+    /// lists the catalogue it loaded).
+    #[schema(example = "midjourney")]
     pub model: Option<String>,
+    /// Default `1:1`.
+    #[schema(value_type = Option<AspectRatio>)]
     pub aspect_ratio: Option<String>,
     /// Required for edit models; an image prompt for the others.
+    #[schema(format = "uri", max_length = 2048)]
     pub image_url: Option<String>,
-    /// Flux models only, at most 4000 characters.
+    /// Flux models only.
+    #[schema(max_length = 4000)]
     pub negative_prompt: Option<String>,
-    /// `png` or `jpg`.
+    /// Default `png`.
+    #[schema(value_type = Option<OutputFormat>)]
     pub output_format: Option<String>,
-    /// `1K`, `2K` or `4K`.
+    /// Default `1K`.
+    #[schema(value_type = Option<Resolution>)]
     pub resolution: Option<String>,
     #[serde(flatten)]
     pub hook: Hook,
@@ -66,6 +178,7 @@ pub struct ImagineRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ParentIndexRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
     pub index: Index,
     #[serde(flatten)]
@@ -74,9 +187,10 @@ pub struct ParentIndexRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct UpscaleAltRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
-    /// `subtle` or `creative`.
     #[serde(rename = "type")]
+    #[schema(value_type = UpscaleAltKind)]
     pub kind: String,
     #[serde(flatten)]
     pub hook: Hook,
@@ -85,10 +199,12 @@ pub struct UpscaleAltRequest {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct Upscale2x4xRequest {
     /// Exactly one of `parent_task_id` and `image_url`.
+    #[schema(format = Uuid)]
     pub parent_task_id: Option<String>,
+    #[schema(format = "uri", max_length = 2048)]
     pub image_url: Option<String>,
-    /// `2x` or `4x`.
     #[serde(rename = "type")]
+    #[schema(value_type = UpscaleKind)]
     pub kind: String,
     /// Required when the parent is a grid.
     pub index: Option<Index>,
@@ -98,7 +214,9 @@ pub struct Upscale2x4xRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct RerollRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
+    #[schema(max_length = 4000)]
     pub prompt: Option<String>,
     #[serde(flatten)]
     pub hook: Hook,
@@ -106,8 +224,9 @@ pub struct RerollRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct PanRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
-    /// `up`, `down`, `left` or `right`.
+    #[schema(value_type = PanDirection)]
     pub direction: String,
     #[serde(flatten)]
     pub hook: Hook,
@@ -115,9 +234,10 @@ pub struct PanRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct BlendRequest {
-    /// 2 to 5 image URLs.
+    #[schema(min_items = 2, max_items = 5, value_type = Vec<UrlString>)]
     pub image_urls: Vec<String>,
-    /// `square` (default), `portrait` or `landscape`.
+    /// Default `square`.
+    #[schema(value_type = Option<BlendDimension>)]
     pub dimension: Option<String>,
     #[serde(flatten)]
     pub hook: Hook,
@@ -125,6 +245,7 @@ pub struct BlendRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct DescribeRequest {
+    #[schema(format = "uri", max_length = 2048)]
     pub image_url: String,
     #[serde(flatten)]
     pub hook: Hook,
@@ -132,7 +253,9 @@ pub struct DescribeRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct FaceswapRequest {
+    #[schema(format = "uri", max_length = 2048)]
     pub target_image_url: String,
+    #[schema(format = "uri", max_length = 2048)]
     pub swap_image_url: String,
     #[serde(flatten)]
     pub hook: Hook,
@@ -140,10 +263,13 @@ pub struct FaceswapRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ImagineVideoRequest {
+    #[schema(min_length = 1, max_length = 4000)]
     pub prompt: String,
     /// The start frame.
+    #[schema(format = "uri", max_length = 2048)]
     pub image_url: String,
-    /// `low` (default) or `high`.
+    /// Default `low`.
+    #[schema(value_type = Option<Motion>)]
     pub motion: Option<String>,
     #[serde(flatten)]
     pub hook: Hook,
@@ -151,10 +277,15 @@ pub struct ImagineVideoRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ExtendVideoRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
     pub index: Index,
+    #[schema(min_length = 1, max_length = 4000)]
     pub prompt: String,
+    #[schema(format = "uri", max_length = 2048)]
     pub image_url: Option<String>,
+    /// Default `low`.
+    #[schema(value_type = Option<Motion>)]
     pub motion: Option<String>,
     #[serde(flatten)]
     pub hook: Hook,
@@ -162,9 +293,11 @@ pub struct ExtendVideoRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct InpaintRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
     /// Base64 PNG; white marks the area to repaint.
     pub mask: String,
+    #[schema(max_length = 4000)]
     pub prompt: Option<String>,
     #[serde(flatten)]
     pub hook: Hook,
@@ -172,9 +305,10 @@ pub struct InpaintRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct OutpaintRequest {
+    #[schema(format = Uuid)]
     pub parent_task_id: String,
-    /// In (1, 2].
-    #[schema(value_type = f64)]
+    /// Greater than 1, at most 2.
+    #[schema(value_type = f64, exclusive_minimum = 1.0, maximum = 2.0)]
     pub zoom_ratio: Value,
     #[serde(flatten)]
     pub hook: Hook,
