@@ -436,3 +436,18 @@ impl AppState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The operators' and clients' docs quote the lease and heartbeat; they must be these.
+    #[test]
+    fn the_docs_quote_the_lease_and_heartbeat_in_force() {
+        let ops = include_str!("../../../docs/operations.md");
+        let api = include_str!("../../../docs/api.md");
+        for doc in [ops, api] {
+            assert!(doc.contains(&format!("{} s lease", super::LEASE_SECS)));
+            assert!(doc.contains(&format!("every {} s", super::HEARTBEAT_SECS)));
+            assert!(!doc.contains("120 s lease") && !doc.contains("120-second lease"));
+        }
+    }
+}
