@@ -6,7 +6,8 @@
 //!   cargo bench --bench imagine
 //!
 //! Environment: JOURNEY_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
-//! BENCH_SECONDS (per concurrency level, default 10), BENCH_CLIENTS (default "1,16,64").
+//! BENCH_SECONDS (per concurrency level, default 10), BENCH_CLIENTS (default "1,16,64"),
+//! BENCH_DB_COUNTERS=0 to skip the per-imagine database counters (each reading waits 11 s).
 //! Each client is its own account with its own API key, as distinct customers would be.
 
 mod common;
@@ -134,6 +135,23 @@ async fn run(base: &str, keys: &[String], seconds: u64) -> Figures {
     }
 }
 
+/// The database's own counters (`pg_stat_database`): transactions, tuples fetched and
+/// inserted. Backends flush them when idle, at most every 10 s (PGSTAT_IDLE_INTERVAL), so
+/// a reading waits that long after the load stops.
+async fn db_counters(url: &str) -> Option<(i64, i64, i64)> {
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let pool = sqlx::PgPool::connect(url).await.ok()?;
+    let row: (i64, i64, i64) = sqlx::query_as(
+        "SELECT xact_commit + xact_rollback, tup_fetched, tup_inserted
+         FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .ok()?;
+    pool.close().await;
+    Some(row)
+}
+
 /// pgbench: single-row INSERTs into a one-column table, `clients` connections.
 fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
     let script =
@@ -200,19 +218,56 @@ async fn main() {
     for _ in 0..most {
         keys.push(client_key(&app).await);
     }
+    let counters = std::env::var("BENCH_DB_COUNTERS").map_or(true, |v| v != "0");
     for &clients in &levels {
+        let before = if counters {
+            db_counters(&url).await
+        } else {
+            None
+        };
         let f = run(&base, &keys[..clients], seconds).await;
+        let rss = rss_mb();
+        let after = if counters {
+            db_counters(&url).await
+        } else {
+            None
+        };
         let pg = pgbench(&url, clients, seconds);
         println!(
-            "{clients:>3} clients: {:>7.1} imagine/s  p50 {:>6.1} ms  p99 {:>6.1} ms  ({} requests) | pgbench single-row INSERT: {}",
+            "{clients:>3} clients: {:>7.1} imagine/s  p50 {:>6.1} ms  p99 {:>6.1} ms  ({} requests) | pgbench single-row INSERT: {} | ratio {}",
             f.per_sec,
             f.p50.as_secs_f64() * 1000.0,
             f.p99.as_secs_f64() * 1000.0,
             f.requests,
             pg.map(|t| format!("{t:.0} tx/s"))
                 .unwrap_or_else(|| "unavailable (pgbench or psql missing)".into()),
+            pg.map(|t| format!("{:.3}x", f.per_sec / t))
+                .unwrap_or_else(|| "-".into()),
         );
+        if let (Some(b), Some(a)) = (before, after) {
+            let n = f.requests.max(1) as f64;
+            println!(
+                "     per accepted imagine: {:.1} transactions, {:.0} tuples fetched, {:.1} rows inserted (pg_stat_database, the run's database; background work included) | server RSS {}",
+                (a.0 - b.0) as f64 / n,
+                (a.1 - b.1) as f64 / n,
+                (a.2 - b.2) as f64 / n,
+                rss.map(|m| format!("{m:.0} MB")).unwrap_or_else(|| "-".into()),
+            );
+        }
     }
     running.handle.stop(true).await;
     app.db.close().await;
+}
+
+/// This process's resident set (the server runs in-process), from /proc.
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }

@@ -138,6 +138,15 @@ pub struct Store<A: Aggregate> {
     repo: Repo,
     stripes: Vec<tokio::sync::Mutex<()>>,
     cache: std::sync::Mutex<HashMap<String, (A, usize)>>,
+    /// Commands waiting for their aggregate (group commit, see `execute`).
+    queues: std::sync::Mutex<HashMap<String, Vec<Queued<A>>>>,
+}
+
+/// A command waiting for its aggregate, with the channel its answer goes back on.
+struct Queued<A: Aggregate> {
+    command: A::Command,
+    meta: CommandMeta,
+    reply: tokio::sync::oneshot::Sender<Result<(), StoreError<A::Error>>>,
 }
 
 impl<A> Store<A>
@@ -151,6 +160,7 @@ where
             repo: Repo::new(db),
             stripes: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
             cache: Default::default(),
+            queues: Default::default(),
         }
     }
 
@@ -200,6 +210,31 @@ where
         Ok((aggregate, sequence))
     }
 
+    /// The state a command runs on: the cached state as it is, without a read (the append's
+    /// sequence check catches a writer in another process), or the whole stream on a miss.
+    /// The flag says whether the state was read just now. Only refusals need the read: a
+    /// refusal on an unread state is re-checked with `moved_since`.
+    async fn for_command(&self, id: &str) -> Result<(A, usize, bool), AggregateError<A::Error>> {
+        if let Some((aggregate, sequence)) = self.cache.lock().expect("store cache").remove(id) {
+            return Ok((aggregate, sequence, false));
+        }
+        let (aggregate, sequence) = self.state(id, true).await?;
+        Ok((aggregate, sequence, true))
+    }
+
+    /// Whether another writer appended to the stream after `sequence`.
+    async fn moved_since(
+        &self,
+        id: &str,
+        sequence: usize,
+    ) -> Result<bool, AggregateError<A::Error>> {
+        Ok(!self
+            .repo
+            .get_last_events::<A>(id, sequence)
+            .await?
+            .is_empty())
+    }
+
     /// Handles one command against the current state and appends its events, failing with
     /// `AggregateConflict` if another writer appended first.
     ///
@@ -242,24 +277,146 @@ where
         Ok(())
     }
 
+    /// Runs a command on the aggregate and commits its events.
+    ///
+    /// Group commit: commands for one aggregate id queue up; whoever holds the id's turn
+    /// takes every command queued so far, runs them one after another on the in-memory
+    /// state and appends all their events in one transaction, then answers each caller
+    /// (a refused command gets its own error and takes no part in the append). One hot
+    /// aggregate therefore costs one commit per batch, not per command. A lost race with a
+    /// writer in another process re-runs the whole batch against fresh state (up to
+    /// `CONFLICT_ATTEMPTS` times, with backoff).
     pub async fn execute(
         &self,
         id: &str,
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<(), StoreError<A::Error>> {
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.queues
+            .lock()
+            .expect("store queues")
+            .entry(id.to_string())
+            .or_default()
+            .push(Queued {
+                command,
+                meta: meta.clone(),
+                reply,
+            });
         let _turn = self.stripe(id).lock().await;
+        // An earlier holder of the turn may have run this command with its batch.
+        if let Ok(done) = answer.try_recv() {
+            return done;
+        }
+        let batch = self
+            .queues
+            .lock()
+            .expect("store queues")
+            .remove(id)
+            .unwrap_or_default();
+        self.run_batch(id, batch).await;
+        answer
+            .await
+            .unwrap_or(Err(StoreError::Storage("command dropped".into())))
+    }
+
+    /// Runs a batch of queued commands (see `execute`) and answers every one of them.
+    async fn run_batch(&self, id: &str, mut batch: Vec<Queued<A>>) {
         let mut attempt = 0;
-        loop {
+        while !batch.is_empty() {
             attempt += 1;
-            match self.run(id, command.clone(), meta).await {
+            match self.try_batch(id, &batch).await {
+                Ok(outcomes) => {
+                    let mut rest = Vec::new();
+                    for (q, outcome) in batch.into_iter().zip(outcomes) {
+                        match outcome {
+                            Some(result) => {
+                                let _ = q.reply.send(result);
+                            }
+                            // Not reached: a refusal before it left the state unusable.
+                            None => rest.push(q),
+                        }
+                    }
+                    batch = rest;
+                }
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_ATTEMPTS => {
                     backoff(attempt).await;
-                    continue;
                 }
-                other => return other.map_err(StoreError::from),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    for q in batch {
+                        let _ = q.reply.send(Err(match &e {
+                            StoreError::Conflict => StoreError::Conflict,
+                            other => StoreError::Storage(other.to_string()),
+                        }));
+                    }
+                    return;
+                }
             }
         }
+    }
+
+    /// One attempt at a batch: every command runs on the current state; the events of those
+    /// accepted go out in one append. Returns each command's outcome (`None` for commands
+    /// not reached because a refusal that had written events spoiled the state — they are
+    /// run again next round).
+    async fn try_batch(
+        &self,
+        id: &str,
+        batch: &[Queued<A>],
+    ) -> Result<Vec<Option<Result<(), StoreError<A::Error>>>>, AggregateError<A::Error>> {
+        let (mut aggregate, sequence, fresh) = self.for_command(id).await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut serialized = Vec::new();
+        let mut spoiled = false;
+        let mut refused = false;
+        for q in batch {
+            if spoiled {
+                outcomes.push(None);
+                continue;
+            }
+            let sink = EventSink::default();
+            let outcome = aggregate.handle(q.command.clone(), &(), &sink).await;
+            let events = sink.collect().await;
+            match outcome {
+                Err(e) => {
+                    // A refusal that wrote events changed the state: stop here.
+                    spoiled = !events.is_empty();
+                    refused = true;
+                    outcomes.push(Some(Err(StoreError::Rejected(e))));
+                }
+                Ok(()) => {
+                    let metadata = serde_json::to_value(q.meta.to_map())
+                        .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+                    for event in events {
+                        use cqrs_es::DomainEvent;
+                        serialized.push(SerializedEvent {
+                            aggregate_id: id.to_string(),
+                            sequence: sequence + serialized.len() + 1,
+                            aggregate_type: A::TYPE.to_string(),
+                            event_type: event.event_type(),
+                            event_version: event.event_version(),
+                            payload: serde_json::to_value(&event)
+                                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+                            metadata: metadata.clone(),
+                        });
+                    }
+                    outcomes.push(Some(Ok(())));
+                }
+            }
+        }
+        // A refusal must not rest on a state another process has moved past (a grant
+        // written by the CLI, say): then the whole batch runs again on a fresh read.
+        if refused && !fresh && self.moved_since(id, sequence).await? {
+            return Err(AggregateError::AggregateConflict);
+        }
+        if !serialized.is_empty() {
+            self.repo.persist::<A>(&serialized, None).await?;
+        }
+        if !spoiled {
+            self.remember(id, aggregate, sequence + serialized.len());
+        }
+        Ok(outcomes)
     }
 
     /// Like `execute`, but a lost race is reported instead of retried (tests, strict callers).
@@ -282,16 +439,50 @@ where
     /// `Decided` is committed or dropped, so no other command on this id in this process
     /// decides against the state it is about to change. A refusal is returned at once and
     /// changes nothing.
+    /// `decide` for a stream that cannot exist yet (its id was just generated): nothing is
+    /// read; if it did exist, the append would fail its sequence check.
+    pub async fn decide_new(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> Result<Decided<'_, A>, StoreError<A::Error>> {
+        let turn = self.stripe(id).lock().await;
+        let mut aggregate = A::default();
+        let sink = EventSink::default();
+        aggregate
+            .handle(command, &(), &sink)
+            .await
+            .map_err(StoreError::Rejected)?;
+        Ok(Decided {
+            store: self,
+            id: id.to_string(),
+            _turn: turn,
+            state: aggregate,
+            base: 0,
+            events: sink.collect().await,
+        })
+    }
+
     pub async fn decide(
         &self,
         id: &str,
         command: A::Command,
     ) -> Result<Decided<'_, A>, StoreError<A::Error>> {
         let turn = self.stripe(id).lock().await;
-        let (mut aggregate, sequence) = self.state(id, true).await?;
+        let (mut aggregate, mut sequence, fresh) = self.for_command(id).await?;
         let sink = EventSink::default();
-        let outcome = aggregate.handle(command, &(), &sink).await;
-        let events = sink.collect().await;
+        let mut outcome = aggregate.handle(command.clone(), &(), &sink).await;
+        let mut events = sink.collect().await;
+        if outcome.is_err() && !fresh && self.moved_since(id, sequence).await? {
+            // Refused on a state another process has moved past: decide again on a read.
+            if events.is_empty() {
+                self.remember(id, aggregate, sequence);
+            }
+            (aggregate, sequence) = self.state(id, true).await?;
+            let sink = EventSink::default();
+            outcome = aggregate.handle(command, &(), &sink).await;
+            events = sink.collect().await;
+        }
         if let Err(e) = outcome {
             if events.is_empty() {
                 self.remember(id, aggregate, sequence);

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,56 @@ pub struct KeyRing(std::collections::HashMap<String, Option<Vec<u8>>>);
 pub struct Vault {
     db: Db,
     master: MasterKey,
+    live: std::sync::Arc<std::sync::Mutex<LiveKeys>>,
+}
+
+/// Live data keys this process sealed with recently, by subject × category × period, so
+/// that sealing (several values per request) reads the key table once per key and
+/// `LIVE_KEY_TTL`, not twice per value. A key this process destroys leaves the cache at
+/// once; one another process destroys (the CLI's erasure, another instance's retention run)
+/// may still be used to seal until its entry expires — what is sealed then cannot be opened,
+/// because opening reads the wrapped key from the table, where it is gone.
+#[derive(Default)]
+struct LiveKeys(HashMap<KeySlot, LiveKey>);
+
+/// Subject, category, period.
+type KeySlot = (String, DataCategory, String);
+/// Key id, key, when it was read.
+type LiveKey = (String, Vec<u8>, std::time::Instant);
+
+const LIVE_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const LIVE_KEY_LIMIT: usize = 50_000;
+
+impl LiveKeys {
+    fn get(
+        &self,
+        subject: &str,
+        category: DataCategory,
+        period: &str,
+    ) -> Option<(String, Vec<u8>)> {
+        let (id, key, at) = self
+            .0
+            .get(&(subject.to_string(), category, period.to_string()))?;
+        (at.elapsed() < LIVE_KEY_TTL).then(|| (id.clone(), key.clone()))
+    }
+
+    fn put(&mut self, subject: &str, category: DataCategory, period: &str, id: &str, key: &[u8]) {
+        if self.0.len() >= LIVE_KEY_LIMIT {
+            self.0.clear();
+        }
+        self.0.insert(
+            (subject.to_string(), category, period.to_string()),
+            (id.to_string(), key.to_vec(), std::time::Instant::now()),
+        );
+    }
+
+    fn forget_subject(&mut self, subject: &str) {
+        self.0.retain(|(s, _, _), _| s != subject);
+    }
+
+    fn forget_key(&mut self, key_id: &str) {
+        self.0.retain(|_, (id, _, _)| id != key_id);
+    }
 }
 
 /// A report of destroyed keys.
@@ -99,7 +150,11 @@ pub struct Destroyed {
 
 impl Vault {
     pub fn new(db: Db, master: MasterKey) -> Self {
-        Vault { db, master }
+        Vault {
+            db,
+            master,
+            live: Default::default(),
+        }
     }
 
     /// Seals under the subject's key for the calendar period `at` falls in. If that key
@@ -262,6 +317,28 @@ impl Vault {
         period: &str,
         at: DateTime<Utc>,
     ) -> Result<(String, Vec<u8>), VaultError> {
+        if let Some(hit) = self.live_keys().get(subject, category, period) {
+            return Ok(hit);
+        }
+        let (key_id, key) = self
+            .live_key_uncached(subject, category, period, at)
+            .await?;
+        self.live_keys()
+            .put(subject, category, period, &key_id, &key);
+        Ok((key_id, key))
+    }
+
+    fn live_keys(&self) -> std::sync::MutexGuard<'_, LiveKeys> {
+        self.live.lock().expect("live keys")
+    }
+
+    async fn live_key_uncached(
+        &self,
+        subject: &str,
+        category: DataCategory,
+        period: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(String, Vec<u8>), VaultError> {
         // Two attempts: the first may lose an insert race to a concurrent sealer.
         for _ in 0..2 {
             let row = sqlx::query(
@@ -365,6 +442,7 @@ impl Vault {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Destroyed, VaultError> {
+        self.live_keys().forget_subject(subject);
         // Tombstones first, each committed on its own: a sealer that creates a periodic key
         // after this point sees them (it re-checks after inserting) and destroys its key; a
         // key created before it is caught by the destroying UPDATE below.
@@ -400,6 +478,8 @@ impl Vault {
                 report.categories.push(c.as_str().to_string());
             }
         }
+        // Again: a sealer may have cached a key between the first eviction and the UPDATEs.
+        self.live_keys().forget_subject(subject);
         Ok(report)
     }
 
@@ -438,6 +518,7 @@ impl Vault {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, VaultError> {
+        self.live_keys().forget_subject(subject);
         let n = sqlx::query(
             "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
              WHERE subject = $3 AND category = $4 AND period = $5 AND wrapped IS NOT NULL",
@@ -460,6 +541,7 @@ impl Vault {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, VaultError> {
+        self.live_keys().forget_key(key_id);
         let n = sqlx::query(
             "UPDATE data_keys SET wrapped = NULL, destroyed_at = $1, destroyed_reason = $2
              WHERE key_id = $3 AND wrapped IS NOT NULL",

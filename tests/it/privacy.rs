@@ -320,10 +320,31 @@ async fn a_sign_in_that_never_completed_can_be_erased() {
         .await
         .unwrap();
     assert_eq!(email, Opened::Erased);
-    // Nothing new can be sealed for the erased subject.
+    // Nothing new sealed for the erased subject can be read: this server (which did not
+    // run the erasure, the CLI did) either refuses to seal or — within the minute its
+    // cache may still hold the key — seals under the destroyed key, which opens as erased.
     let sealed = h
         .app
         .vault
+        .seal(
+            &subject,
+            journey_domain::DataCategory::Usage,
+            chrono::Utc::now(),
+            &"x".to_string(),
+        )
+        .await;
+    match sealed {
+        Err(journey_commands::VaultError::SubjectErased) => {}
+        Ok(v) => assert_eq!(h.app.vault.open(&v).await.unwrap(), Opened::Erased),
+        Err(e) => panic!("{e}"),
+    }
+    // A process without a cached key (the next CLI run, or this server a minute later)
+    // refuses outright.
+    let fresh = journey_commands::Vault::new(
+        h.app.db.clone(),
+        journey_commands::vault::MasterKey::parse(support::MASTER_KEY).unwrap(),
+    );
+    let sealed = fresh
         .seal(
             &subject,
             journey_domain::DataCategory::Usage,

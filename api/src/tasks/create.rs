@@ -342,7 +342,7 @@ impl AppState {
             let created = self
                 .stores
                 .tasks
-                .decide(&task_id.to_string(), create)
+                .decide_new(&task_id.to_string(), create)
                 .await?;
             let mut unit = UnitOfWork::begin(&self.db).await.map_err(unit_error)?;
             let written = async {
@@ -529,15 +529,7 @@ impl AppState {
             SubmitOutcome::Accepted { upstream_id, .. } => {
                 fault::crash_point("submit.accepted");
                 let now = self.clock.now().max(at);
-                let cmd = TaskCommand::MarkSubmitted {
-                    upstream_id,
-                    at: now,
-                };
-                let task = self
-                    .task_command(task_id, cmd, &CommandMeta::system(now))
-                    .await?;
-                self.reschedule(task_id, now + self.poll_interval()).await?;
-                Ok(task)
+                self.record_submission(task_id, upstream_id, now).await
             }
             SubmitOutcome::Rejected { message, .. } => {
                 self.fail_task(
@@ -548,6 +540,49 @@ impl AppState {
                     self.clock.now(),
                 )
                 .await
+            }
+        }
+    }
+
+    /// The provider accepted the task: `TaskSubmitted` and the next poll time of its work
+    /// row, in one commit.
+    async fn record_submission(
+        &self,
+        task_id: Uuid,
+        upstream_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Task, ApiError> {
+        let next_poll = now + self.poll_interval();
+        let meta = CommandMeta::system(now);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let cmd = TaskCommand::MarkSubmitted {
+                upstream_id: upstream_id.clone(),
+                at: now,
+            };
+            let submitted = self.stores.tasks.decide(&task_id.to_string(), cmd).await?;
+            let mut unit = UnitOfWork::begin(&self.db).await.map_err(unit_error)?;
+            let written = async {
+                unit.append(&submitted, &meta).await?;
+                sqlx::query(
+                    "UPDATE task_work SET due_at = $1, lease_owner = NULL, lease_until = 0 WHERE task_id = $2",
+                )
+                .bind(next_poll.timestamp_millis())
+                .bind(task_id.to_string())
+                .execute(unit.tx())
+                .await?;
+                unit.commit().await
+            }
+            .await;
+            match written {
+                Ok(()) => {
+                    self.runner.nudge();
+                    return Ok(submitted.committed());
+                }
+                // A provider report about the task may have been recorded meanwhile.
+                Err(UnitError::Conflict) if attempt < ACCEPT_ATTEMPTS => continue,
+                Err(e) => return Err(unit_error(e)),
             }
         }
     }
