@@ -14,7 +14,7 @@ use journey_domain::account::{
     Account, AccountCommand, AccountStatus, GoogleProfile, SignInMethod, SignUpTerms,
 };
 use journey_domain::api_key::{ApiKey, ApiKeyCommand};
-use journey_domain::magic_link::{LinkPurpose, MagicLinkCommand};
+use journey_domain::magic_link::{LinkPurpose, MagicLinkCommand, MagicLinkError};
 use journey_domain::meta::{Actor, CommandMeta};
 use journey_domain::session::{Session, SessionCommand, SessionEndReason};
 use journey_domain::{DataCategory, Opened};
@@ -108,6 +108,82 @@ fn pending_deletion() -> ApiError {
         "this account is scheduled for deletion; contact support within the 30-day window to cancel"
             .into(),
     )
+}
+
+/// Google sign-in with an address Google does not mark verified (`email_verified` false or
+/// missing) is refused: 403, nothing claimed or created.
+pub const GOOGLE_EMAIL_UNVERIFIED: &str =
+    "Google has not verified this Google account's email address; verify it with Google, or sign in with a link sent to that address";
+
+/// A magic link as seen before it is consumed.
+pub struct LinkStatus {
+    /// `None` for a token no link was issued for.
+    pub purpose: Option<LinkPurpose>,
+    /// The purpose while the link can be consumed; else why not (unknown, used, expired).
+    pub usable: Result<LinkPurpose, MagicLinkError>,
+}
+
+/// Why a sign-up was refused. Nothing is created and the sign-in link is not spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignUpRefusal {
+    /// No country, or not a two-letter code.
+    Country,
+    /// The minimum age for `country` was not confirmed.
+    Age { country: String, minimum_age: u8 },
+}
+
+impl std::fmt::Display for SignUpRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignUpRefusal::Country => f.write_str(
+                "to create an account, give your country (`country`, a two-letter ISO code) \
+                 and confirm your age (`age_confirmed`: true)",
+            ),
+            SignUpRefusal::Age { minimum_age, .. } => write!(
+                f,
+                "to create an account you must confirm that you are at least {minimum_age} \
+                 years old (`age_confirmed`: true); no account was created"
+            ),
+        }
+    }
+}
+
+/// Why a magic link was not consumed, for callers that explain it in their own words (the
+/// browser form). `ApiError::from` gives the JSON API's answer.
+#[derive(Debug)]
+pub enum ConsumeError {
+    /// Unknown, already used or expired.
+    Link(MagicLinkError),
+    /// A sign-up without a valid country or the age confirmation; the link is not spent.
+    SignUp(SignUpRefusal),
+    Erased,
+    PendingDeletion,
+    /// Anything else, as the JSON API answers it.
+    Other(ApiError),
+}
+
+impl From<ApiError> for ConsumeError {
+    fn from(e: ApiError) -> Self {
+        ConsumeError::Other(e)
+    }
+}
+
+impl<E: std::error::Error> From<StoreError<E>> for ConsumeError {
+    fn from(e: StoreError<E>) -> Self {
+        ConsumeError::Other(e.into())
+    }
+}
+
+impl From<ConsumeError> for ApiError {
+    fn from(e: ConsumeError) -> Self {
+        match e {
+            ConsumeError::Link(e) => ApiError::bad(e.to_string()),
+            ConsumeError::SignUp(r) => ApiError::bad(r.to_string()),
+            ConsumeError::Erased => ApiError::Forbidden("this account has been erased".into()),
+            ConsumeError::PendingDeletion => pending_deletion(),
+            ConsumeError::Other(e) => e,
+        }
+    }
 }
 
 /// A stored millisecond timestamp as a time (0 for an impossible value).
@@ -265,61 +341,74 @@ impl AppState {
             })
     }
 
-    /// Checks a link without consuming it (the confirmation page).
-    pub async fn check_magic_link(
+    /// A link's state without consuming it (the confirmation page, and the form post before
+    /// it looks at the browser binding, so a used link is reported as used).
+    pub async fn magic_link_status(
         &self,
         token: &str,
         at: DateTime<Utc>,
-    ) -> Result<LinkPurpose, ApiError> {
+    ) -> Result<LinkStatus, ApiError> {
         let (link, _) = self.stores.links.load(&token_hash(token)).await?;
-        link.check_usable(at)
-            .map_err(|e| ApiError::bad(e.to_string()))?;
-        link.purpose
-            .ok_or_else(|| ApiError::bad("this sign-in link is not valid"))
+        Ok(LinkStatus {
+            usable: link.check_usable(at).and_then(|()| {
+                // Issued links always carry their purpose.
+                link.purpose.ok_or(MagicLinkError::Unknown)
+            }),
+            purpose: link.purpose,
+        })
     }
 
     /// Consumes a link. Sign-in links start a session (creating the account on first use);
-    /// email-change links apply the new address and return no session.
+    /// email-change links apply the new address and return no session. `ApiError::from`
+    /// turns a refusal into the JSON API's answer.
     pub async fn consume_magic_link(
         &self,
         token: &str,
         age: &AgeInput,
         ctx: &Ctx,
-    ) -> Result<Option<SignedIn>, ApiError> {
+    ) -> Result<Option<SignedIn>, ConsumeError> {
         let link_id = token_hash(token);
         let (link, _) = self.stores.links.load(&link_id).await?;
         let purpose = link
             .purpose
-            .ok_or_else(|| ApiError::bad("this sign-in link is not valid"))?;
+            .ok_or(ConsumeError::Link(MagicLinkError::Unknown))?;
         let account_id = purpose.account_id();
+        let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        if account.status == AccountStatus::Erased {
+            return Err(ConsumeError::Erased);
+        }
         // A sign-up needs the age confirmation before anything is spent or created.
         let terms = match purpose {
-            LinkPurpose::SignIn { .. } if self.is_new_account(account_id).await? => {
-                Some(self.sign_up_terms(age, ctx.at).await?)
+            LinkPurpose::SignIn { .. } if account.status == AccountStatus::New => {
+                Some(self.new_account_terms(age, ctx.at).await?)
             }
             _ => None,
         };
         let meta = self
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
-        self.stores
+        match self
+            .stores
             .links
             .execute(&link_id, MagicLinkCommand::Consume { at: ctx.at }, &meta)
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Rejected(e)) => return Err(ConsumeError::Link(e)),
+            Err(e) => return Err(ApiError::from(e).into()),
+        }
         let email = link.email.expect("issued links carry an email");
         match purpose {
             LinkPurpose::SignIn { account_id } => {
                 let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
                 let created = match account.status {
-                    AccountStatus::Erased => {
-                        return Err(ApiError::Forbidden("this account has been erased".into()))
-                    }
-                    AccountStatus::PendingDeletion => return Err(pending_deletion()),
+                    AccountStatus::Erased => return Err(ConsumeError::Erased),
+                    AccountStatus::PendingDeletion => return Err(ConsumeError::PendingDeletion),
                     AccountStatus::Active => false,
                     AccountStatus::New => {
                         let terms = match terms {
                             Some(t) => t,
-                            None => self.sign_up_terms(age, ctx.at).await?,
+                            None => self.new_account_terms(age, ctx.at).await?,
                         };
                         self.register(
                             account_id,
@@ -360,29 +449,38 @@ impl AppState {
         age: &AgeInput,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<SignUpTerms, ApiError> {
-        let country = age
-            .country
-            .as_deref()
-            .map(|c| c.trim().to_ascii_uppercase())
-            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
-            .ok_or_else(|| {
-                ApiError::bad(
-                    "to create an account, give your country (`country`, a two-letter ISO code) \
-                     and confirm your age (`age_confirmed`: true)",
-                )
-            })?;
-        let minimum_age = self.cfg.minimum_age(&country);
-        if !age.age_confirmed {
-            return Err(ApiError::bad(format!(
-                "to create an account you must confirm that you are at least {minimum_age} \
-                 years old (`age_confirmed`: true); no account was created"
-            )));
-        }
+        self.new_account_terms(age, at).await.map_err(Into::into)
+    }
+
+    async fn new_account_terms(
+        &self,
+        age: &AgeInput,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<SignUpTerms, ConsumeError> {
+        let (country, minimum_age) = self.check_age(age).map_err(ConsumeError::SignUp)?;
         Ok(SignUpTerms {
             minimum_age,
             country,
             policy_version: self.policy_in_force(at).await?,
         })
+    }
+
+    /// The sign-up's country (upper case) and the minimum age that applies there.
+    fn check_age(&self, age: &AgeInput) -> Result<(String, u8), SignUpRefusal> {
+        let country = age
+            .country
+            .as_deref()
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or(SignUpRefusal::Country)?;
+        let minimum_age = self.cfg.minimum_age(&country);
+        if !age.age_confirmed {
+            return Err(SignUpRefusal::Age {
+                country,
+                minimum_age,
+            });
+        }
+        Ok((country, minimum_age))
     }
 
     /// Registers a new account; false if a concurrent first sign-in registered it first.
@@ -565,18 +663,20 @@ impl AppState {
             .as_deref()
             .and_then(normalize_email)
             .ok_or_else(|| ApiError::bad("Google did not share a usable email address"))?;
+        // The address becomes the account's (receipts, notices and request codes go there):
+        // only one Google vouches for will do, also for an account already linked to this
+        // Google subject. Nothing is looked up, claimed or created before this check.
+        if !claims.email_verified {
+            return Err(ApiError::Forbidden(GOOGLE_EMAIL_UNVERIFIED.into()));
+        }
         let known = self.identity.find(IdentityKind::Google, &sub_hash).await?;
         let account_id = match known {
             Some(id) => id,
             None => {
-                // Link to an existing email account only when Google vouches for the email.
-                let by_email = if claims.email_verified {
-                    self.identity
-                        .find(IdentityKind::Email, &self.email_hash(&email))
-                        .await?
-                } else {
-                    None
-                };
+                let by_email = self
+                    .identity
+                    .find(IdentityKind::Email, &self.email_hash(&email))
+                    .await?;
                 let signing_up = match by_email {
                     None => true,
                     // An address claimed by a sign-in link never used: still a sign-up.
@@ -643,17 +743,15 @@ impl AppState {
                 false
             }
             AccountStatus::New => {
-                if claims.email_verified {
-                    let hash = self.email_hash(&email);
-                    self.identity
-                        .claim(
-                            IdentityKind::Email,
-                            &hash,
-                            account_id,
-                            ctx.at.timestamp_millis(),
-                        )
-                        .await?;
-                }
+                let hash = self.email_hash(&email);
+                self.identity
+                    .claim(
+                        IdentityKind::Email,
+                        &hash,
+                        account_id,
+                        ctx.at.timestamp_millis(),
+                    )
+                    .await?;
                 let terms = self.sign_up_terms(age, ctx.at).await?;
                 let sealed_email = seal(email.clone()).await?;
                 self.register(

@@ -7,6 +7,7 @@ pub mod billing_api;
 pub mod client_api;
 pub mod legal_api;
 pub mod ops;
+pub mod pages;
 pub mod privacy_api;
 pub mod requests_api;
 pub mod support_api;
