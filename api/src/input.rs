@@ -154,18 +154,36 @@ pub async fn screen(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    let form = media_type(&req) == "application/x-www-form-urlencoded";
     if screened(&req) {
         if let Err(e) = screen_request(&mut req).await {
-            return Ok(req.into_response(e.error_response()));
+            let res = if form {
+                refused_page(&e)
+            } else {
+                e.error_response()
+            };
+            return Ok(req.into_response(res));
         }
     }
     let res = next.call(req).await?;
-    as_json_error(res).await
+    as_json_error(res, form).await
 }
 
-/// An error response that is neither JSON nor an HTML page, rewritten as JSON.
+/// A browser form's refusal, as a page (forms are posted by people, not programs).
+fn refused_page(e: &ApiError) -> HttpResponse {
+    use crate::routes::pages::{error_page, Body};
+    error_page(
+        e,
+        "The form could not be sent",
+        Body::new().p("Go back, correct it and send it again."),
+    )
+}
+
+/// An error response that is neither JSON nor an HTML page, rewritten as JSON (as a page
+/// for a browser form's post).
 async fn as_json_error<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
+    form: bool,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let status = res.status();
     let content_type = res
@@ -174,16 +192,22 @@ async fn as_json_error<B: MessageBody + 'static>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let already =
-        content_type.starts_with("application/json") || content_type.starts_with("text/html");
-    if status.as_u16() < 400 || already {
+    let html = content_type.starts_with("text/html");
+    let json = content_type.starts_with("application/json");
+    if status.as_u16() < 400 || html || (json && !form) {
         return Ok(res.map_into_boxed_body());
     }
     let (req, res) = res.into_parts();
     let head = res.head().clone();
     let text = actix_web::body::to_bytes(res.into_body())
         .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .map(|b| match serde_json::from_slice::<Value>(&b) {
+            Ok(v) => v["errors"][0]["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            Err(_) => String::from_utf8_lossy(&b).trim().to_string(),
+        })
         .unwrap_or_default();
     let msg = if text.is_empty() {
         status
@@ -193,6 +217,17 @@ async fn as_json_error<B: MessageBody + 'static>(
     } else {
         text
     };
+    if form {
+        use crate::routes::pages::{page, sentence, Body};
+        let body = Body::new()
+            .p(&sentence(&msg))
+            .p("Go back, correct it and send it again.");
+        let mut out = page(status, "The form could not be sent", body);
+        if let Some(v) = head.headers.get(header::RETRY_AFTER) {
+            out.headers_mut().insert(header::RETRY_AFTER, v.clone());
+        }
+        return Ok(ServiceResponse::new(req, out));
+    }
     let mut out = HttpResponse::build(status);
     for (name, value) in head.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -83,6 +83,12 @@ async fn control_characters_are_refused_in_every_text_field() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A person posted it: the answer is a page that says what to do.
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text().await.unwrap().to_lowercase().contains("token contains"));
     // Nothing was changed: no key, no ticket, no policy.
     let keys: Value = admin.get(&h, "/v1/api-keys").await.json().await.unwrap();
     assert_eq!(
@@ -136,6 +142,19 @@ async fn every_error_is_json_and_listed_in_the_document() {
         .unwrap();
     assert_eq!(r.status(), 413);
     expect_error(r, 413, "").await;
+    // A browser form over its limit gets a page, not JSON.
+    let r = http
+        .post(h.url("/v1/auth/magic-link/consume"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", "a".repeat(300 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let r = http
         .post(h.url("/webhooks/upstream/midjourney/abc"))
         .header("content-type", "application/json")
