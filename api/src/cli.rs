@@ -42,23 +42,32 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
-    /// Print a stream's events as JSON lines; sealed fields stay sealed.
+    /// Print a stream's events as JSON lines; sealed fields stay sealed. Audited
+    /// (`stream.events`, with the stream's subject).
     Events {
         /// TYPE/ID, e.g. account/6f1c...
         #[arg(long)]
         stream: String,
+        /// The staff member's own account id (admin or compliance; the read is audited).
+        #[arg(long)]
+        by: Uuid,
+        /// Why (e.g. a ticket or request id); recorded in the audit trail.
+        #[arg(long)]
+        reason: String,
     },
     /// Erase a data subject now: destroy their keys and make every projection forget them.
+    /// Audited (`subject.erase`).
     Erase {
         /// Account id.
         #[arg(long)]
         subject: Uuid,
-        /// Why (recorded on the erasure event and its certificate).
-        #[arg(long, default_value = "erasure requested")]
-        reason: String,
-        /// The staff member's own account id, recorded as the requester (default: system).
+        /// Why (recorded in the audit trail, on the erasure event and its certificate).
         #[arg(long)]
-        by: Option<Uuid>,
+        reason: String,
+        /// The staff member's own account id (admin or compliance), recorded as the
+        /// requester.
+        #[arg(long)]
+        by: Uuid,
     },
     /// Staff operations on an account's credits.
     Credits {
@@ -103,14 +112,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DeletionCliCommand,
     },
-    /// Export everything held about a data subject (access and portability).
+    /// Export everything held about a data subject (access and portability). Audited
+    /// (`subject.export`).
     Export {
         #[arg(long)]
         subject: Uuid,
         #[arg(long)]
         /// File to write, or `-` for standard output.
         out: std::path::PathBuf,
-        /// The staff member's own account id (the read is audited).
+        /// The staff member's own account id (admin or compliance; the read is audited).
         #[arg(long)]
         by: Uuid,
         /// Why (e.g. the request id); recorded in the audit trail.
@@ -156,12 +166,14 @@ pub enum PolicyCliCommand {
 
 #[derive(Subcommand)]
 pub enum DeletionCliCommand {
+    /// Audited (`deletion.cancel`).
     Cancel {
         #[arg(long)]
         subject: Uuid,
+        /// Why (in clear on the event and in the audit trail).
         #[arg(long)]
         reason: String,
-        /// The staff member's own account id (recorded as the actor).
+        /// The staff member's own account id (any staff role; recorded as the actor).
         #[arg(long)]
         by: Uuid,
     },
@@ -187,14 +199,17 @@ pub enum StaffCliCommand {
 #[derive(Subcommand)]
 pub enum CreditsCommand {
     /// Grant credits to an account (recorded with the staff member and the reason).
+    /// Audited (`credits.grant`).
     Grant {
         #[arg(long)]
         account: Uuid,
         #[arg(long)]
         amount: u64,
+        /// Why (sealed on the grant; in clear in the audit trail: a ticket id, no personal
+        /// data).
         #[arg(long)]
         reason: String,
-        /// The staff member's own account id (recorded as the actor).
+        /// The staff member's own account id (any staff role; recorded as the actor).
         #[arg(long)]
         by: Uuid,
         /// The credits expire this many days from now (default: never).
@@ -211,13 +226,16 @@ pub enum CreditsCommand {
 
 #[derive(Subcommand)]
 pub enum BillingCliCommand {
-    /// Restore API access after a payment dispute suspended the account.
+    /// Restore API access after a payment dispute suspended the account. Audited
+    /// (`billing.lift_suspension`).
     LiftSuspension {
         #[arg(long)]
         account: Uuid,
+        /// Why (sealed on the event; in clear in the audit trail: a ticket id, no personal
+        /// data).
         #[arg(long)]
         reason: String,
-        /// The staff member's own account id (recorded as the actor).
+        /// The staff member's own account id (any staff role; recorded as the actor).
         #[arg(long)]
         by: Uuid,
     },
@@ -305,15 +323,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             app.db.close().await;
         }
-        Command::Events { stream } => {
+        Command::Events { stream, by, reason } => {
             let (ty, id) = stream
                 .split_once('/')
                 .context("--stream must be TYPE/ID, e.g. account/<uuid>")?;
+            audit_reason(&reason)?;
             let app = AppState::build(cfg, None).await?;
+            staff(&app, by, SUBJECT_ROLES).await?;
+            let ctx = Ctx::system(app.clock.now());
+            let subject = app.stream_subject(ty, id).await?;
             let events = journey_projections::events::read_stream(&app.db, ty, id).await?;
             if events.is_empty() {
                 bail!("no events in stream {stream}");
             }
+            app.audit_read(by, subject, "stream.events", Some(&reason), &ctx)
+                .await?;
             for e in events {
                 println!("{}", serde_json::to_string(&e)?);
             }
@@ -324,12 +348,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             reason,
             by,
         } => {
+            audit_reason(&reason)?;
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
-            let actor = match by {
-                Some(by) => staff(&app, by).await?,
-                None => Actor::System,
-            };
+            let actor = staff(&app, by, SUBJECT_ROLES).await?;
+            app.ensure_erasable(subject).await?;
+            app.audit_read(by, Some(subject), "subject.erase", Some(&reason), &ctx)
+                .await?;
             let report = app.erase_account(subject, &reason, actor, &ctx).await?;
             app.certify_erasure(&report, &reason, actor.to_string(), ctx.at, &ctx)
                 .await?;
@@ -348,9 +373,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                     promotion,
                 },
         } => {
+            audit_reason(&reason)?;
+            if amount == 0 || amount > journey_domain::credits::MAX_AMOUNT {
+                bail!(
+                    "amount must be between 1 and {}",
+                    journey_domain::credits::MAX_AMOUNT
+                );
+            }
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
-            let actor = staff(&app, by).await?;
+            let actor = staff(&app, by, ANY_ROLE).await?;
+            if !app.account_is_active(account).await? {
+                bail!("no active account {account}");
+            }
+            app.audit_read(by, Some(account), "credits.grant", Some(&reason), &ctx)
+                .await?;
             let grant = ManualGrant {
                 account_id: account,
                 amount,
@@ -384,9 +421,18 @@ pub async fn run(cli: Cli) -> Result<()> {
                     by,
                 },
         } => {
+            audit_reason(&reason)?;
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
-            let actor = staff(&app, by).await?;
+            let actor = staff(&app, by, ANY_ROLE).await?;
+            app.audit_read(
+                by,
+                Some(account),
+                "billing.lift_suspension",
+                Some(&reason),
+                &ctx,
+            )
+            .await?;
             app.lift_suspension(account, &reason, actor, &ctx).await?;
             println!("suspension lifted for account {account}");
             app.db.close().await;
@@ -433,9 +479,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     by,
                 },
         } => {
+            audit_reason(&reason)?;
             let app = AppState::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
-            let actor = staff(&app, by).await?;
+            let actor = staff(&app, by, ANY_ROLE).await?;
+            app.audit_read(by, Some(subject), "deletion.cancel", Some(&reason), &ctx)
+                .await?;
             app.cancel_deletion(subject, &reason, actor, &ctx).await?;
             println!("deletion of {subject} cancelled");
             app.db.close().await;
@@ -458,8 +507,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let format = crate::export_jobs::ExportFormat::parse(&format)
                 .with_context(|| format!("unknown format {format:?}: use json or html"))?;
+            audit_reason(&reason)?;
             let app = AppState::build(cfg, None).await?;
-            staff(&app, by).await?;
+            staff(&app, by, SUBJECT_ROLES).await?;
             let ctx = Ctx::system(app.clock.now());
             app.audit_read(by, Some(subject), "subject.export", Some(&reason), &ctx)
                 .await?;
@@ -524,15 +574,41 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The acting staff member: an existing account (roles arrive with the staff issue).
-/// The acting staff member: an active account holding a staff role.
-async fn staff(app: &AppState, by: Uuid) -> Result<Actor> {
+/// Who may read a subject's history, export or erase it: not support, who sees only what
+/// a ticket needs (docs/privacy-operations.md, "Staff roles").
+const SUBJECT_ROLES: &[Role] = &[Role::Admin, Role::Compliance];
+/// Changes made at a holder's request (credits, a suspension, a pending deletion): any role.
+const ANY_ROLE: &[Role] = &[Role::Admin, Role::Compliance, Role::Support];
+
+/// Every staff command that reads or changes a subject's data is recorded in the audit
+/// trail with its `--reason`, in clear: checked before anything is read or changed.
+fn audit_reason(reason: &str) -> Result<()> {
+    let n = reason.trim().chars().count();
+    if n == 0 || n > journey_domain::staff::MAX_REASON_LEN {
+        bail!(
+            "a reason is required: --reason, 1 to {} characters, recorded in clear in the audit \
+             trail (write a ticket or request id, no personal data)",
+            journey_domain::staff::MAX_REASON_LEN
+        );
+    }
+    Ok(())
+}
+
+/// The acting staff member: an active account holding one of `roles`.
+async fn staff(app: &AppState, by: Uuid, roles: &[Role]) -> Result<Actor> {
     app.me(by)
         .await
         .map_err(|_| anyhow::anyhow!("--by {by} is not an active account"))?;
-    let roles = app.staff_member(by).await?.roles;
-    if roles.is_empty() {
+    let member = app.staff_member(by).await?;
+    if member.roles.is_empty() {
         bail!("--by {by} holds no staff role (journey staff grant EMAIL ROLE)");
+    }
+    if !member.has_any(roles) {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        bail!(
+            "--by {by}: this needs one of the staff roles: {}",
+            names.join(", ")
+        );
     }
     Ok(Actor::Staff(by))
 }

@@ -1088,6 +1088,16 @@ impl AppState {
         Ok(n > 0)
     }
 
+    /// 404 "no such account" unless the account exists or data is held about it.
+    pub async fn ensure_erasable(&self, account_id: Uuid) -> Result<(), ApiError> {
+        let subject = account_id.to_string();
+        let (account, _) = self.stores.accounts.load(&subject).await?;
+        if account.status == AccountStatus::New && !self.subject_has_data(&subject).await? {
+            return Err(ApiError::NotFound("no such account".into()));
+        }
+        Ok(())
+    }
+
     /// Erases an account now: ends its sessions, revokes its keys, destroys its data keys
     /// (every category but billing), drops its identity claims and records `AccountErased`,
     /// on which every projection forgets the subject.
@@ -1099,10 +1109,7 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<ErasureReport, ApiError> {
         let subject = account_id.to_string();
-        let (account, _) = self.stores.accounts.load(&subject).await?;
-        if account.status == AccountStatus::New && !self.subject_has_data(&subject).await? {
-            return Err(ApiError::NotFound("no such account".into()));
-        }
+        self.ensure_erasable(account_id).await?;
         // The session and key lists below come from read models: bring them up to date.
         self.runner.catch_up().await?;
         // No IP in erasure metadata: it would be sealed under a key we are about to destroy.

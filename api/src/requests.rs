@@ -167,6 +167,21 @@ impl AppState {
         }
     }
 
+    /// Records a staff member's work on a request (`action`, the request id as the reason)
+    /// in the audit trail, with the request's subject, before the work is done.
+    pub async fn audit_request_work(
+        &self,
+        staff: Uuid,
+        id: Uuid,
+        action: &str,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let subject = self.owned(id, None).await?.subject;
+        let reason = format!("request {id}");
+        self.audit_read(staff, subject, action, Some(&reason), ctx)
+            .await
+    }
+
     pub async fn verify_request(
         &self,
         id: Uuid,

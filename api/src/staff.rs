@@ -1,6 +1,7 @@
-//! Staff use cases: granting and revoking roles, and the audit trail. Every staff read of
-//! a subject's data calls `audit_read` first; if the audit event cannot be written, the
-//! read fails and nothing is returned.
+//! Staff use cases: granting and revoking roles, and the audit trail. Every staff read or
+//! change of a subject's data, from HTTP or the CLI, calls `audit_read` (one subject) or
+//! `audit_reads` (a list) first; if the audit event cannot be written, the operation fails
+//! and nothing is returned or changed.
 
 use crate::error::ApiError;
 use crate::identity::{from_ms, Ctx};
@@ -83,7 +84,8 @@ impl AppState {
         Ok(id)
     }
 
-    /// Records a staff read before the data is returned.
+    /// Records a staff read (or change) of one subject's data before the data is returned
+    /// or changed. If the record cannot be written, the caller must stop.
     pub async fn audit_read(
         &self,
         staff: Uuid,
@@ -92,13 +94,41 @@ impl AppState {
         reason: Option<&str>,
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
-        let meta = self.meta(Actor::Staff(staff), None, ctx).await?;
         let command = StaffCommand::RecordRead {
             subject,
             action: action.to_string(),
             reason: reason.unwrap_or_default().to_string(),
             at: ctx.at,
         };
+        self.record_staff_access(staff, command, ctx).await
+    }
+
+    /// Records a staff read of a list naming several subjects: one audit entry per
+    /// distinct subject, in one commit (one entry with no subject for an empty list).
+    pub async fn audit_reads(
+        &self,
+        staff: Uuid,
+        subjects: impl IntoIterator<Item = Uuid>,
+        action: &str,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let command = StaffCommand::RecordReads {
+            subjects: subjects.into_iter().collect(),
+            action: action.to_string(),
+            reason: reason.unwrap_or_default().to_string(),
+            at: ctx.at,
+        };
+        self.record_staff_access(staff, command, ctx).await
+    }
+
+    async fn record_staff_access(
+        &self,
+        staff: Uuid,
+        command: StaffCommand,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        let meta = self.meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
             .staff
             .execute(&staff.to_string(), command, &meta)
@@ -112,8 +142,27 @@ impl AppState {
                 }
                 other => other.into(),
             })?;
-        self.runner.nudge();
-        Ok(())
+        // Read-your-write: the trail and the subject's export (`rm_audit`) show this access
+        // from now on, also when they are read by another process right after a CLI command.
+        self.settle::<StaffMember>(&staff.to_string()).await
+    }
+
+    /// The data subject a stream belongs to (`subject_streams`), if any: registers such as
+    /// breaches, child reports and takedowns have none.
+    pub async fn stream_subject(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Uuid>, ApiError> {
+        self.runner.catch_up().await?;
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT subject FROM subject_streams WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.db.any)
+        .await?;
+        Ok(row.and_then(|(s,)| Uuid::parse_str(&s).ok()))
     }
 
     pub async fn audit_trail(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, ApiError> {

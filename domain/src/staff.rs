@@ -16,7 +16,7 @@ pub enum Role {
     Admin,
     /// Data-subject requests, exports, audit, erasure.
     Compliance,
-    /// Helping holders: reading their history to answer them.
+    /// Helping holders through support tickets, and nothing else about a subject.
     Support,
 }
 
@@ -52,9 +52,17 @@ pub enum StaffCommand {
         role: Role,
         at: DateTime<Utc>,
     },
-    /// Recorded before the data is returned.
+    /// Recorded before the data is returned or changed.
     RecordRead {
         subject: Option<Uuid>,
+        action: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// A read of a list that names several subjects: one `StaffRead` per distinct subject,
+    /// all in one commit; an empty list still records the read, with no subject.
+    RecordReads {
+        subjects: Vec<Uuid>,
         action: String,
         reason: String,
         at: DateTime<Utc>,
@@ -99,6 +107,18 @@ impl StaffMember {
     pub fn has_any(&self, roles: &[Role]) -> bool {
         roles.iter().any(|r| self.roles.contains(r))
     }
+
+    /// Reads need a role and a reason of 1 to `MAX_REASON_LEN` characters (trimmed).
+    fn checked_reason(&self, reason: &str) -> Result<String, StaffError> {
+        if self.roles.is_empty() {
+            return Err(StaffError::NoRole);
+        }
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > MAX_REASON_LEN {
+            return Err(StaffError::BadReason);
+        }
+        Ok(reason.to_string())
+    }
 }
 
 impl Aggregate for StaffMember {
@@ -131,13 +151,7 @@ impl Aggregate for StaffMember {
                 reason,
                 at,
             } => {
-                if self.roles.is_empty() {
-                    return Err(StaffError::NoRole);
-                }
-                let reason = reason.trim().to_string();
-                if reason.is_empty() || reason.chars().count() > MAX_REASON_LEN {
-                    return Err(StaffError::BadReason);
-                }
+                let reason = self.checked_reason(&reason)?;
                 let event = StaffEvent::StaffRead {
                     subject,
                     action,
@@ -145,6 +159,32 @@ impl Aggregate for StaffMember {
                     at,
                 };
                 sink.write(event, self).await;
+            }
+            StaffCommand::RecordReads {
+                subjects,
+                action,
+                reason,
+                at,
+            } => {
+                let reason = self.checked_reason(&reason)?;
+                let mut seen = BTreeSet::new();
+                let mut subjects: Vec<Option<Uuid>> = subjects
+                    .into_iter()
+                    .filter(|s| seen.insert(*s))
+                    .map(Some)
+                    .collect();
+                if subjects.is_empty() {
+                    subjects.push(None);
+                }
+                for subject in subjects {
+                    let event = StaffEvent::StaffRead {
+                        subject,
+                        action: action.clone(),
+                        reason: reason.clone(),
+                        at,
+                    };
+                    sink.write(event, self).await;
+                }
             }
         }
         Ok(())
@@ -198,6 +238,40 @@ mod tests {
                 },
             ])
             .when(read("ticket 7"))
+            .then_expect_error(StaffError::NoRole);
+    }
+
+    #[test]
+    fn a_list_read_records_each_subject_once_or_the_read_alone() {
+        let at = Utc::now();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let granted = StaffEvent::RoleGranted {
+            role: Role::Support,
+            at,
+        };
+        let reads = |subjects: Vec<Uuid>| StaffCommand::RecordReads {
+            subjects,
+            action: "tickets.list".into(),
+            reason: " queue ".into(),
+            at,
+        };
+        let read = |subject: Option<Uuid>| StaffEvent::StaffRead {
+            subject,
+            action: "tickets.list".into(),
+            reason: "queue".into(),
+            at,
+        };
+        TestFramework::<StaffMember>::with(())
+            .given(vec![granted.clone()])
+            .when(reads(vec![a, b, a]))
+            .then_expect_events(vec![read(Some(a)), read(Some(b))]);
+        TestFramework::<StaffMember>::with(())
+            .given(vec![granted])
+            .when(reads(vec![]))
+            .then_expect_events(vec![read(None)]);
+        TestFramework::<StaffMember>::with(())
+            .given_no_previous_events()
+            .when(reads(vec![a]))
             .then_expect_error(StaffError::NoRole);
     }
 }

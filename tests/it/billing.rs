@@ -438,7 +438,7 @@ async fn refund_claws_back_unused_credits_and_dispute_suspends_keys_until_lifted
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "access restored");
-    let out = h.cli_ok(&["events", "--stream", &format!("billing/{account}")]);
+    let out = h.stream_events(&format!("billing/{account}")).await;
     let lifted = out
         .lines()
         .find(|l| l.contains("SuspensionLifted"))

@@ -176,11 +176,9 @@ async fn sign_up_needs_an_age_confirmation_and_a_refusal_creates_nothing() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    let events = h.cli_ok(&[
-        "events",
-        "--stream",
-        &format!("account/{}", v["account_id"].as_str().unwrap()),
-    ]);
+    let events = h
+        .stream_events(&format!("account/{}", v["account_id"].as_str().unwrap()))
+        .await;
     let terms: Value = events
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -251,11 +249,9 @@ async fn a_confirmed_child_report_erases_the_account_at_once() {
     assert!(scan::find_plaintext(&h.database_url, &["kid@example.com"])
         .await
         .is_empty());
-    let events = h.cli_ok(&[
-        "events",
-        "--stream",
-        &format!("account/{}", child.account_id),
-    ]);
+    let events = h
+        .stream_events(&format!("account/{}", child.account_id))
+        .await;
     assert!(
         events.contains("ErasureCertified") && events.contains(&report),
         "{events}"
@@ -322,6 +318,21 @@ async fn the_breach_register_tracks_deadlines_and_notifications() {
     )
     .await;
     assert_eq!(h.smtp.count(), mails + 2);
+    // Writing to each holder was recorded once, under the breach, before it was done.
+    let (_, trail) = get(
+        &h,
+        &officer,
+        &format!("/admin/v1/audit?reason=check&subject={}", a.account_id),
+    )
+    .await;
+    let notified: Vec<&Value> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "breach.notify_holders")
+        .collect();
+    assert_eq!(notified.len(), 1, "{trail}");
+    assert_eq!(notified[0]["reason"], format!("breach {id}"));
 
     let (status, v) = post(
         &h,
@@ -468,6 +479,23 @@ async fn an_actioned_takedown_removes_results_everywhere() {
     let doc = std::fs::read_to_string(&out).unwrap();
     assert!(!doc.contains(&image), "the export still holds the image");
     assert!(doc.contains("[taken down]"));
+    // The holder sees that staff listed the case against their task, and decided it.
+    let accessed: Value = serde_json::from_str::<Value>(&doc).unwrap()["accessed_by_staff"].clone();
+    for (action, reason) in [
+        ("takedowns.list", "weekly"),
+        ("takedown.action", "trademark infringement"),
+    ] {
+        assert!(
+            accessed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action
+                    && e["reason"] == reason
+                    && e["staff"] == officer.account_id.to_string()),
+            "{action} not in {accessed}"
+        );
+    }
     let (status, _) = post(
         &h,
         &officer,
@@ -618,7 +646,15 @@ async fn support_tickets_are_sealed_kept_three_years_and_erasable() {
         .contains("charged twice"));
     let r = run(3 * 365 + 2);
     assert_eq!(r["keys_destroyed"]["support"], 1, "{r}");
-    let events = h.cli_ok(&["events", "--stream", &format!("ticket/{id}")]);
+    let events = h.cli_ok(&[
+        "events",
+        "--stream",
+        &format!("ticket/{id}"),
+        "--by",
+        &dpo.account_id.to_string(),
+        "--reason",
+        "retention check",
+    ]);
     let first = events
         .lines()
         .find(|l| l.contains("TicketMessagePosted"))
@@ -645,7 +681,8 @@ async fn erasure_takes_support_correspondence_with_it() {
     .await;
     assert_eq!(status, 201);
     let id = t["ticket_id"].as_str().unwrap().to_string();
-    h.cli_ok(&["erase", "--subject", &holder.account_id.to_string()]);
+    h.erase(&holder.account_id.to_string(), "test erasure")
+        .await;
     // The ticket's key went with the account's: staff now see it erased.
     let (status, v) = get(&h, &agent, &format!("/admin/v1/tickets/{id}?reason=queue")).await;
     assert_eq!(status, 200, "{v}");

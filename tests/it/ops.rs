@@ -260,7 +260,10 @@ async fn cli_config_masks_secrets_and_migrate_reports() {
     assert!(text.contains("bind = \"127.0.0.1:8080\""));
     let stdout = h.cli_ok(&["migrate"]);
     assert!(stdout.contains("pending: 0"));
-    let out = h.cli(&["events", "--stream", "nonsense"]);
+    let by = uuid::Uuid::new_v4().to_string();
+    let out = h.cli(&[
+        "events", "--stream", "nonsense", "--by", &by, "--reason", "x",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TYPE/ID"));
 }

@@ -73,7 +73,7 @@ async fn sign_up_stores_personal_data_only_sealed() {
     );
 
     // The values are there, sealed: the CLI shows the stream with sealed envelopes.
-    let text = h.cli_ok(&["events", "--stream", &format!("account/{ria}")]);
+    let text = h.stream_events(&format!("account/{ria}")).await;
     assert!(text.contains("AccountRegistered") && text.contains("GoogleLinked"));
     assert!(text.contains("\"sealed\":\"v1\""));
     assert!(!text.contains(RIA.email) && !text.contains("Ria Privata"));
@@ -98,13 +98,7 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
         .to_string();
 
     let subject = s.account_id.to_string();
-    let stdout = h.cli_ok(&[
-        "erase",
-        "--subject",
-        &subject,
-        "--reason",
-        "data subject request",
-    ]);
+    let stdout = h.erase(&subject, "data subject request").await;
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["keys_destroyed"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["api_keys_revoked"], 1);
@@ -156,7 +150,7 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
             .unwrap(),
         Opened::Erased
     );
-    let stdout = h.cli_ok(&["events", "--stream", &format!("account/{subject}")]);
+    let stdout = h.stream_events(&format!("account/{subject}")).await;
     assert!(stdout.contains("AccountErased"));
     let opened = h
         .app
@@ -216,7 +210,16 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
     // The erased address may sign up again, as a new account.
     assert_ne!(h.sign_in(RIA.email).await.account_id, s.account_id);
     // Erasing an unknown subject is a clear error.
-    let out = h.cli(&["erase", "--subject", &uuid::Uuid::new_v4().to_string()]);
+    let by = h.operator().await.to_string();
+    let out = h.cli(&[
+        "erase",
+        "--subject",
+        &uuid::Uuid::new_v4().to_string(),
+        "--reason",
+        "test erasure",
+        "--by",
+        &by,
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such account"));
 }
@@ -275,9 +278,11 @@ async fn cli_erasure_works_with_no_server_running() {
     let h = Harness::start().await;
     let s = h.sign_in("offline@example.com").await;
     s.create_key(&h, "offline-key").await;
+    // The staff member running the CLI signs up while the server still runs.
+    h.operator().await;
     h.stop_server().await;
     let subject = s.account_id.to_string();
-    h.cli_ok(&["erase", "--subject", &subject]);
+    h.erase(&subject, "test erasure").await;
     // The CLI applied the erasure to the read models itself.
     for t in READ_MODELS {
         let rows = rows_as_text(&h.database_url, t).await;
@@ -296,22 +301,18 @@ async fn a_sign_in_that_never_completed_can_be_erased() {
         .fetch_one(&h.app.db.any)
         .await
         .unwrap();
-    let stdout = h.cli_ok(&[
-        "erase",
-        "--subject",
-        &subject,
-        "--reason",
-        "request by email",
-    ]);
+    let stdout = h.erase(&subject, "request by email").await;
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["keys_destroyed"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(report["identity_claims_dropped"], 1);
     // The link's stream still loads; its email reads as erased.
-    let link: String =
-        sqlx::query_scalar("SELECT aggregate_id FROM events WHERE aggregate_type = 'magic_link'")
-            .fetch_one(&h.app.db.any)
-            .await
-            .unwrap();
+    let link: String = sqlx::query_scalar(
+        "SELECT aggregate_id FROM subject_streams WHERE aggregate_type = 'magic_link' AND subject = $1",
+    )
+    .bind(&subject)
+    .fetch_one(&h.app.db.any)
+    .await
+    .unwrap();
     let (loaded, _) = h.app.stores.links.load(&link).await.unwrap();
     let email = h
         .app
@@ -363,7 +364,7 @@ async fn a_periodic_key_that_raced_an_erasure_is_not_used() {
     let h = Harness::start().await;
     let s = h.sign_in("racer@example.com").await;
     let subject = s.account_id.to_string();
-    h.cli_ok(&["erase", "--subject", &subject]);
+    h.erase(&subject, "test erasure").await;
     // Simulate a sealer whose new daily key landed after the erasure destroyed keys.
     // (Next week: today's usage key exists already, destroyed by the erasure.)
     let usage = journey_domain::DataCategory::Usage;

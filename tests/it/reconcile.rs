@@ -116,11 +116,9 @@ async fn five_hundred_mixed_tasks_reconcile_with_the_ledger() {
     c.wait_balance(&h, (GRANTED - finished, 0)).await;
 
     // The ledger itself: one reservation per task, captured iff finished, released iff failed.
-    let ledger = h.cli_ok(&[
-        "events",
-        "--stream",
-        &format!("credit_ledger/{}", c.account_id),
-    ]);
+    let ledger = h
+        .stream_events(&format!("credit_ledger/{}", c.account_id))
+        .await;
     let (mut captured, mut released, mut reserved) =
         (HashMap::new(), HashMap::new(), HashMap::new());
     for line in ledger.lines() {

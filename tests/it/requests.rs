@@ -425,11 +425,9 @@ async fn staff_correct_a_holders_data_on_request() {
     assert_eq!(me["email"], "misspelt@example.com");
     let mail = h.smtp.wait_for(mails + 1).await;
     assert!(mail.contains("corrected@example.com"));
-    let events = h.cli_ok(&[
-        "events",
-        "--stream",
-        &format!("account/{}", holder.account_id),
-    ]);
+    let events = h
+        .stream_events(&format!("account/{}", holder.account_id))
+        .await;
     let corrected = events
         .lines()
         .find(|l| l.contains("NameCorrected"))

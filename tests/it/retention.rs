@@ -21,8 +21,8 @@ fn run(h: &Harness, as_of: &str, extra: &[&str]) -> Value {
     serde_json::from_str(&h.cli_ok(&args)).unwrap()
 }
 
-fn stream(h: &Harness, s: &str) -> String {
-    h.cli_ok(&["events", "--stream", s])
+async fn stream(h: &Harness, s: &str) -> String {
+    h.stream_events(s).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +102,7 @@ async fn deletion_disables_at_once_and_purges_after_thirty_days() {
 
     let account = format!("account/{}", s.account_id);
     let registered: Value =
-        serde_json::from_str(stream(&h, &account).lines().next().unwrap()).unwrap();
+        serde_json::from_str(stream(&h, &account).await.lines().next().unwrap()).unwrap();
     let email_ct = registered["payload"]["AccountRegistered"]["email"]["c"]
         .as_str()
         .unwrap()
@@ -111,7 +111,7 @@ async fn deletion_disables_at_once_and_purges_after_thirty_days() {
     // Inside the window nothing is purged.
     let report = run(&h, &days_from_now(29), &[]);
     assert_eq!(report["accounts_purged"], 0);
-    assert!(stream(&h, &account).contains(&email_ct));
+    assert!(stream(&h, &account).await.contains(&email_ct));
 
     let mails = h.smtp.count();
     let report = run(&h, &days_from_now(31), &[]);
@@ -122,7 +122,7 @@ async fn deletion_disables_at_once_and_purges_after_thirty_days() {
         confirmation.contains("leaving@example.com") && confirmation.contains("has been deleted")
     );
 
-    let events = stream(&h, &account);
+    let events = stream(&h, &account).await;
     assert!(
         !events.contains(&email_ct),
         "the sealed email is compacted into a tombstone"
@@ -149,7 +149,7 @@ async fn deletion_disables_at_once_and_purges_after_thirty_days() {
     );
 
     // Billing records stay, still readable, apart from the identity.
-    let billing = stream(&h, &format!("billing/{}", s.account_id));
+    let billing = stream(&h, &format!("billing/{}", s.account_id)).await;
     let record: Value = serde_json::from_str(
         billing
             .lines()
@@ -329,10 +329,10 @@ async fn a_purge_that_stopped_half_way_is_finished_by_the_next_run() {
         .await
         .unwrap();
     let account = format!("account/{}", s.account_id);
-    assert!(!stream(&h, &account).contains("ErasureCertified"));
+    assert!(!stream(&h, &account).await.contains("ErasureCertified"));
     let report = run(&h, &days_from_now(31), &[]);
     assert_eq!(report["accounts_purged"], 1, "{report}");
-    assert!(stream(&h, &account).contains("ErasureCertified"));
+    assert!(stream(&h, &account).await.contains("ErasureCertified"));
     let again = run(&h, &days_from_now(32), &[]);
     assert_eq!(again["accounts_purged"], 0, "finished once");
 }
@@ -343,7 +343,7 @@ async fn billing_records_are_kept_seven_years_then_destroyed() {
     let s = h.sign_in("ledger@example.com").await;
     support::buy_pack(&h, &s, "small").await;
     let record = || async {
-        let billing = stream(&h, &format!("billing/{}", s.account_id));
+        let billing = stream(&h, &format!("billing/{}", s.account_id)).await;
         let line = billing
             .lines()
             .find(|l| l.contains("BillingRecorded"))

@@ -9,15 +9,17 @@ use support::api::last_upstream;
 use support::hooksink::HookSink;
 use support::Harness;
 
-fn task_events(h: &Harness, task: uuid::Uuid) -> Vec<Value> {
-    h.cli_ok(&["events", "--stream", &format!("task/{task}")])
+async fn task_events(h: &Harness, task: uuid::Uuid) -> Vec<Value> {
+    h.stream_events(&format!("task/{task}"))
+        .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-fn attempts(h: &Harness, task: uuid::Uuid) -> Vec<Value> {
+async fn attempts(h: &Harness, task: uuid::Uuid) -> Vec<Value> {
     task_events(h, task)
+        .await
         .into_iter()
         .filter_map(|e| e["payload"].get("WebhookAttempted").cloned())
         .collect()
@@ -25,13 +27,16 @@ fn attempts(h: &Harness, task: uuid::Uuid) -> Vec<Value> {
 
 async fn wait_attempts(h: &Harness, task: uuid::Uuid, n: usize) -> Vec<Value> {
     for _ in 0..60 {
-        let a = attempts(h, task);
+        let a = attempts(h, task).await;
         if a.len() >= n {
             return a;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("fewer than {n} webhook attempts: {:?}", attempts(h, task));
+    panic!(
+        "fewer than {n} webhook attempts: {:?}",
+        attempts(h, task).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +110,7 @@ async fn an_unreachable_webhook_is_tried_six_times_over_an_hour_then_abandoned()
         h.clock.advance(chrono::Duration::seconds(1801));
         waited += 1801;
     }
-    let a = attempts(&h, task);
+    let a = attempts(&h, task).await;
     assert_eq!(a.len(), 6);
     assert!(
         a[5]["next_attempt_at"].is_null(),
@@ -239,7 +244,7 @@ async fn two_instances_never_process_a_task_twice() {
     ids.dedup();
     assert_eq!(ids.len(), 30);
     for t in &tasks {
-        assert_eq!(attempts(&h, t.parse().unwrap()).len(), 1, "task {t}");
+        assert_eq!(attempts(&h, t.parse().unwrap()).await.len(), 1, "task {t}");
     }
     c.wait_balance(&h, (200 - 30 * 4, 0)).await;
 }

@@ -208,17 +208,36 @@ impl AppState {
     }
 
     /// Emails every affected holder not yet told; each email is a `BreachSubjectNotified`.
-    /// Erased accounts have no address left and are skipped.
-    pub async fn notify_breach_subjects(&self, id: Uuid) -> Result<BreachView, ApiError> {
+    /// Erased accounts have no address left and are skipped. The holders about to be told
+    /// are recorded in the audit trail first (`breach.notify_holders`, the breach as the
+    /// reason), since their addresses are opened to write to them.
+    pub async fn notify_breach_subjects(
+        &self,
+        staff: Uuid,
+        id: Uuid,
+        ctx: &Ctx,
+    ) -> Result<BreachView, ApiError> {
         let (b, _) = self.stores.breaches.load(&id.to_string()).await?;
         let r = b
             .record
             .clone()
             .ok_or_else(|| ApiError::NotFound(format!("no breach {id}")))?;
-        for account in &r.affected {
-            if b.notified.contains(account) {
-                continue;
-            }
+        let pending: Vec<Uuid> = r
+            .affected
+            .iter()
+            .filter(|a| !b.notified.contains(*a))
+            .copied()
+            .collect();
+        let reason = format!("breach {id}");
+        self.audit_reads(
+            staff,
+            pending.iter().copied(),
+            "breach.notify_holders",
+            Some(&reason),
+            ctx,
+        )
+        .await?;
+        for account in &pending {
             let Some(to) = self.email_of(*account).await? else {
                 continue;
             };

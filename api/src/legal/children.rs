@@ -115,26 +115,42 @@ impl AppState {
         Ok(report)
     }
 
-    pub async fn child_reports(&self) -> Result<Vec<ChildReportView>, ApiError> {
+    /// Every report, newest first, with the reporter's contact and details opened. The
+    /// reported accounts are recorded in the audit trail (`child_reports.list`, one entry
+    /// each) before anything is opened.
+    pub async fn child_reports(
+        &self,
+        staff: Uuid,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<Vec<ChildReportView>, ApiError> {
         let ids = journey_projections::events::stream_ids(
             &self.db,
             "child_report",
             super::REGISTER_LIMIT,
         )
         .await?;
-        let mut out = Vec::new();
+        let mut filed = Vec::new();
         for id in ids {
             let (r, _) = self.stores.child_reports.load(&id).await?;
             if let Some(f) = r.filed {
-                out.push(ChildReportView {
-                    report_id: Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?,
-                    status: status_name(r.status).into(),
-                    account_id: f.account_id,
-                    filed_at: f.at,
-                    reporter_contact: self.vault.open(&f.reporter_contact).await?.value(),
-                    details: self.vault.open(&f.details).await?.value(),
-                });
+                let report = Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?;
+                filed.push((report, r.status, f));
             }
+        }
+        let accounts = filed.iter().filter_map(|(_, _, f)| f.account_id);
+        self.audit_reads(staff, accounts, "child_reports.list", reason, ctx)
+            .await?;
+        let mut out = Vec::new();
+        for (report, status, f) in filed {
+            out.push(ChildReportView {
+                report_id: report,
+                status: status_name(status).into(),
+                account_id: f.account_id,
+                filed_at: f.at,
+                reporter_contact: self.vault.open(&f.reporter_contact).await?.value(),
+                details: self.vault.open(&f.details).await?.value(),
+            });
         }
         Ok(out)
     }
@@ -154,6 +170,14 @@ impl AppState {
         let filed = r
             .filed
             .ok_or_else(|| ApiError::NotFound(format!("no child report {report}")))?;
+        // Deciding changes the reported account (confirming erases it): recorded first.
+        let action = if confirm {
+            "child_report.confirm"
+        } else {
+            "child_report.reject"
+        };
+        self.audit_read(staff, filed.account_id, action, Some(reason), ctx)
+            .await?;
         let command = if confirm {
             ChildReportCommand::Confirm {
                 staff,

@@ -128,6 +128,26 @@ impl AppState {
 
     pub async fn ticket_view(&self, id: Uuid, with_messages: bool) -> Result<TicketView, ApiError> {
         let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        self.view_of(id, &t, with_messages).await
+    }
+
+    /// `open`, `closed` or `deleted`.
+    fn status_of(t: &Ticket) -> &'static str {
+        if t.erased {
+            "deleted"
+        } else if t.closed_at.is_some() {
+            "closed"
+        } else {
+            "open"
+        }
+    }
+
+    async fn view_of(
+        &self,
+        id: Uuid,
+        t: &Ticket,
+        with_messages: bool,
+    ) -> Result<TicketView, ApiError> {
         let account = t
             .account_id
             .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
@@ -155,14 +175,7 @@ impl AppState {
         Ok(TicketView {
             ticket_id: id,
             account_id: account,
-            status: if t.erased {
-                "deleted"
-            } else if t.closed_at.is_some() {
-                "closed"
-            } else {
-                "open"
-            }
-            .into(),
+            status: Self::status_of(t).into(),
             subject,
             opened_at: t.opened_at.unwrap_or_default(),
             closed_at: t.closed_at,
@@ -194,12 +207,12 @@ impl AppState {
             .collect())
     }
 
-    /// Tickets of `account`, or every ticket (staff), newest first; `status` filters.
-    pub async fn tickets(
+    /// Tickets of `account`, or every ticket, newest first; `status` filters.
+    async fn listed_tickets(
         &self,
         account: Option<Uuid>,
         status: Option<&str>,
-    ) -> Result<Vec<TicketView>, ApiError> {
+    ) -> Result<Vec<(Uuid, Ticket)>, ApiError> {
         if let Some(s) = status {
             if !["open", "closed", "deleted"].contains(&s) {
                 return Err(ApiError::bad("status must be open, closed or deleted"));
@@ -207,10 +220,43 @@ impl AppState {
         }
         let mut out = Vec::new();
         for id in self.ticket_ids(account).await? {
-            let v = self.ticket_view(id, false).await?;
-            if status.is_none_or(|s| s == v.status) {
-                out.push(v);
+            let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+            if t.account_id.is_some() && status.is_none_or(|s| s == Self::status_of(&t)) {
+                out.push((id, t));
             }
+        }
+        Ok(out)
+    }
+
+    /// The holder's own tickets, newest first.
+    pub async fn tickets(
+        &self,
+        account: Uuid,
+        status: Option<&str>,
+    ) -> Result<Vec<TicketView>, ApiError> {
+        let mut out = Vec::new();
+        for (id, t) in self.listed_tickets(Some(account), status).await? {
+            out.push(self.view_of(id, &t, false).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every ticket for staff, newest first. Each holder listed is recorded in the audit
+    /// trail (`tickets.list`) before any subject line is opened.
+    pub async fn staff_tickets(
+        &self,
+        staff: Uuid,
+        status: Option<&str>,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<Vec<TicketView>, ApiError> {
+        let listed = self.listed_tickets(None, status).await?;
+        let holders = listed.iter().filter_map(|(_, t)| t.account_id);
+        self.audit_reads(staff, holders, "tickets.list", reason, ctx)
+            .await?;
+        let mut out = Vec::new();
+        for (id, t) in &listed {
+            out.push(self.view_of(*id, t, false).await?);
         }
         Ok(out)
     }
@@ -231,6 +277,8 @@ impl AppState {
     ) -> Result<TicketView, ApiError> {
         let body = checked("message", &m.message, MAX_MESSAGE)?;
         let (owner, author, actor) = self.ticket_writer(account, staff, id).await?;
+        self.audit_ticket_write(staff, owner, id, "ticket.reply", ctx)
+            .await?;
         let cmd = TicketCommand::Post {
             author,
             body: self.seal_ticket(owner, id, &body, ctx.at).await?,
@@ -267,6 +315,26 @@ impl AppState {
             Some(s) => (owner, Author::Staff(s), Actor::Staff(s)),
             None => (owner, Author::Holder, Actor::Account(owner)),
         })
+    }
+
+    /// A staff member's write to a holder's ticket is recorded (the ticket is the reason)
+    /// before it is made; the holder's own writes are not staff access.
+    async fn audit_ticket_write(
+        &self,
+        staff: Option<Uuid>,
+        owner: Uuid,
+        id: Uuid,
+        action: &str,
+        ctx: &Ctx,
+    ) -> Result<(), ApiError> {
+        match staff {
+            Some(s) => {
+                let reason = format!("ticket {id}");
+                self.audit_read(s, Some(owner), action, Some(&reason), ctx)
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     /// What a staff write answers: the ticket's state without its text (reads of the text
@@ -309,6 +377,8 @@ impl AppState {
         ctx: &Ctx,
     ) -> Result<TicketView, ApiError> {
         let (owner, author, actor) = self.ticket_writer(account, staff, id).await?;
+        self.audit_ticket_write(staff, owner, id, "ticket.close", ctx)
+            .await?;
         let meta = self.meta(actor, Some(owner), ctx).await?;
         self.stores
             .tickets

@@ -169,24 +169,48 @@ impl AppState {
         })
     }
 
-    pub async fn takedowns(&self, status: Option<&str>) -> Result<Vec<TakedownView>, ApiError> {
+    /// The holder whose task a case concerns, if it matched one.
+    async fn task_holder(&self, task_id: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
+        let Some(task_id) = task_id else {
+            return Ok(None);
+        };
+        let (task, _) = self.stores.tasks.load(&task_id.to_string()).await?;
+        Ok(task.spec.map(|s| s.account_id))
+    }
+
+    /// Cases, newest first, optionally by `status`, with the claimant's contact and the
+    /// grounds opened. The holders whose tasks the listed cases concern are recorded in the
+    /// audit trail (`takedowns.list`, one entry each) before anything is opened.
+    pub async fn takedowns(
+        &self,
+        staff: Uuid,
+        status: Option<&str>,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> Result<Vec<TakedownView>, ApiError> {
         let ids =
             journey_projections::events::stream_ids(&self.db, "takedown", super::REGISTER_LIMIT)
                 .await?;
-        let mut out = Vec::new();
+        let mut listed = Vec::new();
+        let mut holders = Vec::new();
         for id in ids {
             let case = Uuid::parse_str(&id).map_err(|e| ApiError::Internal(e.into()))?;
-            let mut v = self.takedown(case).await?;
+            let v = self.takedown(case).await?;
             if status.is_none_or(|s| s == v.status) {
-                let (t, _) = self.stores.takedowns.load(&id).await?;
-                if let Some(f) = t.filed {
-                    v.claimant_contact = self.vault.open(&f.claimant_contact).await?.value();
-                    v.grounds = self.vault.open(&f.grounds).await?.value();
-                }
-                out.push(v);
+                holders.extend(self.task_holder(v.task_id).await?);
+                listed.push(v);
             }
         }
-        Ok(out)
+        self.audit_reads(staff, holders, "takedowns.list", reason, ctx)
+            .await?;
+        for v in &mut listed {
+            let (t, _) = self.stores.takedowns.load(&v.case_id.to_string()).await?;
+            if let Some(f) = t.filed {
+                v.claimant_contact = self.vault.open(&f.claimant_contact).await?.value();
+                v.grounds = self.vault.open(&f.grounds).await?.value();
+            }
+        }
+        Ok(listed)
     }
 
     /// Actions (takes the results down) or rejects a case, then tells the claimant and, when
@@ -205,6 +229,15 @@ impl AppState {
         let filed = t
             .filed
             .ok_or_else(|| ApiError::NotFound(format!("no takedown case {case}")))?;
+        // Deciding changes the holder's task (actioning removes its results): recorded first.
+        let owner = self.task_holder(filed.task_id).await?;
+        let audited = if action {
+            "takedown.action"
+        } else {
+            "takedown.reject"
+        };
+        self.audit_read(staff, owner, audited, Some(reason), ctx)
+            .await?;
         let command = if action {
             TakedownCommand::Action {
                 staff,

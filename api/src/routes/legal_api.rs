@@ -209,12 +209,12 @@ pub struct ReasonQuery {
     pub status: Option<String>,
 }
 
-/// A holder's policy record (admin, compliance, support). Audited.
+/// A holder's policy record (admin, compliance). Audited.
 #[utoipa::path(get, path = "/admin/v1/subjects/{id}/policy", tag = "admin",
     params(("id" = Uuid, Path, description = "Account id"), ReasonQuery),
     responses((status = 200, body = PolicyRecord),
         (status = 400, description = "No reason", body = ErrorBody),
-        (status = 403, description = "No staff role", body = ErrorBody)),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn subject_policy(
     app: web::Data<AppState>,
@@ -223,7 +223,7 @@ pub async fn subject_policy(
     id: web::Path<Uuid>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance, Role::Support])?;
+    staff.require(&[Role::Admin, Role::Compliance])?;
     let id = id.into_inner();
     app.audit_read(
         staff.account_id,
@@ -243,11 +243,12 @@ pub struct ChildReportList {
     pub reports: Vec<ChildReportView>,
 }
 
-/// Child reports, newest first (admin, compliance, support). Audited.
+/// Child reports, newest first (admin, compliance). Audited: one entry per reported
+/// account listed (`child_reports.list`; one with no subject when none is).
 #[utoipa::path(get, path = "/admin/v1/child-reports", tag = "admin", params(ReasonQuery),
     responses((status = 200, body = ChildReportList),
         (status = 400, description = "No reason", body = ErrorBody),
-        (status = 403, description = "No staff role", body = ErrorBody)),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn child_reports(
     app: web::Data<AppState>,
@@ -255,22 +256,16 @@ pub async fn child_reports(
     staff: StaffAuth,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance, Role::Support])?;
-    app.audit_read(
-        staff.account_id,
-        None,
-        "child_reports.list",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(ChildReportList {
-        reports: app.child_reports().await?,
-    }))
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let reports = app
+        .child_reports(staff.account_id, q.reason.as_deref(), &ctx)
+        .await?;
+    Ok(HttpResponse::Ok().json(ChildReportList { reports }))
 }
 
 /// Confirms (`confirm`: the account is erased at once) or rejects (`reject`) a child
-/// report (admin, compliance).
+/// report (admin, compliance). Audited (`child_report.confirm` or `child_report.reject`,
+/// the reported account as subject, the body's reason).
 #[utoipa::path(post, path = "/admin/v1/child-reports/{id}/{decision}", tag = "admin",
     params(("id" = Uuid, Path, description = "Report id"), ("decision" = String, Path, description = "confirm or reject")),
     request_body = ReasonBody,
@@ -321,7 +316,7 @@ pub struct BreachList {
 }
 
 /// The breach register, newest first, with deadlines and `overdue` flags (admin,
-/// compliance).
+/// compliance). Not audited: it shows how many holders were affected, not who.
 #[utoipa::path(get, path = "/admin/v1/breaches", tag = "admin",
     responses((status = 200, body = BreachList),
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
@@ -337,6 +332,7 @@ pub async fn breaches(
 }
 
 /// Emails every affected holder not yet told (admin, compliance); each email is an event.
+/// Audited: one entry per holder about to be told (`breach.notify_holders`).
 #[utoipa::path(post, path = "/admin/v1/breaches/{id}/notify-holders", tag = "admin",
     params(("id" = Uuid, Path, description = "Breach id")),
     responses((status = 200, body = BreachView),
@@ -345,11 +341,15 @@ pub async fn breaches(
     security(("session" = [])))]
 pub async fn notify_holders(
     app: web::Data<AppState>,
+    ctx: Ctx,
     staff: StaffAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
-    Ok(HttpResponse::Ok().json(app.notify_breach_subjects(id.into_inner()).await?))
+    let v = app
+        .notify_breach_subjects(staff.account_id, id.into_inner(), &ctx)
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Marks the regulator notified (admin, compliance), once.
@@ -381,12 +381,13 @@ pub struct TakedownList {
     pub cases: Vec<TakedownView>,
 }
 
-/// Takedown cases, newest first, optionally by `status` (admin, compliance, support).
-/// Audited.
+/// Takedown cases, newest first, optionally by `status` (admin, compliance). Audited: one
+/// entry per holder whose task a listed case concerns (`takedowns.list`; one with no
+/// subject when there is none).
 #[utoipa::path(get, path = "/admin/v1/takedowns", tag = "admin", params(ReasonQuery),
     responses((status = 200, body = TakedownList),
         (status = 400, description = "No reason", body = ErrorBody),
-        (status = 403, description = "No staff role", body = ErrorBody)),
+        (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn takedowns(
     app: web::Data<AppState>,
@@ -394,23 +395,22 @@ pub async fn takedowns(
     staff: StaffAuth,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance, Role::Support])?;
-    app.audit_read(
-        staff.account_id,
-        None,
-        "takedowns.list",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(TakedownList {
-        cases: app.takedowns(q.status.as_deref()).await?,
-    }))
+    staff.require(&[Role::Admin, Role::Compliance])?;
+    let cases = app
+        .takedowns(
+            staff.account_id,
+            q.status.as_deref(),
+            q.reason.as_deref(),
+            &ctx,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(TakedownList { cases }))
 }
 
 /// Actions (`action`: the task's results are removed everywhere) or rejects (`reject`) a
 /// takedown case (admin, compliance); the claimant, and the holder when actioned, are
-/// emailed.
+/// emailed. Audited (`takedown.action` or `takedown.reject`, the task's holder as subject,
+/// the body's reason).
 #[utoipa::path(post, path = "/admin/v1/takedowns/{id}/{decision}", tag = "admin",
     params(("id" = Uuid, Path, description = "Case id"), ("decision" = String, Path, description = "action or reject")),
     request_body = Decision,

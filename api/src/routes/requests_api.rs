@@ -149,6 +149,7 @@ pub struct RecordBody {
 }
 
 /// Records a request that arrived by email; the code goes to the account's address.
+/// Audited (`request.record`, the account as subject).
 #[utoipa::path(post, path = "/admin/v1/requests", tag = "admin", request_body = RecordBody,
     responses(
         (status = 201, body = RequestView),
@@ -164,6 +165,15 @@ pub async fn record(
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
     let subject = app.account_by_email(&body.email).await?;
+    let reason = format!("emailed {:?} request", body.kind).to_lowercase();
+    app.audit_read(
+        staff.account_id,
+        Some(subject),
+        "request.record",
+        Some(&reason),
+        &ctx,
+    )
+    .await?;
     let v = app
         .submit_request(
             subject,
@@ -176,7 +186,8 @@ pub async fn record(
     Ok(HttpResponse::Created().json(v))
 }
 
-/// Verifies an emailed request with the code the requester sent back.
+/// Verifies an emailed request with the code the requester sent back. Audited
+/// (`request.verify`, the request id as the reason).
 #[utoipa::path(post, path = "/admin/v1/requests/{id}/verify", tag = "admin",
     params(("id" = Uuid, Path, description = "Request id")), request_body = CodeBody,
     responses(
@@ -193,19 +204,17 @@ pub async fn verify_staff(
     body: web::Json<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
+    let id = id.into_inner();
+    app.audit_request_work(staff.account_id, id, "request.verify", &ctx)
+        .await?;
     let v = app
-        .verify_request(
-            id.into_inner(),
-            &body.code,
-            None,
-            Actor::Staff(staff.account_id),
-            &ctx,
-        )
+        .verify_request(id, &body.code, None, Actor::Staff(staff.account_id), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
 }
 
-/// Sends the requester a new code (e.g. the emailed requester's code expired).
+/// Sends the requester a new code (e.g. the emailed requester's code expired). Audited
+/// (`request.code`, the request id as the reason).
 #[utoipa::path(post, path = "/admin/v1/requests/{id}/code", tag = "admin",
     params(("id" = Uuid, Path, description = "Request id")),
     responses(
@@ -221,8 +230,11 @@ pub async fn resend_staff(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     staff.require(&[Role::Admin, Role::Compliance])?;
+    let id = id.into_inner();
+    app.audit_request_work(staff.account_id, id, "request.code", &ctx)
+        .await?;
     let v = app
-        .resend_code(id.into_inner(), None, Actor::Staff(staff.account_id), &ctx)
+        .resend_code(id, None, Actor::Staff(staff.account_id), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
 }
@@ -234,7 +246,8 @@ pub struct StepBody {
     pub reason: Option<String>,
 }
 
-/// Moves a verified request on: `start`, `complete` or `reject` (with a reason).
+/// Moves a verified request on: `start`, `complete` or `reject` (with a reason). Audited
+/// (`request.start`, `request.complete` or `request.reject`, the request id as the reason).
 #[utoipa::path(post, path = "/admin/v1/requests/{id}/{step}", tag = "admin",
     params(("id" = Uuid, Path, description = "Request id"), ("step" = String, Path, description = "start, complete or reject")),
     request_body = StepBody,
@@ -265,6 +278,13 @@ pub async fn step(
             )))
         }
     };
+    let action = match step {
+        Step::Start => "request.start",
+        Step::Complete(_) => "request.complete",
+        Step::Reject(_) => "request.reject",
+    };
+    app.audit_request_work(staff.account_id, id, action, &ctx)
+        .await?;
     let v = app.request_step(id, step, staff.account_id, &ctx).await?;
     Ok(HttpResponse::Ok().json(v))
 }
@@ -280,7 +300,8 @@ pub struct WorklistQuery {
     pub due_before: Option<DateTime<Utc>>,
 }
 
-/// The request worklist, soonest due first, overdue ones flagged. Audited.
+/// The request worklist, soonest due first, overdue ones flagged. Audited: one entry per
+/// subject listed (`requests.list`; one with no subject when the list is empty).
 #[utoipa::path(get, path = "/admin/v1/requests", tag = "admin", params(WorklistQuery),
     responses(
         (status = 200, body = RequestList),
@@ -308,14 +329,17 @@ pub async fn worklist(
             return Err(ApiError::bad(format!("unknown status {s:?}")));
         }
     }
-    app.audit_read(
+    let requests = app.list_requests(status, q.due_before, None).await?;
+    let subjects = requests
+        .iter()
+        .filter_map(|r| Uuid::parse_str(&r.subject).ok());
+    app.audit_reads(
         staff.account_id,
-        None,
+        subjects,
         "requests.list",
         q.reason.as_deref(),
         &ctx,
     )
     .await?;
-    let requests = app.list_requests(status, q.due_before, None).await?;
     Ok(HttpResponse::Ok().json(RequestList { requests }))
 }

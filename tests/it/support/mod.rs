@@ -26,6 +26,8 @@ pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff0f1e2d3c4b5a697887
 pub const PEPPER: &str = "test-pepper-0123456789abcdef0123456789abcdef";
 pub const MJ_KEY: &str = "mj-test-key-7f3a";
 pub const IMAGES_KEY: &str = "sk-images-test-key-91c2";
+/// The admin the harness signs up (on first use) to run staff CLI commands as `--by`.
+pub const OPERATOR_EMAIL: &str = "operator@example.com";
 
 /// Which backend this run uses: Postgres when `JOURNEY_TEST_DATABASE_URL` is set.
 pub fn postgres_url() -> Option<String> {
@@ -78,6 +80,7 @@ pub struct Harness {
     pub data_dir: PathBuf,
     pub cfg: Config,
     server: actix_web::dev::ServerHandle,
+    operator: tokio::sync::OnceCell<Uuid>,
 }
 
 impl Harness {
@@ -146,6 +149,7 @@ impl Harness {
             data_dir,
             cfg,
             server: running.handle,
+            operator: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -262,6 +266,48 @@ impl Harness {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// The account id of an admin (`OPERATOR_EMAIL`) for staff CLI commands, signed up
+    /// and granted the role on first use: call it before counting accounts or mails, or
+    /// before stopping the server, when that matters.
+    pub async fn operator(&self) -> Uuid {
+        *self
+            .operator
+            .get_or_init(|| async {
+                let s = self.sign_in(OPERATOR_EMAIL).await;
+                self.cli_ok(&["staff", "grant", OPERATOR_EMAIL, "admin"]);
+                s.account_id
+            })
+            .await
+    }
+
+    /// `journey events --stream STREAM` as the operator (audited); its standard output.
+    pub async fn stream_events(&self, stream: &str) -> String {
+        let by = self.operator().await.to_string();
+        self.cli_ok(&[
+            "events",
+            "--stream",
+            stream,
+            "--by",
+            &by,
+            "--reason",
+            "test inspection",
+        ])
+    }
+
+    /// `journey erase --subject SUBJECT --reason REASON` as the operator; its standard output.
+    pub async fn erase(&self, subject: &str, reason: &str) -> String {
+        let by = self.operator().await.to_string();
+        self.cli_ok(&[
+            "erase",
+            "--subject",
+            subject,
+            "--reason",
+            reason,
+            "--by",
+            &by,
+        ])
     }
 
     /// Now, by the app's clock, in Unix seconds (Stripe's timestamps).
