@@ -209,10 +209,6 @@ pub async fn audit(
         &ctx,
     )
     .await?;
-    // The trail lists this read too: wait until the projection has it (on Postgres a
-    // concurrent transaction elsewhere in the cluster can hold the horizon back briefly).
-    app.settle::<journey_domain::staff::StaffMember>(&staff.account_id.to_string())
-        .await?;
     let entries = app.audit_trail(&filter).await?;
     Ok(HttpResponse::Ok().json(AuditPage { entries }))
 }
