@@ -151,6 +151,7 @@ impl FromRequest for ApiKeyAuth {
 
 /// A signed-in staff member: a session (with CSRF for changes) whose account holds at
 /// least one staff role. Handlers narrow the roles with `require`.
+#[derive(Clone)]
 pub struct StaffAuth {
     pub account_id: Uuid,
     pub roles: std::collections::BTreeSet<journey_domain::staff::Role>,
@@ -174,6 +175,10 @@ impl FromRequest for StaffAuth {
     type Future = LocalBoxFuture<'static, Result<StaffAuth, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        // Resolved already by `staff_gate` for `/admin/v1/*`.
+        if let Some(staff) = req.extensions().get::<StaffAuth>().cloned() {
+            return Box::pin(std::future::ready(Ok(staff)));
+        }
         let app = app(req);
         let session = SessionAuth::from_request(req, payload);
         Box::pin(async move {
@@ -185,6 +190,84 @@ impl FromRequest for StaffAuth {
             Ok(StaffAuth {
                 account_id: session.account_id,
                 roles: staff.roles,
+            })
+        })
+    }
+}
+
+/// Authorisation before parsing: every `/admin/v1/*` request is authenticated as staff
+/// (session, CSRF on changes, at least one role) before anything of it — path, query or
+/// body — is read, so a holder gets 401/403 whatever they send. The route's own role set
+/// (`Staff<R>`) is checked next, first among its extractors.
+pub async fn staff_gate(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if req.path().starts_with("/admin/v1/") {
+        let http = req.request().clone();
+        let resolved = StaffAuth::from_request(&http, &mut Payload::None).await;
+        match resolved {
+            Ok(staff) => {
+                req.extensions_mut().insert(staff);
+            }
+            Err(e) => {
+                return Ok(req.into_response(actix_web::ResponseError::error_response(&e)));
+            }
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The roles a staff route allows.
+pub trait RoleSet {
+    const ROLES: &'static [journey_domain::staff::Role];
+}
+
+/// Subjects' data, privacy operations and the registers: admin and compliance.
+pub struct AdminOrCompliance;
+impl RoleSet for AdminOrCompliance {
+    const ROLES: &'static [journey_domain::staff::Role] = &[
+        journey_domain::staff::Role::Admin,
+        journey_domain::staff::Role::Compliance,
+    ];
+}
+
+/// Support tickets: support and admin.
+pub struct SupportOrAdmin;
+impl RoleSet for SupportOrAdmin {
+    const ROLES: &'static [journey_domain::staff::Role] = &[
+        journey_domain::staff::Role::Support,
+        journey_domain::staff::Role::Admin,
+    ];
+}
+
+/// A staff member holding one of `R`'s roles. As an extractor it resolves at once (the
+/// gate authenticated the request), so placed before the path, query and body extractors
+/// its 403 comes before any of them is parsed.
+pub struct Staff<R: RoleSet> {
+    staff: StaffAuth,
+    _roles: std::marker::PhantomData<R>,
+}
+
+impl<R: RoleSet> std::ops::Deref for Staff<R> {
+    type Target = StaffAuth;
+    fn deref(&self) -> &StaffAuth {
+        &self.staff
+    }
+}
+
+impl<R: RoleSet> FromRequest for Staff<R> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Staff<R>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let staff = StaffAuth::from_request(req, payload);
+        Box::pin(async move {
+            let staff = staff.await?;
+            staff.require(R::ROLES)?;
+            Ok(Staff {
+                staff,
+                _roles: std::marker::PhantomData,
             })
         })
     }

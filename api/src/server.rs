@@ -46,6 +46,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::ops::routes)
             .default_service(web::to(input::not_found_or_method))
             .wrap(from_fn(input::screen))
+            .wrap(from_fn(crate::auth::staff_gate))
             .wrap(from_fn(http_middleware::observe))
     })
     .workers(

@@ -88,7 +88,12 @@ async fn control_characters_are_refused_in_every_text_field() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert!(r.text().await.unwrap().to_lowercase().contains("token contains"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase()
+        .contains("token contains"));
     // Nothing was changed: no key, no ticket, no policy.
     let keys: Value = admin.get(&h, "/v1/api-keys").await.json().await.unwrap();
     assert_eq!(

@@ -1016,7 +1016,7 @@ async fn closed_accounts_get_a_page_naming_whom_to_contact() {
     let token = h.magic_link_token("gone@example.com").await;
     let browser = h.browser();
     assert_eq!(open_link(&h, &browser, &token).await.status(), 200);
-    h.cli_ok(&["erase", "--subject", &gone.account_id.to_string()]);
+    h.erase(&gone.account_id.to_string(), "test").await;
     let page = html_page(h.consume_form(&browser, &token).await, 403).await;
     assert!(page.contains("This account has been erased"), "{page}");
     assert!(page.contains(&h.cfg.privacy_contact), "{page}");

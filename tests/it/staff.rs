@@ -3,7 +3,8 @@
 
 use crate::support;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{json, Value};
 use support::{Harness, Session};
 
 async fn get(h: &Harness, s: &Session, path: &str) -> (u16, Value) {
@@ -683,4 +684,69 @@ async fn list_reads_record_every_subject_listed() {
         !seen.iter().any(|(_, a, _)| a == "requests.list"),
         "Bob's request is not Ann's"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_routes_authorise_before_they_read_the_request() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("nosy-holder@example.com").await;
+    let desk = h.sign_in("desk@example.com").await;
+    h.cli_ok(&["staff", "grant", "desk@example.com", "support"]);
+    let id = holder.account_id;
+    // Bodies that would fail validation, ids that are not ids, queries that do not parse:
+    // a holder learns nothing about the expected input, only that this is not theirs.
+    let writes = [
+        (
+            "/admin/v1/policies".to_string(),
+            json!({ "nonsense": true }),
+        ),
+        ("/admin/v1/breaches".to_string(), json!({ "affected": 7 })),
+        ("/admin/v1/requests".to_string(), json!({})),
+        (
+            format!("/admin/v1/subjects/{id}/correction"),
+            json!({ "name": 1 }),
+        ),
+        (format!("/admin/v1/subjects/{id}/restriction"), json!([])),
+        (format!("/admin/v1/subjects/{id}/objection"), json!("x")),
+        (
+            format!("/admin/v1/subjects/{id}/restriction/lift"),
+            json!({ "why": 1 }),
+        ),
+        (
+            "/admin/v1/subjects/not-a-uuid/objection".to_string(),
+            json!({}),
+        ),
+        (
+            "/admin/v1/child-reports/not-a-uuid/confirm".to_string(),
+            json!({}),
+        ),
+    ];
+    for (who, session) in [("holder", &holder), ("support", &desk)] {
+        for (path, body) in &writes {
+            let r = session
+                .write(&h, Method::POST, path)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{who} {path}");
+        }
+        let (status, _) = get(&h, session, "/admin/v1/audit?limit=banana").await;
+        assert_eq!(status, 403, "{who}: query");
+    }
+    // The holder is refused on the support routes too; support itself gets its own 400s.
+    let r = holder
+        .write(&h, Method::POST, "/admin/v1/tickets/not-a-uuid/messages")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = desk
+        .write(&h, Method::POST, "/admin/v1/tickets/not-a-uuid/messages")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

@@ -2,14 +2,13 @@
 //! of a subject's data is audited — who, whose, what, why, when — before it is returned.
 
 use crate::admin::EventPage;
-use crate::auth::StaffAuth;
+use crate::auth::{AdminOrCompliance, Staff};
 use crate::error::{ApiError, ErrorBody};
 use crate::identity::Ctx;
 use crate::staff::{AuditEntry, AuditFilter};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use journey_domain::staff::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -59,11 +58,10 @@ pub struct CorrectionOutcome {
 pub async fn correct_subject(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<CorrectionBody>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let id = id.into_inner();
     if body.name.is_none() && body.email.is_none() {
         return Err(ApiError::bad("give name, email or both"));
@@ -130,11 +128,10 @@ pub struct EventsQuery {
 pub async fn subject_events(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     q: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let limit = page_limit(q.limit)?;
     let page = app
         .subject_history(
@@ -183,10 +180,9 @@ pub struct AuditPage {
 pub async fn audit(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let q = q.into_inner();
     let filter = AuditFilter {
         actor: q.actor,

@@ -2,7 +2,7 @@
 //! sign-in), the holder's policy record, and the staff registers for policy versions,
 //! child reports, breaches and takedowns (`/admin/v1/*`).
 
-use crate::auth::{SessionAuth, StaffAuth};
+use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
 use crate::config::Subprocessor;
 use crate::error::{ApiError, ErrorBody};
 use crate::identity::Ctx;
@@ -13,7 +13,6 @@ use crate::legal::takedowns::{Decision, TakedownRequest, TakedownView};
 use crate::routes::privacy_api::ReasonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use journey_domain::staff::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -190,10 +189,9 @@ pub async fn my_policy(
 pub async fn publish_policy(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     body: web::Json<PublishPolicy>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let app = app.into_inner();
     let view = app
         .publish_policy(staff.account_id, body.into_inner(), &ctx)
@@ -219,11 +217,10 @@ pub struct ReasonQuery {
 pub async fn subject_policy(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let id = id.into_inner();
     app.audit_read(
         staff.account_id,
@@ -253,10 +250,9 @@ pub struct ChildReportList {
 pub async fn child_reports(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let reports = app
         .child_reports(staff.account_id, q.reason.as_deref(), &ctx)
         .await?;
@@ -278,11 +274,10 @@ pub async fn child_reports(
 pub async fn decide_child_report(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     path: web::Path<(Uuid, String)>,
     body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let (id, decision) = path.into_inner();
     let confirm = decision_is(&decision, "confirm")?;
     let v = app
@@ -300,10 +295,9 @@ pub async fn decide_child_report(
 pub async fn record_breach(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     body: web::Json<RecordBreach>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let v = app
         .record_breach(staff.account_id, body.into_inner(), &ctx)
         .await?;
@@ -323,9 +317,8 @@ pub struct BreachList {
     security(("session" = [])))]
 pub async fn breaches(
     app: web::Data<AppState>,
-    staff: StaffAuth,
+    _staff: Staff<AdminOrCompliance>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     Ok(HttpResponse::Ok().json(BreachList {
         breaches: app.breaches().await?,
     }))
@@ -342,10 +335,9 @@ pub async fn breaches(
 pub async fn notify_holders(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let v = app
         .notify_breach_subjects(staff.account_id, id.into_inner(), &ctx)
         .await?;
@@ -365,11 +357,10 @@ pub async fn notify_holders(
 pub async fn regulator_notified(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<RegulatorNotice>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let v = app
         .mark_regulator_notified(staff.account_id, id.into_inner(), &body.reference, &ctx)
         .await?;
@@ -392,10 +383,9 @@ pub struct TakedownList {
 pub async fn takedowns(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let cases = app
         .takedowns(
             staff.account_id,
@@ -423,11 +413,10 @@ pub async fn takedowns(
 pub async fn decide_takedown(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     path: web::Path<(Uuid, String)>,
     body: web::Json<Decision>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let (id, decision) = path.into_inner();
     let action = decision_is(&decision, "action")?;
     let v = app

@@ -1,7 +1,7 @@
 //! The holder's privacy controls: consents, objection to direct marketing, restriction of
 //! processing; and the staff action that lifts a restriction.
 
-use crate::auth::{SessionAuth, StaffAuth};
+use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
 use crate::consents::{ConsentUpdate, ConsentsView};
 use crate::error::{ApiError, ErrorBody};
 use crate::export_jobs::{self, ExportFormat, ExportJob};
@@ -9,7 +9,6 @@ use crate::identity::Ctx;
 use crate::retention::DeletionScheduled;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use journey_domain::staff::Role;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -36,12 +35,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn staff_apply(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<ReasonBody>,
     objection: bool,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let view = app
         .staff_apply(
             staff.account_id,
@@ -68,7 +66,7 @@ async fn staff_apply(
 pub async fn staff_restrict(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -89,7 +87,7 @@ pub async fn staff_restrict(
 pub async fn staff_object(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -179,11 +177,10 @@ pub struct ReasonBody {
 pub async fn lift_restriction(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let view = app
         .lift_restriction(staff.account_id, id.into_inner(), &body.reason, &ctx)
         .await?;
@@ -314,11 +311,10 @@ pub struct StaffExportQuery {
 pub async fn staff_export(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     q: web::Query<StaffExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let format = match q.format.as_deref() {
         None => ExportFormat::Json,
         Some(f) => {
@@ -384,8 +380,7 @@ pub async fn delete_me(
     security(("session" = [])))]
 pub async fn retention_runs(
     app: web::Data<AppState>,
-    staff: StaffAuth,
+    _staff: Staff<AdminOrCompliance>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": app.retention_runs(100).await? })))
 }

@@ -1,7 +1,7 @@
 //! Data-subject requests: the holder's own (`/v1/me/requests`) and staff's worklist and
 //! steps (`/admin/v1/requests`).
 
-use crate::auth::{SessionAuth, StaffAuth};
+use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
 use crate::error::{ApiError, ErrorBody};
 use crate::identity::Ctx;
 use crate::requests::{RequestRow, RequestView, Step};
@@ -10,7 +10,6 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use journey_domain::meta::Actor;
 use journey_domain::requests::{Channel, RequestType};
-use journey_domain::staff::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -160,10 +159,9 @@ pub struct RecordBody {
 pub async fn record(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     body: web::Json<RecordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let subject = app.account_by_email(&body.email).await?;
     let reason = format!("emailed {:?} request", body.kind).to_lowercase();
     app.audit_read(
@@ -199,11 +197,10 @@ pub async fn record(
 pub async fn verify_staff(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let id = id.into_inner();
     app.audit_request_work(staff.account_id, id, "request.verify", &ctx)
         .await?;
@@ -226,10 +223,9 @@ pub async fn verify_staff(
 pub async fn resend_staff(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let id = id.into_inner();
     app.audit_request_work(staff.account_id, id, "request.code", &ctx)
         .await?;
@@ -261,11 +257,10 @@ pub struct StepBody {
 pub async fn step(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     path: web::Path<(Uuid, String)>,
     body: Option<web::Json<StepBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let (id, step) = path.into_inner();
     let reason = body.and_then(|b| b.into_inner().reason).unwrap_or_default();
     let step = match step.as_str() {
@@ -311,10 +306,9 @@ pub struct WorklistQuery {
 pub async fn worklist(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<AdminOrCompliance>,
     q: web::Query<WorklistQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Admin, Role::Compliance])?;
     let status = q.status.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = status {
         if ![

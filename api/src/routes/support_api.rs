@@ -1,13 +1,12 @@
 //! Support tickets: the holder's side (`/v1/support/tickets`) and the support staff's
 //! (`/admin/v1/tickets`, roles support or admin; reads and writes are audited).
 
-use crate::auth::{SessionAuth, StaffAuth};
+use crate::auth::{SessionAuth, Staff, SupportOrAdmin};
 use crate::error::{ApiError, ErrorBody};
 use crate::identity::Ctx;
 use crate::legal::support::{NewMessage, NewTicket, TicketView};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use journey_domain::staff::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -168,10 +167,9 @@ pub async fn close(
 pub async fn staff_list(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<SupportOrAdmin>,
     q: web::Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Support, Role::Admin])?;
     let tickets = app
         .staff_tickets(
             staff.account_id,
@@ -194,11 +192,10 @@ pub async fn staff_list(
 pub async fn staff_get(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<SupportOrAdmin>,
     id: web::Path<Uuid>,
     q: web::Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Support, Role::Admin])?;
     let id = id.into_inner();
     let owner = app.ticket_owner(id).await?;
     app.audit_read(
@@ -225,11 +222,10 @@ pub async fn staff_get(
 pub async fn staff_reply(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<SupportOrAdmin>,
     id: web::Path<Uuid>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Support, Role::Admin])?;
     let v = app
         .post_ticket_message(
             None,
@@ -253,10 +249,9 @@ pub async fn staff_reply(
 pub async fn staff_close(
     app: web::Data<AppState>,
     ctx: Ctx,
-    staff: StaffAuth,
+    staff: Staff<SupportOrAdmin>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    staff.require(&[Role::Support, Role::Admin])?;
     let v = app
         .close_ticket(None, Some(staff.account_id), id.into_inner(), &ctx)
         .await?;
