@@ -177,6 +177,14 @@ impl Modify for CommonResponses {
                         "The account is suspended after a payment dispute",
                     );
                 }
+                if path.starts_with("/admin/v1/") {
+                    add(op, "401", "Not signed in");
+                    add(
+                        op,
+                        "403",
+                        "Not staff, or a staff role this route does not allow (checked before the request is read)",
+                    );
+                }
                 if client_api && creates_task {
                     add(op, "409", "Concurrent changes to the account kept winning; retry (nothing was charged)");
                 }

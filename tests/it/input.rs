@@ -226,6 +226,12 @@ async fn every_error_is_json_and_listed_in_the_document() {
             {
                 assert!(codes.contains_key("400"), "{method} {path}");
             }
+            if path.starts_with("/admin/v1/") {
+                assert!(
+                    codes.contains_key("401") && codes.contains_key("403"),
+                    "{method} {path}: staff only"
+                );
+            }
             if path.starts_with("/api/v1/") {
                 assert!(
                     codes.contains_key("403"),
