@@ -59,8 +59,20 @@ impl FromRequest for Ctx {
             request_id,
             ip: client_ip(req, app.cfg.trust_forwarded_for),
             at: app.clock.now(),
+            sealed_ip: request_sealed_ip(req),
         }))
     }
+}
+
+/// The request's shared sealed-IP cell (created by the first `Ctx` of the request).
+pub fn request_sealed_ip(req: &HttpRequest) -> crate::identity::SealedIp {
+    let mut ext = req.extensions_mut();
+    if let Some(cell) = ext.get::<crate::identity::SealedIp>() {
+        return cell.clone();
+    }
+    let cell = crate::identity::SealedIp::default();
+    ext.insert(cell.clone());
+    cell
 }
 
 /// A signed-in account holder. State-changing methods also require the CSRF header.

@@ -211,6 +211,11 @@ impl AppState {
         subject: Uuid,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Value, ApiError> {
+        // Usage records still buffered in this process belong in the export.
+        self.usage_log
+            .flush()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
         self.runner.catch_up().await?;
         let id = subject.to_string();
         let total = self.subject_event_count(&id).await?;

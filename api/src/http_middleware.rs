@@ -84,6 +84,7 @@ async fn record_usage<B>(res: &ServiceResponse<B>, route: &str, status: u16, req
         request_id: request_id.to_string(),
         ip: crate::auth::client_ip(req, app.cfg.trust_forwarded_for),
         at: app.clock.now(),
+        sealed_ip: crate::auth::request_sealed_ip(req),
     };
     if let Err(e) = app.record_usage(who, charge, route, status, &ctx).await {
         tracing::error!(error = %e, "usage log write failed");

@@ -39,7 +39,18 @@ pub struct Ctx {
     pub request_id: String,
     pub ip: Option<String>,
     pub at: DateTime<Utc>,
+    /// The client IP as sealed for this request's subject, shared by every `Ctx` of the
+    /// request (see `AppState::sealed_ip`).
+    pub sealed_ip: SealedIp,
 }
+
+/// One request's sealed client IP: the command metadata and the usage log both carry it,
+/// and it is sealed once. Keyed by the subject it was sealed for.
+#[derive(Clone, Default)]
+pub struct SealedIp(std::sync::Arc<std::sync::Mutex<Option<IpFor>>>);
+
+/// The subject an IP was sealed for, and the sealed IP.
+type IpFor = (Uuid, journey_domain::Sealed<String>);
 
 impl Ctx {
     pub fn system(at: DateTime<Utc>) -> Ctx {
@@ -47,6 +58,7 @@ impl Ctx {
             request_id: format!("cli-{}", Uuid::new_v4()),
             ip: None,
             at,
+            sealed_ip: SealedIp::default(),
         }
     }
 }
@@ -223,13 +235,9 @@ impl AppState {
         subject: Option<Uuid>,
         ctx: &Ctx,
     ) -> Result<CommandMeta, ApiError> {
-        let client_ip = match (&ctx.ip, subject) {
-            (Some(ip), Some(s)) => Some(
-                self.vault
-                    .seal(&s.to_string(), DataCategory::Usage, ctx.at, ip)
-                    .await?,
-            ),
-            _ => None,
+        let client_ip = match subject {
+            Some(s) => self.sealed_ip(ctx, s).await?,
+            None => None,
         };
         Ok(CommandMeta {
             actor,
@@ -237,6 +245,28 @@ impl AppState {
             client_ip,
             at: ctx.at,
         })
+    }
+
+    /// The request's client IP sealed in `subject`'s `usage` category, once per request.
+    pub async fn sealed_ip(
+        &self,
+        ctx: &Ctx,
+        subject: Uuid,
+    ) -> Result<Option<journey_domain::Sealed<String>>, ApiError> {
+        let Some(ip) = &ctx.ip else {
+            return Ok(None);
+        };
+        if let Some((s, sealed)) = ctx.sealed_ip.0.lock().expect("sealed ip").as_ref() {
+            if *s == subject {
+                return Ok(Some(sealed.clone()));
+            }
+        }
+        let sealed = self
+            .vault
+            .seal(&subject.to_string(), DataCategory::Usage, ctx.at, ip)
+            .await?;
+        *ctx.sealed_ip.0.lock().expect("sealed ip") = Some((subject, sealed.clone()));
+        Ok(Some(sealed))
     }
 
     /// Waits until projections have applied the newest event of a stream.

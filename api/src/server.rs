@@ -115,10 +115,15 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         })
     };
     let db = app.db.clone();
+    let app_for_shutdown = app.clone();
     let done = tokio::spawn(async move {
         // actix handles SIGTERM/SIGINT: it stops accepting, drains in-flight requests,
         // then resolves; we then stop the runner and close the pools.
         let result = server.await;
+        // Usage records of the last requests are still in the buffer: write them.
+        if let Err(e) = app_for_shutdown.usage_log.flush().await {
+            tracing::error!(error = %e, "could not write the last usage records");
+        }
         let _ = stop_tx.send(true);
         let _ = runner.await;
         let _ = worker.await;

@@ -26,7 +26,6 @@ use journey_domain::retention_log::RetentionRun;
 use journey_domain::session::Session;
 use journey_domain::staff::StaffMember;
 use journey_domain::task::Task;
-use journey_domain::usage::UsageDay;
 use journey_projections::Runner;
 use std::sync::Arc;
 
@@ -42,7 +41,6 @@ pub struct Stores {
     pub sessions: Store<Session>,
     pub keys: Store<ApiKey>,
     pub tasks: Store<Task>,
-    pub usage: Store<UsageDay>,
     pub policies: Store<journey_domain::policy::PolicyVersion>,
     pub policy_acks: Store<journey_domain::policy::PolicyAck>,
     pub child_reports: Store<journey_domain::child_report::ChildReport>,
@@ -60,6 +58,8 @@ pub struct AppState {
     pub mailer: Mailer,
     pub oidc: OidcClient,
     pub runner: Arc<Runner>,
+    /// The batched usage log (`commands::usage_log`).
+    pub usage_log: journey_commands::usage_log::UsageLog,
     pub stores: Stores,
     pub identity: IdentityIndex,
     pub pepper: Vec<u8>,
@@ -142,7 +142,9 @@ impl AppState {
                 "JOURNEY_ALLOW_PRIVATE_WEBHOOKS is on: client URLs may reach internal addresses"
             );
         }
+        let (usage_log, _writer) = journey_commands::usage_log::UsageLog::start(db.clone());
         Ok(Arc::new(AppState {
+            usage_log,
             limits: RateLimits::new(
                 cfg.magic_link_per_email_per_hour,
                 cfg.magic_link_per_ip_per_hour,
@@ -171,7 +173,6 @@ impl AppState {
                 sessions: Store::new(&db),
                 keys: Store::new(&db),
                 tasks: Store::new(&db),
-                usage: Store::new(&db),
                 policies: Store::new(&db),
                 policy_acks: Store::new(&db),
                 child_reports: Store::new(&db),

@@ -6,8 +6,7 @@ use crate::identity::{from_ms, Ctx};
 use crate::state::AppState;
 use chrono::{DateTime, NaiveDate, Utc};
 use journey_domain::meta::{Actor, CommandMeta};
-use journey_domain::usage::{stream_id, ApiRequest, UsageCommand, UsageDay};
-use journey_domain::DataCategory;
+use journey_domain::usage::ApiRequest;
 use serde::Serialize;
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -114,15 +113,7 @@ impl AppState {
         status: u16,
         ctx: &Ctx,
     ) -> Result<(), ApiError> {
-        let subject = who.account_id.to_string();
-        let client_ip = match &ctx.ip {
-            Some(ip) => Some(
-                self.vault
-                    .seal(&subject, DataCategory::Usage, ctx.at, ip)
-                    .await?,
-            ),
-            None => None,
-        };
+        let client_ip = self.sealed_ip(ctx, who.account_id).await?;
         let record = ApiRequest {
             key_id: who.key_id,
             endpoint: endpoint.to_string(),
@@ -139,14 +130,10 @@ impl AppState {
             client_ip: None,
             at: ctx.at,
         };
-        self.stores
-            .usage
-            .execute(
-                &stream_id(who.account_id, ctx.at),
-                UsageCommand::Record(Box::new(record)),
-                &meta,
-            )
-            .await?;
+        self.usage_log
+            .record(who.account_id, record, meta)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
         self.runner.nudge();
         Ok(())
     }
@@ -159,8 +146,14 @@ impl AppState {
         before: Option<i64>,
         limit: u32,
     ) -> Result<UsagePage, ApiError> {
-        self.settle::<UsageDay>(&stream_id(account, self.clock.now()))
-            .await?;
+        // This instance's records still in the buffer are written first; then the
+        // projection catches up (usage streams are per writer, so there is no one stream
+        // to wait for).
+        self.usage_log
+            .flush()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        self.runner.catch_up().await?;
         let rows = sqlx::query(
             "SELECT position, at, endpoint, status, credits, task_id FROM rm_usage
              WHERE account_id = $1 AND at >= $2 AND at < $3 AND position < $4

@@ -15,6 +15,7 @@ pub mod stripe_api;
 pub mod stripe_webhook;
 pub mod unit_of_work;
 pub mod upstream;
+pub mod usage_log;
 pub mod vault;
 
 pub use clock::{Clock, SharedClock};

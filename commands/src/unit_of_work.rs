@@ -62,27 +62,17 @@ impl UnitOfWork {
             return Ok(());
         }
         let metadata = serde_json::to_string(&meta.to_map()).expect("metadata serializes");
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            }
-            Backend::Postgres => {
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                 VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)"
-            }
-        };
         for (i, event) in decided.events().iter().enumerate() {
-            let payload = serde_json::to_string(event).expect("events serialize");
-            sqlx::query(sql)
-                .bind(A::TYPE)
-                .bind(decided.id())
-                .bind((decided.base() + i + 1) as i64)
-                .bind(event.event_type())
-                .bind(event.event_version())
-                .bind(payload)
-                .bind(&metadata)
-                .execute(&mut *self.tx)
+            let row = EventRow {
+                aggregate_type: A::TYPE,
+                aggregate_id: decided.id(),
+                sequence: decided.base() + i + 1,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_string(event).expect("events serialize"),
+                metadata: &metadata,
+            };
+            insert_event(&mut self.tx, self.backend, &row)
                 .await
                 .map_err(UnitError::of)?;
         }
@@ -97,4 +87,47 @@ impl UnitOfWork {
     pub async fn commit(self) -> Result<(), UnitError> {
         self.tx.commit().await.map_err(UnitError::of)
     }
+}
+
+/// One row of the `events` table as sqlite-es and postgres-es write it.
+pub struct EventRow<'a> {
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: usize,
+    pub event_type: String,
+    pub event_version: String,
+    /// The event as JSON text.
+    pub payload: String,
+    /// The metadata map as JSON text.
+    pub metadata: &'a str,
+}
+
+/// Appends one event row inside `conn`'s transaction; the primary key (type, id, sequence)
+/// is the optimistic check.
+pub async fn insert_event(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    row: &EventRow<'_>,
+) -> Result<(), sqlx::Error> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+        Backend::Postgres => {
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(row.aggregate_type)
+        .bind(row.aggregate_id)
+        .bind(row.sequence as i64)
+        .bind(&row.event_type)
+        .bind(&row.event_version)
+        .bind(&row.payload)
+        .bind(row.metadata)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

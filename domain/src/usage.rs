@@ -1,6 +1,8 @@
-//! The API usage log: one event per authenticated `/api/v1` request. Streams are cut per
-//! account and UTC day (`usage` aggregate id `<account>:<YYYY-MM-DD>`), so no stream grows
-//! without bound and a day's log is one short replay. The client IP is sealed in the
+//! The API usage log: one event per authenticated `/api/v1` request. It guards no invariant,
+//! so the server writes it in batches without an aggregate (`commands::usage_log`); the type
+//! `UsageDay` only names the streams' aggregate type (`usage`) and their events. Streams are
+//! cut per account, UTC day and writing process (`<account>:<YYYY-MM-DD>:<writer>`), so no
+//! stream grows without bound and no two writers share one. The client IP is sealed in the
 //! `usage` category (90 days); the rest names no one but the account id.
 
 use crate::sealed::Sealed;
@@ -15,7 +17,7 @@ pub fn stream_id(account: Uuid, at: DateTime<Utc>) -> String {
     format!("{account}:{}", at.format("%Y-%m-%d"))
 }
 
-/// The account a usage stream id belongs to.
+/// The account a usage stream id belongs to (`<account>:<day>` or `<account>:<day>:<writer>`).
 pub fn account_of(stream_id: &str) -> Option<Uuid> {
     stream_id
         .split_once(':')
