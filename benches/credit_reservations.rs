@@ -4,8 +4,9 @@
 //!   cargo bench --bench credit_reservations                  # Postgres (default URL below)
 //!   JOURNEY_BENCH_DATABASE_URL=sqlite cargo bench --bench credit_reservations
 //!
-//! Options (environment): BENCH_RESERVATIONS (default 2000), BENCH_WORKERS (8),
-//! BENCH_ACCOUNTS (200).
+//! Options (environment): BENCH_RESERVATIONS (default 5000), BENCH_WORKERS (16),
+//! BENCH_ACCOUNTS (200). On Postgres, pgbench's single-row INSERT rate at the same number of
+//! clients is printed beside, and each figure as a ratio of it.
 
 mod common;
 
@@ -100,8 +101,8 @@ fn report(label: &str, f: &Figures) {
 
 #[tokio::main]
 async fn main() {
-    let total = common::env_or("BENCH_RESERVATIONS", 2000);
-    let workers = common::env_or("BENCH_WORKERS", 8);
+    let total = common::env_or("BENCH_RESERVATIONS", 5000);
+    let workers = common::env_or("BENCH_WORKERS", 16);
     let accounts = common::env_or("BENCH_ACCOUNTS", 200);
     let app = common::fresh_app(true).await;
     let backend = match app.db.backend {
@@ -124,5 +125,16 @@ async fn main() {
     let ids = Arc::new(ids);
     let spread = run(&app, total, workers, Arc::new(move |i| ids[i % ids.len()])).await;
     report(&format!("{accounts} accounts, round robin"), &spread);
+    if backend == "postgres" {
+        let url = app.cfg.database_url();
+        match common::pgbench(&url, workers, 10) {
+            Some(tps) => println!(
+                "pgbench single-row INSERT, {workers} clients: {tps:.0} tx/s | hot account {:.2}x, {accounts} accounts {:.2}x",
+                second.per_sec / tps,
+                spread.per_sec / tps
+            ),
+            None => println!("pgbench unavailable (pgbench or psql missing)"),
+        }
+    }
     app.db.close().await;
 }

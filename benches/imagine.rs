@@ -17,7 +17,6 @@ use journey_api::identity::Ctx;
 use journey_api::state::App;
 use journey_domain::credits::{CreditCommand, GrantSource};
 use journey_domain::meta::CommandMeta;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,40 +151,6 @@ async fn db_counters(url: &str) -> Option<(i64, i64, i64)> {
     Some(row)
 }
 
-/// pgbench: single-row INSERTs into a one-column table, `clients` connections.
-fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
-    let script =
-        std::env::temp_dir().join(format!("journey-bench-{}.sql", Uuid::new_v4().simple()));
-    std::fs::write(&script, "INSERT INTO bench_rows (v) VALUES (:client_id);\n").ok()?;
-    let psql = |sql: &str| Command::new("psql").args([url, "-qc", sql]).status().ok();
-    psql("SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, v bigint)")?;
-    let out = Command::new("pgbench")
-        .args([
-            "-n",
-            "-f",
-            script.to_str()?,
-            "-c",
-            &clients.to_string(),
-            "-j",
-            &clients.min(2).to_string(),
-            "-T",
-            &seconds.to_string(),
-            url,
-        ])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text
-        .lines()
-        .find(|l| l.starts_with("tps"))?
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok();
-    let _ = std::fs::remove_file(script);
-    tps
-}
-
 #[tokio::main]
 async fn main() {
     let seconds = common::env_or("BENCH_SECONDS", 10u64);
@@ -232,7 +197,7 @@ async fn main() {
         } else {
             None
         };
-        let pg = pgbench(&url, clients, seconds);
+        let pg = common::pgbench(&url, clients, seconds);
         println!(
             "{clients:>3} clients: {:>7.1} imagine/s  p50 {:>6.1} ms  p99 {:>6.1} ms  ({} requests) | pgbench single-row INSERT: {} | ratio {}",
             f.per_sec,

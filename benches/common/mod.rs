@@ -7,6 +7,7 @@ use journey_api::state::{App, AppState};
 use journey_domain::account::{AccountCommand, SignInMethod};
 use journey_domain::meta::CommandMeta;
 use journey_domain::DataCategory;
+use std::process::Command;
 use uuid::Uuid;
 
 /// A number from the environment, or `default`.
@@ -90,4 +91,38 @@ pub async fn register(app: &App) -> Uuid {
         .unwrap();
     app.runner.catch_up().await.unwrap();
     id
+}
+
+/// pgbench: single-row INSERTs into a one-column table, `clients` connections.
+pub fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
+    let script =
+        std::env::temp_dir().join(format!("journey-bench-{}.sql", Uuid::new_v4().simple()));
+    std::fs::write(&script, "INSERT INTO bench_rows (v) VALUES (:client_id);\n").ok()?;
+    let psql = |sql: &str| Command::new("psql").args([url, "-qc", sql]).status().ok();
+    psql("SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, v bigint)")?;
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-f",
+            script.to_str()?,
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &seconds.to_string(),
+            url,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps"))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok();
+    let _ = std::fs::remove_file(script);
+    tps
 }

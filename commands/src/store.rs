@@ -136,6 +136,8 @@ const CACHE_LIMIT: usize = 10_000;
 pub struct Store<A: Aggregate> {
     events: PersistedEventStore<Repo, A>,
     repo: Repo,
+    /// For our own appends (group commit): sqlx `Any` on the same database.
+    db: Db,
     stripes: Vec<tokio::sync::Mutex<()>>,
     cache: std::sync::Mutex<HashMap<String, (A, usize)>>,
     /// Commands waiting for their aggregate (group commit, see `execute`).
@@ -158,6 +160,7 @@ where
         Store {
             events: PersistedEventStore::new_event_store(Repo::new(db)),
             repo: Repo::new(db),
+            db: db.clone(),
             stripes: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
             cache: Default::default(),
             queues: Default::default(),
@@ -220,6 +223,45 @@ where
         }
         let (aggregate, sequence) = self.state(id, true).await?;
         Ok((aggregate, sequence, true))
+    }
+
+    /// Appends a batch's events after `sequence` in one transaction and one statement.
+    async fn append(
+        &self,
+        id: &str,
+        sequence: usize,
+        events: &[(String, String, String, String)],
+    ) -> Result<(), AggregateError<A::Error>> {
+        use crate::unit_of_work::{insert_events, EventRow};
+        let rows: Vec<EventRow> = events
+            .iter()
+            .enumerate()
+            .map(
+                |(i, (event_type, event_version, payload, metadata))| EventRow {
+                    aggregate_type: A::TYPE,
+                    aggregate_id: id,
+                    sequence: sequence + i + 1,
+                    event_type: event_type.clone(),
+                    event_version: event_version.clone(),
+                    payload: payload.clone(),
+                    metadata,
+                },
+            )
+            .collect();
+        let failed = |e: sqlx::Error| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                AggregateError::AggregateConflict
+            }
+            _ => AggregateError::UnexpectedError(Box::new(e)),
+        };
+        let mut tx = self.db.any.begin().await.map_err(failed)?;
+        insert_events(&mut tx, self.db.backend, &rows)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        metrics::counter!("journey_events_appended_total", "aggregate" => A::TYPE)
+            .increment(rows.len() as u64);
+        Ok(())
     }
 
     /// Whether another writer appended to the stream after `sequence`.
@@ -386,20 +428,18 @@ where
                     outcomes.push(Some(Err(StoreError::Rejected(e))));
                 }
                 Ok(()) => {
-                    let metadata = serde_json::to_value(q.meta.to_map())
+                    let metadata = serde_json::to_string(&q.meta.to_map())
                         .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
                     for event in events {
                         use cqrs_es::DomainEvent;
-                        serialized.push(SerializedEvent {
-                            aggregate_id: id.to_string(),
-                            sequence: sequence + serialized.len() + 1,
-                            aggregate_type: A::TYPE.to_string(),
-                            event_type: event.event_type(),
-                            event_version: event.event_version(),
-                            payload: serde_json::to_value(&event)
-                                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
-                            metadata: metadata.clone(),
-                        });
+                        let payload = serde_json::to_string(&event)
+                            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+                        serialized.push((
+                            event.event_type(),
+                            event.event_version(),
+                            payload,
+                            metadata.clone(),
+                        ));
                     }
                     outcomes.push(Some(Ok(())));
                 }
@@ -411,7 +451,7 @@ where
             return Err(AggregateError::AggregateConflict);
         }
         if !serialized.is_empty() {
-            self.repo.persist::<A>(&serialized, None).await?;
+            self.append(id, sequence, &serialized).await?;
         }
         if !spoiled {
             self.remember(id, aggregate, sequence + serialized.len());

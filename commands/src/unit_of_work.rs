@@ -62,8 +62,11 @@ impl UnitOfWork {
             return Ok(());
         }
         let metadata = serde_json::to_string(&meta.to_map()).expect("metadata serializes");
-        for (i, event) in decided.events().iter().enumerate() {
-            let row = EventRow {
+        let rows: Vec<EventRow> = decided
+            .events()
+            .iter()
+            .enumerate()
+            .map(|(i, event)| EventRow {
                 aggregate_type: A::TYPE,
                 aggregate_id: decided.id(),
                 sequence: decided.base() + i + 1,
@@ -71,12 +74,11 @@ impl UnitOfWork {
                 event_version: event.event_version(),
                 payload: serde_json::to_string(event).expect("events serialize"),
                 metadata: &metadata,
-            };
-            insert_event(&mut self.tx, self.backend, &row)
-                .await
-                .map_err(UnitError::of)?;
-        }
-        Ok(())
+            })
+            .collect();
+        insert_events(&mut self.tx, self.backend, &rows)
+            .await
+            .map_err(UnitError::of)
     }
 
     /// The transaction, for the write-side rows that belong with the events.
@@ -102,32 +104,70 @@ pub struct EventRow<'a> {
     pub metadata: &'a str,
 }
 
-/// Appends one event row inside `conn`'s transaction; the primary key (type, id, sequence)
-/// is the optimistic check.
+/// Appends event rows inside `conn`'s transaction, up to `ROWS_PER_STATEMENT` per
+/// statement (one round trip for a group commit's batch); the primary key (type, id,
+/// sequence) is the optimistic check.
+pub async fn insert_events(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &[EventRow<'_>],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let n = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&match backend {
+                Backend::Sqlite => format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7
+                ),
+                Backend::Postgres => format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}::json, ${}::json)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7
+                ),
+            });
+        }
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            q = q
+                .bind(row.aggregate_type)
+                .bind(row.aggregate_id)
+                .bind(row.sequence as i64)
+                .bind(&row.event_type)
+                .bind(&row.event_version)
+                .bind(&row.payload)
+                .bind(row.metadata);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Rows per INSERT: SQLite allows 32,766 bound values, Postgres 65,535; 7 values a row.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One event row (see `insert_events`).
 pub async fn insert_event(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     row: &EventRow<'_>,
 ) -> Result<(), sqlx::Error> {
-    let sql = match backend {
-        Backend::Sqlite => {
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        }
-        Backend::Postgres => {
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)"
-        }
-    };
-    sqlx::query(sql)
-        .bind(row.aggregate_type)
-        .bind(row.aggregate_id)
-        .bind(row.sequence as i64)
-        .bind(&row.event_type)
-        .bind(&row.event_version)
-        .bind(&row.payload)
-        .bind(row.metadata)
-        .execute(conn)
-        .await?;
-    Ok(())
+    insert_events(conn, backend, std::slice::from_ref(row)).await
 }

@@ -15,7 +15,7 @@
 //! A batch that fails to commit is retried, not dropped.
 
 use crate::db::Db;
-use crate::unit_of_work::{insert_event, EventRow};
+use crate::unit_of_work::{insert_events, EventRow};
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use journey_domain::meta::CommandMeta;
@@ -150,24 +150,29 @@ async fn write(
     batch: &[(Uuid, ApiRequest, CommandMeta)],
 ) -> Result<(), sqlx::Error> {
     let mut next = heads.clone();
-    let mut tx = db.any.begin().await?;
+    let mut prepared = Vec::with_capacity(batch.len());
     for (account, record, meta) in batch {
         let stream = stream_of(*account, record.at, writer);
         let sequence = next.entry(stream.clone()).or_insert(0);
         *sequence += 1;
         let event = UsageEvent::ApiRequestRecorded(Box::new(record.clone()));
         let metadata = serde_json::to_string(&meta.to_map()).expect("metadata serializes");
-        let row = EventRow {
+        prepared.push((stream, *sequence, event, metadata));
+    }
+    let rows: Vec<EventRow> = prepared
+        .iter()
+        .map(|(stream, sequence, event, metadata)| EventRow {
             aggregate_type: <journey_domain::usage::UsageDay as cqrs_es::Aggregate>::TYPE,
-            aggregate_id: &stream,
+            aggregate_id: stream,
             sequence: *sequence,
             event_type: event.event_type(),
             event_version: event.event_version(),
-            payload: serde_json::to_string(&event).expect("events serialize"),
-            metadata: &metadata,
-        };
-        insert_event(&mut tx, db.backend, &row).await?;
-    }
+            payload: serde_json::to_string(event).expect("events serialize"),
+            metadata,
+        })
+        .collect();
+    let mut tx = db.any.begin().await?;
+    insert_events(&mut tx, db.backend, &rows).await?;
     tx.commit().await?;
     metrics::counter!("journey_events_appended_total", "aggregate" => "usage")
         .increment(batch.len() as u64);
