@@ -112,6 +112,11 @@ pub async fn insert_events(
     backend: Backend,
     rows: &[EventRow<'_>],
 ) -> Result<(), sqlx::Error> {
+    // Postgres wants the JSON columns cast; SQLite stores text.
+    let json = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => "::json",
+    };
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
@@ -121,28 +126,16 @@ pub async fn insert_events(
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&match backend {
-                Backend::Sqlite => format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6,
-                    n + 7
-                ),
-                Backend::Postgres => format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}::json, ${}::json)",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6,
-                    n + 7
-                ),
-            });
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}{json}, ${}{json})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
+            ));
         }
         let mut q = sqlx::query(&sql);
         for row in chunk {
