@@ -31,6 +31,39 @@ pub struct Db {
     pub backend: Backend,
     pub typed: TypedPool,
     pub any: AnyPool,
+    /// Raised after every commit that appended events through this handle.
+    pub appends: Appends,
+}
+
+/// The Postgres channel on which a process that appended events but runs no projection
+/// runner (a CLI command) tells the servers' runners to look (`Db::close`).
+pub const EVENTS_CHANNEL: &str = "journey_events";
+
+/// A counter of commits that appended events in this process: the projection runner
+/// waits on it instead of polling. Raised by `Store` and `UnitOfWork` after they commit.
+#[derive(Clone)]
+pub struct Appends(std::sync::Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for Appends {
+    fn default() -> Self {
+        Appends(std::sync::Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
+
+impl Appends {
+    /// Events were committed.
+    pub fn raise(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
+    /// Whether anything was appended through this handle since it was opened.
+    pub fn any(&self) -> bool {
+        *self.0.borrow() != 0
+    }
 }
 
 impl Db {
@@ -66,6 +99,7 @@ impl Db {
                 backend: Backend::Sqlite,
                 typed: TypedPool::Sqlite(typed),
                 any,
+                appends: Appends::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let typed = PgPoolOptions::new()
@@ -83,6 +117,7 @@ impl Db {
                 backend: Backend::Postgres,
                 typed: TypedPool::Postgres(typed),
                 any,
+                appends: Appends::default(),
             })
         } else {
             bail!("database url must start with sqlite: or postgres:")
@@ -134,7 +169,16 @@ impl Db {
         Ok(())
     }
 
+    /// Closes the pools. On Postgres, a handle that appended events first sends a
+    /// `NOTIFY` on `EVENTS_CHANNEL`, so that running servers apply what a CLI command wrote
+    /// without waiting for their safety poll (a server's own runner applies its own writes).
     pub async fn close(&self) {
+        if self.backend == Backend::Postgres && self.appends.any() {
+            let notify = format!("NOTIFY {EVENTS_CHANNEL}");
+            if let Err(e) = sqlx::query(&notify).execute(&self.any).await {
+                tracing::debug!(error = %e, "could not notify projection runners");
+            }
+        }
         self.any.close().await;
         match &self.typed {
             TypedPool::Sqlite(p) => p.close().await,

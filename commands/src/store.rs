@@ -3,7 +3,7 @@
 //! sequence). We use the plain event-store mode — cqrs-es 0.5's snapshot modes apply new
 //! events twice to saved snapshots — and keep recent aggregate states in memory instead.
 
-use crate::db::{Db, TypedPool};
+use crate::db::{Appends, Db, TypedPool};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
@@ -16,25 +16,35 @@ use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use std::collections::HashMap;
 
-pub enum Repo {
+/// The sqlite-es or postgres-es repository, raising `Db::appends` after each commit.
+pub struct Repo {
+    inner: Inner,
+    appends: Appends,
+}
+
+enum Inner {
     Sqlite(SqliteEventRepository),
     Postgres(PostgresEventRepository),
 }
 
 impl Repo {
     pub fn new(db: &Db) -> Repo {
-        match &db.typed {
-            TypedPool::Sqlite(p) => Repo::Sqlite(SqliteEventRepository::new(p.clone())),
-            TypedPool::Postgres(p) => Repo::Postgres(PostgresEventRepository::new(p.clone())),
+        let inner = match &db.typed {
+            TypedPool::Sqlite(p) => Inner::Sqlite(SqliteEventRepository::new(p.clone())),
+            TypedPool::Postgres(p) => Inner::Postgres(PostgresEventRepository::new(p.clone())),
+        };
+        Repo {
+            inner,
+            appends: db.appends.clone(),
         }
     }
 }
 
 macro_rules! delegate {
     ($self:ident, $r:ident => $call:expr) => {
-        match $self {
-            Repo::Sqlite($r) => $call.await,
-            Repo::Postgres($r) => $call.await,
+        match &$self.inner {
+            Inner::Sqlite($r) => $call.await,
+            Inner::Postgres($r) => $call.await,
         }
     };
 }
@@ -68,6 +78,7 @@ impl PersistedEventRepository for Repo {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         delegate!(self, r => r.persist::<A>(events, snapshot_update))?;
+        self.appends.raise();
         metrics::counter!("journey_events_appended_total", "aggregate" => A::TYPE)
             .increment(events.len() as u64);
         Ok(())
@@ -259,6 +270,8 @@ where
             .await
             .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
+        // Wakes this process's projection runner (see `Db::appends`).
+        self.db.appends.raise();
         metrics::counter!("journey_events_appended_total", "aggregate" => A::TYPE)
             .increment(rows.len() as u64);
         Ok(())

@@ -9,7 +9,7 @@
 //! events like their own); position, commit time and transaction id come from the table's
 //! column defaults.
 
-use crate::db::{Backend, Db};
+use crate::db::{Appends, Backend, Db};
 use crate::store::Decided;
 use cqrs_es::{Aggregate, DomainEvent};
 use journey_domain::meta::CommandMeta;
@@ -37,6 +37,9 @@ impl UnitError {
 pub struct UnitOfWork {
     tx: Transaction<'static, Any>,
     backend: Backend,
+    appends: Appends,
+    /// Whether `append` wrote any event (then `commit` wakes the projection runner).
+    appended: bool,
 }
 
 impl UnitOfWork {
@@ -44,6 +47,8 @@ impl UnitOfWork {
         Ok(UnitOfWork {
             tx: db.any.begin().await?,
             backend: db.backend,
+            appends: db.appends.clone(),
+            appended: false,
         })
     }
 
@@ -78,7 +83,9 @@ impl UnitOfWork {
             .collect();
         insert_events(&mut self.tx, self.backend, &rows)
             .await
-            .map_err(UnitError::of)
+            .map_err(UnitError::of)?;
+        self.appended = true;
+        Ok(())
     }
 
     /// The transaction, for the write-side rows that belong with the events.
@@ -87,7 +94,12 @@ impl UnitOfWork {
     }
 
     pub async fn commit(self) -> Result<(), UnitError> {
-        self.tx.commit().await.map_err(UnitError::of)
+        self.tx.commit().await.map_err(UnitError::of)?;
+        if self.appended {
+            // Wakes this process's projection runner (see `Db::appends`).
+            self.appends.raise();
+        }
+        Ok(())
     }
 }
 

@@ -174,6 +174,7 @@ async fn write(
     let mut tx = db.any.begin().await?;
     insert_events(&mut tx, db.backend, &rows).await?;
     tx.commit().await?;
+    db.appends.raise();
     metrics::counter!("journey_events_appended_total", "aggregate" => "usage")
         .increment(batch.len() as u64);
     *heads = next;

@@ -4,7 +4,7 @@
 
 use crate::events::StoredEvent;
 use crate::runner::Projection;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use journey_domain::billing::{BillingAccount, BillingEvent};
@@ -32,7 +32,16 @@ impl Projection for Billing {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_billing"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Billing {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = crate::read_models::erased_account(e) {
             return forget(conn, "rm_billing", account).await;
         }
@@ -96,7 +105,16 @@ impl Projection for CreditEntries {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_credit_entries"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl CreditEntries {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = crate::read_models::erased_account(e) {
             return forget(conn, "rm_credit_entries", account).await;
         }

@@ -31,6 +31,14 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Names the event in an error: type, stream and position.
+    pub fn what(&self) -> String {
+        format!(
+            "{} event {} at position {}",
+            self.aggregate_type, self.event_type, self.cursor.position
+        )
+    }
+
     /// Decodes the payload; `None` for an event type this version does not know (written by
     /// a newer instance), so a projection skips it instead of stalling the runner.
     pub fn decode_known<E: DeserializeOwned>(&self) -> Result<Option<E>> {
@@ -108,24 +116,59 @@ pub async fn read_after(
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>> {
+    read_range(db, conn, after, None, limit).await
+}
+
+/// Like `read_after`, but only up to `upto` (inclusive) when given: a projection that fell
+/// behind catches up to where the others stand, and no further, in its own read.
+pub async fn read_range(
+    db: &Db,
+    conn: &mut AnyConnection,
+    after: Cursor,
+    upto: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let upto = upto.unwrap_or(Cursor {
+        txid: i64::MAX,
+        position: i64::MAX,
+    });
     let sql = match db.backend {
         Backend::Sqlite => format!(
-            "SELECT {COLUMNS_SQLITE} FROM events WHERE position > $1 AND $2 >= 0 ORDER BY position LIMIT $3"
+            "SELECT {COLUMNS_SQLITE} FROM events
+             WHERE position > $1 AND $2 >= 0 AND position <= $3 AND $4 >= 0
+             ORDER BY position LIMIT $5"
         ),
         Backend::Postgres => format!(
             "SELECT {COLUMNS_PG} FROM events
              WHERE (txid, position) > ($2::text::xid8, $1)
+               AND (txid, position) <= ($4::text::xid8, $3)
                AND txid < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY txid, position LIMIT $3"
+             ORDER BY txid, position LIMIT $5"
         ),
     };
     let rows = sqlx::query(&sql)
         .bind(after.position)
         .bind(after.txid)
+        .bind(upto.position)
+        .bind(upto.txid)
         .bind(limit)
         .fetch_all(conn)
         .await?;
     rows.iter().map(row_to_event).collect()
+}
+
+/// Whether committed events wait behind the Postgres horizon (a transaction older than
+/// theirs is still running), so the runner must look again soon. Always false on SQLite.
+pub async fn held_back(db: &Db) -> Result<bool> {
+    if db.backend == Backend::Sqlite {
+        return Ok(false);
+    }
+    Ok(sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .fetch_one(&db.any)
+    .await?
+    .try_get(0)?)
 }
 
 /// Number of committed events after `after` (projection lag).

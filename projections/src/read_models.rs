@@ -3,7 +3,7 @@
 
 use crate::events::StoredEvent;
 use crate::runner::Projection;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use journey_domain::account::{Account, AccountEvent};
@@ -50,7 +50,16 @@ impl Projection for Accounts {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_accounts"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Accounts {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if e.aggregate_type != Account::TYPE {
             return Ok(());
         }
@@ -126,7 +135,16 @@ impl Projection for Sessions {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_sessions"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Sessions {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = erased_account(e) {
             sqlx::query("DELETE FROM rm_sessions WHERE account_id = $1")
                 .bind(account)
@@ -182,7 +200,16 @@ impl Projection for ApiKeys {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_api_keys"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl ApiKeys {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = erased_account(e) {
             sqlx::query("DELETE FROM rm_api_keys WHERE account_id = $1")
                 .bind(account)

@@ -1,14 +1,29 @@
-//! The projection runner. Each projection owns read-model tables and a checkpoint row; a
-//! batch of events and the checkpoint move together in one transaction, so every event is
-//! applied exactly once across crashes and across several server instances (Postgres
-//! serializes runners on the checkpoint row with `FOR UPDATE`; SQLite has one writer).
+//! The projection runner. Each projection owns read-model tables and a checkpoint row. A
+//! batch is one transaction for every projection: it locks all their checkpoint rows, reads
+//! the events once, applies each event to every projection whose checkpoint is behind it,
+//! and moves the checkpoints in one statement. So every event is applied exactly once per
+//! projection across crashes and across several runners (several instances, or the CLI
+//! beside a server): Postgres serializes them on the checkpoint rows (`FOR UPDATE`, taken
+//! in name order), SQLite has one writer (the batch's first statement is a write).
+//!
+//! Projections normally stand at one checkpoint. One that is behind (being rebuilt, or new)
+//! is fed in the same batch from its own read, which stops where the others stand; once it
+//! gets there it moves on with them.
+//!
+//! The background loop sleeps until something was appended: in this process (`Db::appends`,
+//! raised after every commit, and `nudge`), or, on Postgres, by a process without a runner
+//! (a `NOTIFY` on `EVENTS_CHANNEL` when a CLI command closes its database). A wake-up waits
+//! `COALESCE` before reading, so a burst of commands makes one batch. A slow safety poll
+//! remains; on Postgres the loop also looks again soon while committed events wait behind
+//! an older transaction that is still running (the commit-order rule, `events::read_range`).
 
-use crate::events::{count_after, read_after, stream_head, Cursor, StoredEvent};
+use crate::events::{count_after, held_back, read_range, stream_head, Cursor, StoredEvent};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use journey_commands::db::Db;
+use journey_commands::db::{Backend, Db, TypedPool, EVENTS_CHANNEL};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +35,9 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &'static str;
     /// Tables this projection owns; a rebuild empties them.
     fn tables(&self) -> &'static [&'static str];
-    /// Applies one event inside the batch transaction. Unknown event types must be ignored.
-    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<()>;
+    /// Applies events (in commit order, all after this projection's checkpoint) inside the
+    /// batch transaction. Unknown event types must be ignored.
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()>;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,9 +48,36 @@ pub struct ProjectionStatus {
     pub lag: i64,
 }
 
+/// After a wake-up, the loop waits this long before reading, so that the commands of a
+/// burst are applied in one batch.
+const COALESCE: Duration = Duration::from_millis(1);
+/// The safety poll: events appended by a process that did not tell us (another instance's
+/// CLI whose notification was lost, or any writer on SQLite, which has no notifications).
+const SAFETY_POLL_SQLITE: Duration = Duration::from_secs(1);
+const SAFETY_POLL_POSTGRES: Duration = Duration::from_secs(5);
+/// While committed events wait behind an older running transaction (Postgres), the loop
+/// looks again after this, doubling up to `HELD_BACK_MAX`.
+const HELD_BACK_FIRST: Duration = Duration::from_millis(2);
+const HELD_BACK_MAX: Duration = Duration::from_millis(100);
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Distinct events read.
+    pub read: usize,
+    /// Events applied, per projection (in the runner's order).
+    pub applied: Vec<usize>,
+    /// Which projections were behind the others when the batch began.
+    pub behind: Vec<bool>,
+    /// Events read after the common checkpoint (0 when none are left below the horizon).
+    pub ahead: usize,
+}
+
 pub struct Runner {
     db: Db,
     projections: Vec<Arc<dyn Projection>>,
+    /// Names in lock order (sorted), with each one's index in `projections`.
+    lock_order: Vec<(&'static str, usize)>,
     wake: Notify,
     progress: watch::Sender<u64>,
     batch_size: i64,
@@ -42,20 +85,35 @@ pub struct Runner {
     background: AtomicBool,
 }
 
+/// `$from, $from+1, …` for `n` values.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Runner {
     pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Arc<Self> {
-        Self::with_batch_size(db, projections, 500)
+        Self::with_batch_size(db, projections, 1000)
     }
 
-    /// A runner applying at most `batch_size` events per transaction (tests use small batches).
+    /// A runner applying at most `batch_size` events per read (tests use small batches).
     pub fn with_batch_size(
         db: Db,
         projections: Vec<Arc<dyn Projection>>,
         batch_size: i64,
     ) -> Arc<Self> {
+        let mut lock_order: Vec<(&'static str, usize)> = projections
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name(), i))
+            .collect();
+        lock_order.sort();
         Arc::new(Runner {
             db,
             projections,
+            lock_order,
             wake: Notify::new(),
             progress: watch::channel(0).0,
             batch_size,
@@ -67,10 +125,10 @@ impl Runner {
         self.projections.iter().map(|p| p.name()).collect()
     }
 
-    fn find(&self, name: &str) -> Result<&Arc<dyn Projection>> {
+    fn index_of(&self, name: &str) -> Result<usize> {
         self.projections
             .iter()
-            .find(|p| p.name() == name)
+            .position(|p| p.name() == name)
             .with_context(|| {
                 format!(
                     "unknown projection {name:?} (known: {})",
@@ -79,103 +137,296 @@ impl Runner {
             })
     }
 
-    /// Asks the background loop to catch up now (called after every command).
+    /// Asks the background loop to catch up now. Commits through `Store` and `UnitOfWork`
+    /// wake it by themselves; this is for other writers.
     pub fn nudge(&self) {
         self.wake.notify_one();
     }
 
-    /// Applies at most one batch to `p`; returns how many events it applied.
-    pub async fn run_batch(&self, p: &dyn Projection) -> Result<usize> {
+    /// Locks every projection's checkpoint row (creating missing ones at the start) and
+    /// returns the checkpoints in the runner's order.
+    async fn lock_checkpoints(&self, tx: &mut AnyConnection) -> Result<Vec<Cursor>> {
+        let n = self.projections.len();
+        let list = placeholders(1, n);
+        // SQLite: a write first takes the write lock up front (no lock-upgrade deadlock).
+        // Postgres: row locks in name order, so that runners never wait on each other in a
+        // circle.
+        let lock = match self.db.backend {
+            Backend::Sqlite => format!(
+                "UPDATE projection_checkpoints SET updated_at = updated_at WHERE name IN ({list})
+                 RETURNING name, txid, position"
+            ),
+            Backend::Postgres => format!(
+                "SELECT name, txid, position FROM projection_checkpoints WHERE name IN ({list})
+                 ORDER BY name FOR UPDATE"
+            ),
+        };
+        for attempt in 0..2 {
+            let mut q = sqlx::query(&lock);
+            for (name, _) in &self.lock_order {
+                q = q.bind(*name);
+            }
+            let rows = q.fetch_all(&mut *tx).await?;
+            if rows.len() == n || attempt == 1 {
+                let mut at: BTreeMap<String, Cursor> = BTreeMap::new();
+                for r in rows {
+                    at.insert(
+                        r.try_get(0)?,
+                        Cursor {
+                            txid: r.try_get(1)?,
+                            position: r.try_get(2)?,
+                        },
+                    );
+                }
+                return self
+                    .projections
+                    .iter()
+                    .map(|p| {
+                        at.get(p.name())
+                            .copied()
+                            .with_context(|| format!("no checkpoint row for {}", p.name()))
+                    })
+                    .collect();
+            }
+            // First batch of a new projection (or of a new database): create the rows.
+            let values = (0..n)
+                .map(|i| format!("(${}, 0, 0, 0)", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO projection_checkpoints (name, txid, position, updated_at)
+                 VALUES {values} ON CONFLICT (name) DO NOTHING"
+            );
+            let mut q = sqlx::query(&sql);
+            for (name, _) in &self.lock_order {
+                q = q.bind(*name);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// One batch for every projection, in one transaction; see the module comment.
+    pub async fn run_batch(&self) -> Result<Batch> {
         let mut tx = self.db.any.begin().await?;
-        // Write first: on SQLite this takes the write lock up front (no lock upgrade
-        // deadlock); on Postgres it makes sure the row exists before we lock it.
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, txid, position, updated_at) VALUES ($1, 0, 0, 0)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(p.name())
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(self.db.pick(
-            "SELECT txid, position FROM projection_checkpoints WHERE name = $1",
-            "SELECT txid, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-        ))
-        .bind(p.name())
-        .fetch_one(&mut *tx)
-        .await?;
-        let from = Cursor {
-            txid: row.try_get(0)?,
-            position: row.try_get(1)?,
+        let mut at = self.lock_checkpoints(&mut tx).await?;
+        let n = self.projections.len();
+        let lead = at.iter().copied().max().unwrap_or_default();
+        let low = at.iter().copied().min().unwrap_or_default();
+        let mut batch = Batch {
+            applied: vec![0; n],
+            behind: at.iter().map(|c| *c < lead).collect(),
+            ..Batch::default()
         };
-        let events = read_after(&self.db, &mut tx, from, self.batch_size).await?;
-        let Some(last) = events.last().map(|e| e.cursor) else {
+        let start = at.clone();
+        // Projections behind the others: one read up to where the others stand.
+        if low < lead {
+            let events = read_range(&self.db, &mut tx, low, Some(lead), self.batch_size).await?;
+            self.apply(&mut tx, &events, &mut at, &mut batch.applied)
+                .await?;
+            batch.read += events.len();
+        }
+        // Every projection that stands at the common checkpoint (now including those that
+        // just reached it): the events after it, below the horizon.
+        let events = read_range(&self.db, &mut tx, lead, None, self.batch_size).await?;
+        self.apply(&mut tx, &events, &mut at, &mut batch.applied)
+            .await?;
+        batch.read += events.len();
+        batch.ahead = events.len();
+        if batch.read == 0 {
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(batch);
+        }
+        // Move the checkpoints: one statement per distinct new checkpoint (one, unless some
+        // projection is still catching up).
+        let mut moved: BTreeMap<Cursor, Vec<&'static str>> = BTreeMap::new();
+        for (i, p) in self.projections.iter().enumerate() {
+            if at[i] != start[i] {
+                moved.entry(at[i]).or_default().push(p.name());
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        for (cursor, names) in moved {
+            let sql = format!(
+                "UPDATE projection_checkpoints SET txid = $1, position = $2, updated_at = $3
+                 WHERE name IN ({})",
+                placeholders(4, names.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(cursor.txid)
+                .bind(cursor.position)
+                .bind(now);
+            for name in names {
+                q = q.bind(name);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.progress.send_modify(|v| *v += 1);
+        Ok(batch)
+    }
+
+    /// Applies `events` to every projection whose checkpoint (in `at`) is behind them, and
+    /// moves `at` past what each one applied.
+    async fn apply(
+        &self,
+        tx: &mut AnyConnection,
+        events: &[StoredEvent],
+        at: &mut [Cursor],
+        applied: &mut [usize],
+    ) -> Result<()> {
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(());
         };
-        for e in &events {
-            p.apply(&mut tx, e).await.with_context(|| {
+        for (i, p) in self.projections.iter().enumerate() {
+            let from = events.partition_point(|e| e.cursor <= at[i]);
+            let run = &events[from..];
+            if run.is_empty() {
+                continue;
+            }
+            p.apply(tx, run).await.with_context(|| {
                 format!(
-                    "projection {} failed on event at position {}",
+                    "projection {} failed on events at positions {}..={}",
                     p.name(),
-                    e.cursor.position
+                    run[0].cursor.position,
+                    last.position
                 )
             })?;
+            applied[i] += run.len();
+            at[i] = last;
         }
-        sqlx::query(
-            "UPDATE projection_checkpoints SET txid = $1, position = $2, updated_at = $3 WHERE name = $4",
-        )
-        .bind(last.txid)
-        .bind(last.position)
-        .bind(chrono::Utc::now().timestamp_millis())
-        .bind(p.name())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(events.len())
+        Ok(())
     }
 
-    /// Catches every projection up to the visible head; returns events applied.
+    /// Catches every projection up to the visible head; returns the events read.
     pub async fn catch_up(&self) -> Result<usize> {
         let mut total = 0;
-        for p in &self.projections {
-            loop {
-                let n = self.run_batch(p.as_ref()).await?;
-                total += n;
-                if n == 0 {
-                    break;
-                }
+        loop {
+            let batch = self.run_batch().await?;
+            total += batch.read;
+            if batch.read == 0 {
+                return Ok(total);
             }
         }
-        if total > 0 {
-            self.progress.send_modify(|v| *v += 1);
-        }
-        Ok(total)
     }
 
-    /// Background loop: catch up on every nudge, and poll as a safety net (other
-    /// instances and the CLI append events this process is not told about).
+    /// Background loop: see the module comment.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         self.background.store(true, Ordering::SeqCst);
+        let listener = self.clone().listen();
+        let mut appended = self.db.appends.subscribe();
+        let safety_poll = match self.db.backend {
+            Backend::Sqlite => SAFETY_POLL_SQLITE,
+            Backend::Postgres => SAFETY_POLL_POSTGRES,
+        };
+        let mut held: Option<Duration> = None;
         loop {
-            if let Err(e) = self.catch_up().await {
-                tracing::error!(error = %format!("{e:#}"), "projection runner failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => {
-                    self.background.store(false, Ordering::SeqCst);
-                    return;
+            match self.catch_up().await {
+                Ok(_) => {
+                    held = match held_back(&self.db).await {
+                        Ok(true) => {
+                            Some(held.map_or(HELD_BACK_FIRST, |d| (d * 2).min(HELD_BACK_MAX)))
+                        }
+                        Ok(false) => None,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "horizon check failed");
+                            None
+                        }
+                    };
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "projection runner failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+            let woken = tokio::select! {
+                _ = self.wake.notified() => true,
+                r = appended.changed() => {
+                    if r.is_err() {
+                        // The database handle is gone: only nudges and polls remain.
+                        appended = self.db.appends.subscribe();
+                    }
+                    true
+                }
+                _ = tokio::time::sleep(held.unwrap_or(safety_poll)) => false,
+                _ = shutdown.changed() => break,
+            };
+            if woken {
+                tokio::time::sleep(COALESCE).await;
+            }
         }
+        if let Some(l) = listener {
+            l.abort();
+        }
+        self.background.store(false, Ordering::SeqCst);
+    }
+
+    /// On Postgres: a task that wakes the loop on every `NOTIFY` on `EVENTS_CHANNEL`.
+    fn listen(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let TypedPool::Postgres(pg) = &self.db.typed else {
+            return None;
+        };
+        let pg = pg.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pg).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for appended events; polling");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+                    tracing::warn!(error = %e, "cannot listen for appended events; polling");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                loop {
+                    match listener.recv().await {
+                        Ok(_) => self.wake.notify_one(),
+                        Err(e) => {
+                            // Notifications may have been missed while disconnected.
+                            tracing::warn!(error = %e, "lost the event notification channel");
+                            self.wake.notify_one();
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Every projection's checkpoint, in the runner's order (the start for a missing row).
+    async fn checkpoints(&self) -> Result<Vec<Cursor>> {
+        let sql = format!(
+            "SELECT name, txid, position FROM projection_checkpoints WHERE name IN ({})",
+            placeholders(1, self.projections.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for p in &self.projections {
+            q = q.bind(p.name());
+        }
+        let mut at: BTreeMap<String, Cursor> = BTreeMap::new();
+        for r in q.fetch_all(&self.db.any).await? {
+            at.insert(
+                r.try_get(0)?,
+                Cursor {
+                    txid: r.try_get(1)?,
+                    position: r.try_get(2)?,
+                },
+            );
+        }
+        Ok(self
+            .projections
+            .iter()
+            .map(|p| at.get(p.name()).copied().unwrap_or_default())
+            .collect())
     }
 
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>> {
         let mut out = Vec::new();
-        for p in &self.projections {
-            let cursor = self.checkpoint(p.name()).await?;
+        for (p, cursor) in self.projections.iter().zip(self.checkpoints().await?) {
             let lag = count_after(&self.db, cursor).await?;
             metrics::gauge!("journey_projection_lag_events", "projection" => p.name())
                 .set(lag as f64);
@@ -188,29 +439,17 @@ impl Runner {
         Ok(out)
     }
 
-    async fn checkpoint(&self, name: &str) -> Result<Cursor> {
-        let row = sqlx::query("SELECT txid, position FROM projection_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.db.any)
-            .await?;
-        Ok(match row {
-            Some(r) => Cursor {
-                txid: r.try_get(0)?,
-                position: r.try_get(1)?,
-            },
-            None => Cursor::default(),
-        })
-    }
-
     /// Empties a projection's tables and replays it from the first event, reporting
-    /// `(applied, total)` after each batch.
+    /// `(applied, total)` after each batch. The other projections go on meanwhile (in the
+    /// same batches); the rebuilt one catches up from its own reads and then rejoins them.
     pub async fn rebuild(&self, name: &str, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
-        let p = self.find(name)?.clone();
+        let i = self.index_of(name)?;
+        let p = self.projections[i].clone();
         let total = crate::events::total_events(&self.db).await? as u64;
         let mut tx = self.db.any.begin().await?;
+        self.lock_checkpoints(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO projection_checkpoints (name, txid, position, updated_at) VALUES ($1, 0, 0, 0)
-             ON CONFLICT (name) DO UPDATE SET txid = 0, position = 0, updated_at = 0",
+            "UPDATE projection_checkpoints SET txid = 0, position = 0, updated_at = 0 WHERE name = $1",
         )
         .bind(p.name())
         .execute(&mut *tx)
@@ -224,12 +463,13 @@ impl Runner {
         let mut done = 0u64;
         progress(0, total);
         loop {
-            let n = self.run_batch(p.as_ref()).await? as u64;
-            if n == 0 {
+            let batch = self.run_batch().await?;
+            done += batch.applied[i] as u64;
+            progress(done, total.max(done));
+            // Rejoined (and at the head), or nothing left to read.
+            if batch.read == 0 || (!batch.behind[i] && batch.ahead < self.batch_size as usize) {
                 break;
             }
-            done += n;
-            progress(done, total.max(done));
         }
         Ok(done)
     }
@@ -255,14 +495,7 @@ impl Runner {
                 // No background loop (a CLI command): apply the events ourselves.
                 self.catch_up().await?;
             }
-            let mut all = true;
-            for p in &self.projections {
-                if self.checkpoint(p.name()).await? < target {
-                    all = false;
-                    break;
-                }
-            }
-            if all {
+            if self.checkpoints().await?.iter().all(|c| *c >= target) {
                 return Ok(true);
             }
             if tokio::time::Instant::now() >= deadline {

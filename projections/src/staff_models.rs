@@ -4,7 +4,7 @@
 use crate::events::StoredEvent;
 use crate::read_models::ms;
 use crate::runner::Projection;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use journey_domain::api_key::{ApiKey, ApiKeyEvent};
@@ -85,7 +85,16 @@ impl Projection for SubjectStreams {
     fn tables(&self) -> &'static [&'static str] {
         &["subject_streams"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl SubjectStreams {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         let Some(subject) = subject_of(e)? else {
             return Ok(());
         };
@@ -115,7 +124,16 @@ impl Projection for Staff {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_staff_roles", "rm_audit"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Staff {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if e.aggregate_type != StaffMember::TYPE {
             return Ok(());
         }
@@ -177,7 +195,16 @@ impl Projection for ConsentGates {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_consents"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl ConsentGates {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = crate::read_models::erased_account(e) {
             sqlx::query("DELETE FROM rm_consents WHERE account_id = $1")
                 .bind(account)
@@ -238,7 +265,16 @@ impl Projection for Requests {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_requests"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Requests {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if e.aggregate_type != DataSubjectRequest::TYPE {
             return Ok(());
         }

@@ -5,7 +5,7 @@
 use crate::events::StoredEvent;
 use crate::read_models::{erased_account, ms};
 use crate::runner::Projection;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use journey_domain::task::{Task, TaskEvent, TaskStatus};
@@ -56,7 +56,16 @@ impl Projection for Tasks {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_tasks", "rm_image_totals"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Tasks {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = erased_account(e) {
             return forget(conn, &["rm_tasks", "rm_image_totals"], account).await;
         }
@@ -193,7 +202,16 @@ impl Projection for Usage {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_usage"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        }
+        Ok(())
+    }
+}
+
+impl Usage {
+    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = erased_account(e) {
             return forget(conn, &["rm_usage"], account).await;
         }

@@ -72,15 +72,17 @@ impl Projection for Recorder {
     fn tables(&self) -> &'static [&'static str] {
         &["test_applied"]
     }
-    async fn apply(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
-        if e.cursor.position == self.fail_at.load(Ordering::SeqCst) {
-            anyhow::bail!("simulated crash");
+    async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        for e in events {
+            if e.cursor.position == self.fail_at.load(Ordering::SeqCst) {
+                anyhow::bail!("simulated crash");
+            }
+            sqlx::query("INSERT INTO test_applied (position, aggregate_id) VALUES ($1, $2)")
+                .bind(e.cursor.position)
+                .bind(&e.aggregate_id)
+                .execute(&mut *conn)
+                .await?;
         }
-        sqlx::query("INSERT INTO test_applied (position, aggregate_id) VALUES ($1, $2)")
-            .bind(e.cursor.position)
-            .bind(&e.aggregate_id)
-            .execute(conn)
-            .await?;
         Ok(())
     }
 }
