@@ -211,11 +211,15 @@ impl AppState {
         subject: Uuid,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Value, ApiError> {
-        // Usage records still buffered in this process belong in the export.
+        // Usage records still buffered in this process belong in the export (their stream
+        // is found through `subject_streams`, so wait for the projection to have it).
         self.usage_log
             .flush()
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
+        let usage = self.usage_log.stream_of(subject, self.clock.now());
+        self.settle::<journey_domain::usage::UsageDay>(&usage)
+            .await?;
         self.runner.catch_up().await?;
         let id = subject.to_string();
         let total = self.subject_event_count(&id).await?;

@@ -146,14 +146,15 @@ impl AppState {
         before: Option<i64>,
         limit: u32,
     ) -> Result<UsagePage, ApiError> {
-        // This instance's records still in the buffer are written first; then the
-        // projection catches up (usage streams are per writer, so there is no one stream
-        // to wait for).
+        // This instance's records still in the buffer are written first, then read back
+        // through the projection once it has applied this instance's stream of the day.
         self.usage_log
             .flush()
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
-        self.runner.catch_up().await?;
+        let stream = self.usage_log.stream_of(account, self.clock.now());
+        self.settle::<journey_domain::usage::UsageDay>(&stream)
+            .await?;
         let rows = sqlx::query(
             "SELECT position, at, endpoint, status, credits, task_id FROM rm_usage
              WHERE account_id = $1 AND at >= $2 AND at < $3 AND position < $4

@@ -42,6 +42,7 @@ enum Message {
 #[derive(Clone)]
 pub struct UsageLog {
     tx: mpsc::Sender<Message>,
+    writer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +55,13 @@ impl UsageLog {
     pub fn start(db: Db) -> (UsageLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CAPACITY);
         let writer = Uuid::new_v4().simple().to_string()[..8].to_string();
-        let handle = tokio::spawn(write_batches(db, writer, rx));
-        (UsageLog { tx }, handle)
+        let handle = tokio::spawn(write_batches(db, writer.clone(), rx));
+        (UsageLog { tx, writer }, handle)
+    }
+
+    /// The stream this process writes `account`'s records of the day of `at` to.
+    pub fn stream_of(&self, account: Uuid, at: DateTime<Utc>) -> String {
+        stream_of(account, at, &self.writer)
     }
 
     /// Queues one request's record (waits only when the buffer is full).
