@@ -10,8 +10,8 @@
 
 mod common;
 
-use journey_api::identity::Ctx;
-use journey_api::state::App;
+use journey_contexts::app::App;
+use journey_contexts::identity::Ctx;
 use journey_domain::credits::{CreditCommand, GrantSource};
 use journey_domain::meta::{Actor, CommandMeta};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,7 +69,8 @@ async fn run(
                     }
                     let ctx = Ctx::system(app.clock.now());
                     let t = Instant::now();
-                    app.reserve_credits(pick(i), Uuid::new_v4(), 1, Actor::System, &ctx)
+                    app.credits()
+                        .reserve_credits(pick(i), Uuid::new_v4(), 1, Actor::System, &ctx)
                         .await
                         .expect("reservation");
                     lat.push(t.elapsed());

@@ -13,8 +13,8 @@
 mod common;
 
 use actix_web::{web, App as Web, HttpResponse, HttpServer};
-use journey_api::identity::Ctx;
-use journey_api::state::App;
+use journey_contexts::app::App;
+use journey_contexts::identity::Ctx;
 use journey_domain::credits::{CreditCommand, GrantSource};
 use journey_domain::meta::CommandMeta;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +76,8 @@ async fn client_key(app: &App) -> String {
         .await
         .unwrap();
     let ctx = Ctx::system(app.clock.now());
-    app.create_api_key(account, "bench", &ctx)
+    app.identity()
+        .create_api_key(account, "bench", &ctx)
         .await
         .unwrap()
         .key

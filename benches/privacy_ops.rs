@@ -15,9 +15,9 @@
 use chrono::{Duration, Utc};
 mod common;
 
-use journey_api::identity::Ctx;
-use journey_api::retention::RunMode;
-use journey_api::state::App;
+use journey_contexts::app::App;
+use journey_contexts::identity::Ctx;
+use journey_contexts::privacy::retention::RunMode;
 use journey_domain::DataCategory;
 use std::time::Instant;
 use uuid::Uuid;
@@ -114,7 +114,11 @@ async fn bench_export(events: i64) {
     fast_forward(&app).await;
     settle(&app).await;
     let t = Instant::now();
-    let doc = app.build_export(subject, |_, _| {}).await.unwrap();
+    let doc = app
+        .privacy()
+        .build_export(subject, |_, _| {})
+        .await
+        .unwrap();
     let built = t.elapsed();
     let json = serde_json::to_string(&doc).unwrap();
     println!(
@@ -137,13 +141,15 @@ async fn bench_erasure(store: i64) {
     fast_forward(&app).await;
     // Ask for deletion now; purge when the 30-day window has ended.
     let ctx = Ctx::system(app.clock.now());
-    app.request_deletion(subject, Some("delete my account"), &ctx)
+    app.privacy()
+        .request_deletion(subject, Some("delete my account"), &ctx)
         .await
         .unwrap();
     app.runner.catch_up().await.unwrap();
     settle(&app).await;
     let t = Instant::now();
     let report = app
+        .privacy()
         .retention_run(ctx.at + Duration::days(31), RunMode::Simulate, &ctx)
         .await
         .unwrap();
@@ -166,6 +172,7 @@ async fn bench_retention(events: i64) {
     let ctx = Ctx::system(app.clock.now());
     let t = Instant::now();
     let report = app
+        .privacy()
         .retention_run(ctx.at, RunMode::Apply, &ctx)
         .await
         .unwrap();

@@ -2,13 +2,13 @@
 //! plus the request context (id, client IP, time) every handler needs.
 
 use crate::error::ApiError;
-use crate::identity::Ctx;
-use crate::state::App;
+use crate::error::ServiceError;
 use actix_web::dev::Payload;
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures::future::LocalBoxFuture;
 use journey_commands::secrets::ct_eq;
+use journey_contexts::app::App;
 use uuid::Uuid;
 
 pub const SESSION_COOKIE: &str = "journey_session";
@@ -20,7 +20,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub struct RequestId(pub String);
 
 fn app(req: &HttpRequest) -> App {
-    req.app_data::<web::Data<crate::state::AppState>>()
+    req.app_data::<web::Data<journey_contexts::app::Core>>()
         .expect("app state registered")
         .clone()
         .into_inner()
@@ -44,6 +44,17 @@ pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String>
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
+/// The request context (id, client IP, time, the request's sealed IP) as an extractor:
+/// the use cases' `Ctx`, which it dereferences to.
+pub struct Ctx(pub journey_contexts::identity::Ctx);
+
+impl std::ops::Deref for Ctx {
+    type Target = journey_contexts::identity::Ctx;
+    fn deref(&self) -> &journey_contexts::identity::Ctx {
+        &self.0
+    }
+}
+
 impl FromRequest for Ctx {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Ctx, ApiError>>;
@@ -55,22 +66,22 @@ impl FromRequest for Ctx {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_else(|| Uuid::new_v4().to_string());
-        std::future::ready(Ok(Ctx {
+        std::future::ready(Ok(Ctx(journey_contexts::identity::Ctx {
             request_id,
             ip: client_ip(req, app.cfg.trust_forwarded_for),
             at: app.clock.now(),
             sealed_ip: request_sealed_ip(req),
-        }))
+        })))
     }
 }
 
 /// The request's shared sealed-IP cell (created by the first `Ctx` of the request).
-pub fn request_sealed_ip(req: &HttpRequest) -> crate::identity::SealedIp {
+pub fn request_sealed_ip(req: &HttpRequest) -> journey_contexts::identity::SealedIp {
     let mut ext = req.extensions_mut();
-    if let Some(cell) = ext.get::<crate::identity::SealedIp>() {
+    if let Some(cell) = ext.get::<journey_contexts::identity::SealedIp>() {
         return cell.clone();
     }
-    let cell = crate::identity::SealedIp::default();
+    let cell = journey_contexts::identity::SealedIp::default();
     ext.insert(cell.clone());
     cell
 }
@@ -95,24 +106,25 @@ impl FromRequest for SessionAuth {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         Box::pin(async move {
-            let token = token.ok_or(ApiError::SignInRequired)?;
+            let token = token.ok_or(ApiError::Service(ServiceError::SignInRequired))?;
             let account_id = app
+                .identity()
                 .session_account(&token, app.clock.now())
                 .await?
-                .ok_or(ApiError::SignInRequired)?;
+                .ok_or(ApiError::Service(ServiceError::SignInRequired))?;
             if unsafe_method {
-                let expected = app.csrf_token(&token);
+                let expected = app.identity().csrf_token(&token);
                 match csrf {
                     Some(got) if ct_eq(&got, &expected) => {}
                     _ => {
-                        return Err(ApiError::Forbidden(format!(
+                        return Err(ApiError::Service(ServiceError::Forbidden(format!(
                             "missing or wrong {CSRF_HEADER} header (copy it from the {CSRF_COOKIE} cookie)"
-                        )))
+                        ))))
                     }
                 }
             }
             // Continued use after a policy version takes effect is its acceptance.
-            app.note_policy_use(account_id, "session").await?;
+            app.legal().note_policy_use(account_id, "session").await?;
             Ok(SessionAuth { account_id, token })
         })
     }
@@ -145,66 +157,49 @@ impl FromRequest for ApiKeyAuth {
         let ctx = Ctx::from_request(req, payload).into_inner();
         let req = req.clone();
         Box::pin(async move {
-            let raw = raw.ok_or(ApiError::BadApiKey)?;
+            let raw = raw.ok_or(ApiError::Service(ServiceError::BadApiKey))?;
             let ctx = ctx?;
-            let (key_id, account_id) = app.authenticate_api_key(&raw, &ctx).await?;
+            let (key_id, account_id) = app.identity().authenticate_api_key(&raw, &ctx).await?;
             // From here the request is the account's: the usage log records it, whatever
             // its outcome (a rate-limited request included).
             req.extensions_mut()
-                .insert(crate::usage::ApiUsage { account_id, key_id });
+                .insert(journey_contexts::tasks::usage::ApiUsage { account_id, key_id });
             app.limits
                 .api_key(&key_id.to_string())
-                .map_err(ApiError::TooManyRequests)?;
-            app.note_policy_use(account_id, "api_key").await?;
+                .map_err(|wait| ApiError::Service(ServiceError::TooManyRequests(wait)))?;
+            app.legal().note_policy_use(account_id, "api_key").await?;
             Ok(ApiKeyAuth { key_id, account_id })
         })
     }
 }
 
-/// A signed-in staff member: a session (with CSRF for changes) whose account holds at
-/// least one staff role. Handlers narrow the roles with `require`.
-#[derive(Clone)]
-pub struct StaffAuth {
-    pub account_id: Uuid,
-    pub roles: std::collections::BTreeSet<journey_domain::staff::Role>,
-}
+pub use journey_contexts::identity::staff::StaffAuth;
 
-impl StaffAuth {
-    pub fn require(&self, any_of: &[journey_domain::staff::Role]) -> Result<(), ApiError> {
-        if any_of.iter().any(|r| self.roles.contains(r)) {
-            return Ok(());
-        }
-        let names: Vec<&str> = any_of.iter().map(|r| r.as_str()).collect();
-        Err(ApiError::Forbidden(format!(
-            "this needs one of the staff roles: {}",
-            names.join(", ")
-        )))
+/// Resolves the request's staff member: a session (with CSRF for changes) whose account
+/// holds at least one staff role. (Not an extractor of its own: `Staff<R>` is.)
+fn resolve_staff(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> LocalBoxFuture<'static, Result<StaffAuth, ApiError>> {
+    // Resolved already by `staff_gate` for `/admin/v1/*`.
+    if let Some(staff) = req.extensions().get::<StaffAuth>().cloned() {
+        return Box::pin(std::future::ready(Ok(staff)));
     }
-}
-
-impl FromRequest for StaffAuth {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<StaffAuth, ApiError>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        // Resolved already by `staff_gate` for `/admin/v1/*`.
-        if let Some(staff) = req.extensions().get::<StaffAuth>().cloned() {
-            return Box::pin(std::future::ready(Ok(staff)));
+    let app = app(req);
+    let session = SessionAuth::from_request(req, payload);
+    Box::pin(async move {
+        let session = session.await?;
+        let staff = app.identity().staff_member(session.account_id).await?;
+        if staff.roles.is_empty() {
+            return Err(ApiError::Service(ServiceError::Forbidden(
+                "a staff role is required".into(),
+            )));
         }
-        let app = app(req);
-        let session = SessionAuth::from_request(req, payload);
-        Box::pin(async move {
-            let session = session.await?;
-            let staff = app.staff_member(session.account_id).await?;
-            if staff.roles.is_empty() {
-                return Err(ApiError::Forbidden("a staff role is required".into()));
-            }
-            Ok(StaffAuth {
-                account_id: session.account_id,
-                roles: staff.roles,
-            })
+        Ok(StaffAuth {
+            account_id: session.account_id,
+            roles: staff.roles,
         })
-    }
+    })
 }
 
 /// Authorisation before parsing: every `/admin/v1/*` request is authenticated as staff
@@ -217,7 +212,7 @@ pub async fn staff_gate(
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     if req.path().starts_with("/admin/v1/") {
         let http = req.request().clone();
-        let resolved = StaffAuth::from_request(&http, &mut Payload::None).await;
+        let resolved = resolve_staff(&http, &mut Payload::None).await;
         match resolved {
             Ok(staff) => {
                 req.extensions_mut().insert(staff);
@@ -273,7 +268,7 @@ impl<R: RoleSet> FromRequest for Staff<R> {
     type Future = LocalBoxFuture<'static, Result<Staff<R>, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let staff = StaffAuth::from_request(req, payload);
+        let staff = resolve_staff(req, payload);
         Box::pin(async move {
             let staff = staff.await?;
             staff.require(R::ROLES)?;

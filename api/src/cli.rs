@@ -1,14 +1,14 @@
 //! The `journey` command line.
 
-use crate::config::Config;
-use crate::credits::ManualGrant;
-use crate::identity::Ctx;
-use crate::retention::RunMode;
-use crate::state::AppState;
 use crate::{server, telemetry};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use journey_contexts::app::Core;
+use journey_contexts::config::Config;
+use journey_contexts::credits::ManualGrant;
+use journey_contexts::identity::Ctx;
+use journey_contexts::privacy::retention::RunMode;
 use journey_domain::credits::GrantSource;
 use journey_domain::meta::Actor;
 use journey_domain::staff::Role;
@@ -256,10 +256,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Config => {
             print!("{}", cfg.masked());
             // Then the transport findings: warnings, or (production) the refusal.
-            crate::transport::check(&cfg)?;
+            journey_contexts::transport::check(&cfg)?;
         }
         Command::Migrate => {
-            crate::transport::check(&cfg)?;
+            journey_contexts::transport::check(&cfg)?;
             let db = journey_commands::Db::connect(&cfg.database_url()).await?;
             db.migrate().await?;
             println!(
@@ -272,7 +272,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 cfg.bind = b;
             }
             let bind = cfg.bind.clone();
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let running = server::start(app.clone(), &bind).await?;
             let db = match app.db.backend {
                 journey_commands::Backend::Sqlite => app.cfg.database_url(),
@@ -286,7 +286,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("JourneyAPI stopped");
         }
         Command::Projections { command } => {
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             match command {
                 ProjectionsCommand::Status => {
                     println!(
@@ -328,15 +328,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .split_once('/')
                 .context("--stream must be TYPE/ID, e.g. account/<uuid>")?;
             audit_reason(&reason)?;
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             staff(&app, by, SUBJECT_ROLES).await?;
             let ctx = Ctx::system(app.clock.now());
-            let subject = app.stream_subject(ty, id).await?;
+            let subject = app.identity().stream_subject(ty, id).await?;
             let events = journey_projections::events::read_stream(&app.db, ty, id).await?;
             if events.is_empty() {
                 bail!("no events in stream {stream}");
             }
-            app.audit_read(by, subject, "stream.events", Some(&reason), &ctx)
+            app.identity()
+                .audit_read(by, subject, "stream.events", Some(&reason), &ctx)
                 .await?;
             for e in events {
                 println!("{}", serde_json::to_string(&e)?);
@@ -349,14 +350,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             by,
         } => {
             audit_reason(&reason)?;
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let actor = staff(&app, by, SUBJECT_ROLES).await?;
-            app.ensure_erasable(subject).await?;
-            app.audit_read(by, Some(subject), "subject.erase", Some(&reason), &ctx)
+            app.identity().ensure_erasable(subject).await?;
+            app.identity()
+                .audit_read(by, Some(subject), "subject.erase", Some(&reason), &ctx)
                 .await?;
-            let report = app.erase_account(subject, &reason, actor, &ctx).await?;
-            app.certify_erasure(&report, &reason, actor.to_string(), ctx.at, &ctx)
+            let report = app
+                .identity()
+                .erase_account(subject, &reason, actor, &ctx)
+                .await?;
+            app.privacy()
+                .certify_erasure(&report, &reason, actor.to_string(), ctx.at, &ctx)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             app.db.close().await;
@@ -380,13 +386,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                     journey_domain::credits::MAX_AMOUNT
                 );
             }
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let actor = staff(&app, by, ANY_ROLE).await?;
-            if !app.account_is_active(account).await? {
+            if !app.identity().account_is_active(account).await? {
                 bail!("no active account {account}");
             }
-            app.audit_read(by, Some(account), "credits.grant", Some(&reason), &ctx)
+            app.identity()
+                .audit_read(by, Some(account), "credits.grant", Some(&reason), &ctx)
                 .await?;
             let grant = ManualGrant {
                 account_id: account,
@@ -400,8 +407,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 expires_at: journey_domain::catalog::expiry(ctx.at, expires_in_days),
                 idempotency_key,
             };
-            let grant_id = app.grant_credits(grant, actor, &ctx).await?;
-            let balance = app.balance(account).await?;
+            let grant_id = app.credits().grant_credits(grant, actor, &ctx).await?;
+            let balance = app.credits().balance(account).await?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -422,18 +429,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             audit_reason(&reason)?;
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let actor = staff(&app, by, ANY_ROLE).await?;
-            app.audit_read(
-                by,
-                Some(account),
-                "billing.lift_suspension",
-                Some(&reason),
-                &ctx,
-            )
-            .await?;
-            app.lift_suspension(account, &reason, actor, &ctx).await?;
+            app.identity()
+                .audit_read(
+                    by,
+                    Some(account),
+                    "billing.lift_suspension",
+                    Some(&reason),
+                    &ctx,
+                )
+                .await?;
+            app.credits()
+                .lift_suspension(account, &reason, actor, &ctx)
+                .await?;
             println!("suspension lifted for account {account}");
             app.db.close().await;
         }
@@ -444,8 +454,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let body = std::fs::read_to_string(&body_file)
                 .with_context(|| format!("cannot read {}", body_file.display()))?;
-            let app = AppState::build(cfg, None).await?;
-            let report = app.send_marketing(&subject, &body, dry_run).await?;
+            let app = Core::build(cfg, None).await?;
+            let report = app
+                .privacy()
+                .send_marketing(&subject, &body, dry_run)
+                .await?;
             println!("{}", serde_json::to_string(&report)?);
             app.db.close().await;
         }
@@ -463,9 +476,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (false, true) => RunMode::Simulate,
                 (false, false) => RunMode::Apply,
             };
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let report = app
+                .privacy()
                 .retention_run(as_of.unwrap_or(ctx.at), mode, &ctx)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -480,21 +494,24 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             audit_reason(&reason)?;
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let actor = staff(&app, by, ANY_ROLE).await?;
-            app.audit_read(by, Some(subject), "deletion.cancel", Some(&reason), &ctx)
+            app.identity()
+                .audit_read(by, Some(subject), "deletion.cancel", Some(&reason), &ctx)
                 .await?;
-            app.cancel_deletion(subject, &reason, actor, &ctx).await?;
+            app.privacy()
+                .cancel_deletion(subject, &reason, actor, &ctx)
+                .await?;
             println!("deletion of {subject} cancelled");
             app.db.close().await;
         }
         Command::Policy {
             command: PolicyCliCommand::Notify { version },
         } => {
-            let app = AppState::build(cfg, None).await?;
-            let holders = app.holders_now().await?;
-            let sent = app.send_policy_notices(&version, &holders).await?;
+            let app = Core::build(cfg, None).await?;
+            let holders = app.legal().holders_now().await?;
+            let sent = app.legal().send_policy_notices(&version, &holders).await?;
             println!("{sent} notices sent for version {version}");
             app.db.close().await;
         }
@@ -505,13 +522,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             reason,
             format,
         } => {
-            let format = crate::export_jobs::ExportFormat::parse(&format)
+            let format = journey_contexts::privacy::export_jobs::ExportFormat::parse(&format)
                 .with_context(|| format!("unknown format {format:?}: use json or html"))?;
             audit_reason(&reason)?;
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             staff(&app, by, SUBJECT_ROLES).await?;
             let ctx = Ctx::system(app.clock.now());
-            app.audit_read(by, Some(subject), "subject.export", Some(&reason), &ctx)
+            app.identity()
+                .audit_read(by, Some(subject), "subject.export", Some(&reason), &ctx)
                 .await?;
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -520,6 +538,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .progress_chars("=> "),
             );
             let doc = app
+                .privacy()
                 .build_export(subject, |done, total| {
                     bar.set_length(total);
                     bar.set_position(done);
@@ -532,8 +551,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             app.db.close().await;
         }
         Command::Analytics { out } => {
-            let app = AppState::build(cfg, None).await?;
-            let rows = app.analytics_rows().await?;
+            let app = Core::build(cfg, None).await?;
+            let rows = app.privacy().analytics_rows().await?;
             let mut text = String::new();
             for r in &rows {
                 text.push_str(&serde_json::to_string(r)?);
@@ -552,12 +571,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let role = Role::parse(&role).with_context(|| {
                 format!("unknown role {role:?}: use admin, compliance or support")
             })?;
-            let app = AppState::build(cfg, None).await?;
+            let app = Core::build(cfg, None).await?;
             let ctx = Ctx::system(app.clock.now());
             let id = app
+                .identity()
                 .set_role(&email, role, grant, Actor::System, &ctx)
                 .await?;
             let roles: Vec<&str> = app
+                .identity()
                 .staff_member(id)
                 .await?
                 .roles
@@ -595,11 +616,12 @@ fn audit_reason(reason: &str) -> Result<()> {
 }
 
 /// The acting staff member: an active account holding one of `roles`.
-async fn staff(app: &AppState, by: Uuid, roles: &[Role]) -> Result<Actor> {
-    app.me(by)
+async fn staff(app: &Core, by: Uuid, roles: &[Role]) -> Result<Actor> {
+    app.identity()
+        .me(by)
         .await
         .map_err(|_| anyhow::anyhow!("--by {by} is not an active account"))?;
-    let member = app.staff_member(by).await?;
+    let member = app.identity().staff_member(by).await?;
     if member.roles.is_empty() {
         bail!("--by {by} holds no staff role (journey staff grant EMAIL ROLE)");
     }

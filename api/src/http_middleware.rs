@@ -73,20 +73,31 @@ fn security_headers<B>(res: &mut ServiceResponse<B>) {
 /// logged, not turned into an error: the response was already decided.
 async fn record_usage<B>(res: &ServiceResponse<B>, route: &str, status: u16, request_id: &str) {
     let req = res.request();
-    let Some(who) = req.extensions().get::<crate::usage::ApiUsage>().copied() else {
+    let Some(who) = req
+        .extensions()
+        .get::<journey_contexts::tasks::usage::ApiUsage>()
+        .copied()
+    else {
         return;
     };
-    let charge = req.extensions().get::<crate::usage::UsageCharge>().copied();
-    let Some(app) = req.app_data::<actix_web::web::Data<crate::state::AppState>>() else {
+    let charge = req
+        .extensions()
+        .get::<journey_contexts::tasks::usage::UsageCharge>()
+        .copied();
+    let Some(app) = req.app_data::<actix_web::web::Data<journey_contexts::app::Core>>() else {
         return;
     };
-    let ctx = crate::identity::Ctx {
+    let ctx = journey_contexts::identity::Ctx {
         request_id: request_id.to_string(),
         ip: crate::auth::client_ip(req, app.cfg.trust_forwarded_for),
         at: app.clock.now(),
         sealed_ip: crate::auth::request_sealed_ip(req),
     };
-    if let Err(e) = app.record_usage(who, charge, route, status, &ctx).await {
+    if let Err(e) = app
+        .tasks()
+        .record_usage(who, charge, route, status, &ctx)
+        .await
+    {
         tracing::error!(error = %e, "usage log write failed");
     }
 }

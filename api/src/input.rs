@@ -15,6 +15,7 @@
 //! - **405.** A path that exists with other methods answers 405 with `Allow`, not 404
 //!   (`not_found_or_method`, the app's default service).
 
+use crate::error::ServiceError;
 use crate::error::{ApiError, ErrorBody, ErrorItem};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -22,47 +23,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures::StreamExt;
+pub use journey_contexts::text::{is_forbidden, refusal, single_line};
 use serde_json::Value;
 
 /// The most any route accepts (the client API's inline masks); smaller routes enforce
 /// their own limits after this.
 pub const MAX_BODY: usize = crate::routes::client_api::BODY_LIMIT;
-
-/// Characters refused in every text input.
-pub fn is_forbidden(c: char) -> bool {
-    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        || ('\u{202a}'..='\u{202e}').contains(&c)
-        || ('\u{2066}'..='\u{2069}').contains(&c)
-}
-
-/// Zero-width characters, direction marks and the byte-order mark, refused in names on
-/// top of `is_forbidden`: they make two names that look alike differ. The zero-width
-/// joiner (U+200D) is allowed: emoji sequences need it.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200b}' | '\u{200c}' | '\u{200e}' | '\u{200f}' | '\u{2060}' | '\u{feff}'
-    )
-}
-
-fn refusal(field: &str, c: char) -> ApiError {
-    ApiError::bad(format!(
-        "{field} contains a control, invisible or direction-override character (U+{:04X}); remove it",
-        c as u32
-    ))
-}
-
-/// For names and subjects shown on one line (API key names, display names, ticket
-/// subjects, report names): no line breaks or tabs, no zero-width characters.
-pub fn single_line(field: &str, value: &str) -> Result<(), ApiError> {
-    match value
-        .chars()
-        .find(|c| is_forbidden(*c) || is_invisible(*c) || matches!(c, '\t' | '\n' | '\r'))
-    {
-        Some(c) => Err(refusal(field, c)),
-        None => Ok(()),
-    }
-}
 
 /// The first refused character in a JSON document, with the path of the field holding it
 /// (`text`, `messages[2].body`; keys are checked too).
@@ -92,7 +58,7 @@ fn first_bad(v: &Value, path: &str) -> Option<(String, char)> {
 fn check_pairs(pairs: Vec<(String, String)>) -> Result<(), ApiError> {
     for (k, v) in pairs {
         if let Some(c) = k.chars().chain(v.chars()).find(|c| is_forbidden(*c)) {
-            return Err(refusal(&k, c));
+            return Err(refusal(&k, c).into());
         }
     }
     Ok(())
@@ -137,10 +103,7 @@ async fn screen_request(req: &mut ServiceRequest) -> Result<(), ApiError> {
         // Bodies that are not JSON are left for the handler's own (400) error.
         if let Ok(v) = serde_json::from_slice::<Value>(&body) {
             if let Some((field, c)) = first_bad(&v, "") {
-                return Err(refusal(
-                    if field.is_empty() { "the body" } else { &field },
-                    c,
-                ));
+                return Err(refusal(if field.is_empty() { "the body" } else { &field }, c).into());
             }
         }
     } else if let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
@@ -278,7 +241,8 @@ pub async fn not_found_or_method(req: HttpRequest) -> HttpResponse {
         .flat_map(|(_, methods)| methods.iter().map(String::as_str))
         .collect();
     if allowed.is_empty() {
-        return ApiError::NotFound("no such endpoint".into()).error_response();
+        return ApiError::Service(ServiceError::NotFound("no such endpoint".into()))
+            .error_response();
     }
     allowed.sort_unstable();
     allowed.dedup();

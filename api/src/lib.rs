@@ -1,31 +1,14 @@
-//! The HTTP surface, the OpenAPI document and the `journey` command line.
+//! The HTTP surface, the OpenAPI document and the `journey` command line, over the
+//! contexts' services (`journey_contexts`). No SQL and no business rule here: a handler
+//! reads the request, calls one service method and shapes the answer.
 
-pub mod admin;
 pub mod auth;
-pub mod billing;
 pub mod cli;
-pub mod config;
-pub mod consents;
-pub mod credits;
 pub mod error;
-pub mod export;
-pub mod export_jobs;
 pub mod http_middleware;
-pub mod identity;
 pub mod input;
-pub mod legal;
 pub mod openapi;
-pub mod rate_limit;
-pub mod requests;
-pub mod retention;
 pub mod routes;
 pub mod server;
-pub mod staff;
-pub mod state;
-pub mod stripe_events;
-pub mod tasks;
 pub mod telemetry;
 pub mod tls;
-pub mod transport;
-pub mod upstreams;
-pub mod usage;

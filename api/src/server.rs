@@ -1,12 +1,12 @@
 //! Builds and runs the HTTP server with the projection runner beside it.
 
 use crate::error::{form_config, json_config, path_config, query_config};
-use crate::state::App;
 use crate::{http_middleware, input, routes, telemetry};
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpServer};
 use anyhow::{Context, Result};
+use journey_contexts::app::App;
 use std::net::SocketAddr;
 use tokio::sync::watch;
 
@@ -76,7 +76,10 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         let poll = std::time::Duration::from_millis(app.cfg.tls_poll_interval_ms);
         store.spawn_watcher(poll, stop_rx.clone())
     });
-    let worker = tokio::spawn(app.clone().run_worker(stop_rx.clone()));
+    let worker = tokio::spawn(journey_contexts::tasks::worker::run_worker(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let pruner = {
         let app = app.clone();
         let mut stop = stop_rx;
@@ -103,8 +106,8 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {
                         wait = every;
-                        let ctx = crate::identity::Ctx::system(app.clock.now());
-                        match app.retention_run(ctx.at, crate::retention::RunMode::Apply, &ctx).await {
+                        let ctx = journey_contexts::identity::Ctx::system(app.clock.now());
+                        match app.privacy().retention_run(ctx.at, journey_contexts::privacy::retention::RunMode::Apply, &ctx).await {
                             Ok(r) => tracing::info!(purged = r.accounts_purged, tombstoned = r.events_tombstoned, "retention run"),
                             Err(e) => tracing::error!(error = %e, "retention run failed"),
                         }

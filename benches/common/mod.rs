@@ -2,8 +2,8 @@
 // Each bench compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use journey_api::config::Config;
-use journey_api::state::{App, AppState};
+use journey_contexts::app::{App, Core};
+use journey_contexts::config::Config;
 use journey_domain::account::{AccountCommand, SignInMethod};
 use journey_domain::meta::CommandMeta;
 use journey_domain::DataCategory;
@@ -56,7 +56,7 @@ pub async fn fresh_app_with(sqlite_allowed: bool, tweak: impl FnOnce(&mut Config
         ..Config::default()
     };
     tweak(&mut cfg);
-    AppState::build(cfg, None).await.expect("app builds")
+    Core::build(cfg, None).await.expect("app builds")
 }
 
 /// A registered account (real commands, so every projection sees it).

@@ -353,10 +353,12 @@ async fn refund_claws_back_unused_credits_and_dispute_suspends_keys_until_lifted
     assert_eq!(h.deliver(&bought.event).await.status(), 200);
 
     // A task holds 100 credits while the purchase is refunded.
-    let ctx = journey_api::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
+    let ctx =
+        journey_contexts::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
     let task = uuid::Uuid::new_v4();
     let actor = journey_domain::meta::Actor::System;
     h.app
+        .credits()
         .reserve_credits(s.account_id, task, 100, actor, &ctx)
         .await
         .unwrap();
@@ -382,6 +384,7 @@ async fn refund_claws_back_unused_credits_and_dispute_suspends_keys_until_lifted
     assert_eq!(claw["amount"], -400);
     // The failed task's credits do not come back either: they belonged to the refund.
     h.app
+        .credits()
         .release_credits(s.account_id, task, actor, &ctx)
         .await
         .unwrap();

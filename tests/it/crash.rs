@@ -73,7 +73,7 @@ async fn crash_then_retry(point: &str, after: After) {
         After::Committed => {
             // Past the submit grace (request timeout + 30 s) the worker gives up on it.
             h.clock.advance(chrono::Duration::seconds(120));
-            h.app.wake_worker();
+            h.app.tasks().wake_worker();
             let failed = c.wait_for(&h, task, "failed").await;
             assert!(failed["error"].as_str().is_some(), "{failed}");
             c.wait_balance(&h, (100, 0)).await;
@@ -176,7 +176,7 @@ async fn another_instance_takes_over_a_dead_instances_work_after_the_lease() {
 
     // Within the lease nobody else may touch the row...
     assert_eq!(
-        h.app.work_once().await.unwrap(),
+        h.app.tasks().work_once().await.unwrap(),
         0,
         "the dead instance's lease holds"
     );
@@ -184,7 +184,7 @@ async fn another_instance_takes_over_a_dead_instances_work_after_the_lease() {
     // ...and once it has run out (15 s), the next instance takes the work over: the
     // webhook goes out again (at least once) with the same delivery id.
     h.clock.advance(chrono::Duration::seconds(16));
-    assert_eq!(h.app.work_once().await.unwrap(), 1);
+    assert_eq!(h.app.tasks().work_once().await.unwrap(), 1);
     let both = sink.wait_for(2, std::time::Duration::from_secs(10)).await;
     assert_eq!(both.len(), 2);
     assert_eq!(

@@ -3,9 +3,9 @@
 
 use crate::support;
 
-use journey_api::error::ApiError;
-use journey_api::identity::Ctx;
 use journey_commands::Clock;
+use journey_contexts::error::ServiceError as ApiError;
+use journey_contexts::identity::Ctx;
 use journey_domain::meta::Actor;
 use serde_json::Value;
 use support::{scan, Harness};
@@ -35,7 +35,7 @@ fn grant(h: &Harness, account: Uuid, by: Uuid, amount: &str, extra: &[&str]) -> 
 
 async fn wait_for_balance(h: &Harness, account: Uuid, want: u64) {
     for _ in 0..100 {
-        if h.app.balance(account).await.unwrap().available == want {
+        if h.app.credits().balance(account).await.unwrap().available == want {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -58,7 +58,8 @@ async fn fifty_parallel_reservations_against_twenty_credits() {
         let c = c.clone();
         let account = s.account_id;
         tokio::spawn(async move {
-            app.reserve_credits(account, Uuid::new_v4(), 1, Actor::System, &c)
+            app.credits()
+                .reserve_credits(account, Uuid::new_v4(), 1, Actor::System, &c)
                 .await
         })
     });
@@ -73,7 +74,7 @@ async fn fifty_parallel_reservations_against_twenty_credits() {
         .filter(|r| matches!(r, Err(ApiError::PaymentRequired(_))))
         .count();
     assert_eq!((ok, short), (20, 30), "{results:?}");
-    let b = h.app.balance(s.account_id).await.unwrap();
+    let b = h.app.credits().balance(s.account_id).await.unwrap();
     assert_eq!((b.available, b.reserved), (0, 20));
 
     // Settling is exactly-once: a retried capture is a no-op, the opposite is refused.
@@ -81,27 +82,32 @@ async fn fifty_parallel_reservations_against_twenty_credits() {
     grant(&h, s.account_id, staff.account_id, "3", &[]);
     wait_for_balance(&h, s.account_id, 3).await;
     h.app
+        .credits()
         .reserve_credits(s.account_id, task, 3, Actor::System, &c)
         .await
         .unwrap();
     h.app
+        .credits()
         .reserve_credits(s.account_id, task, 3, Actor::System, &c)
         .await
         .unwrap();
     h.app
+        .credits()
         .capture_credits(s.account_id, task, Actor::System, &c)
         .await
         .unwrap();
     h.app
+        .credits()
         .capture_credits(s.account_id, task, Actor::System, &c)
         .await
         .unwrap();
     let e = h
         .app
+        .credits()
         .release_credits(s.account_id, task, Actor::System, &c)
         .await;
     assert!(matches!(e, Err(ApiError::Conflict(_))), "{e:?}");
-    let b = h.app.balance(s.account_id).await.unwrap();
+    let b = h.app.credits().balance(s.account_id).await.unwrap();
     assert_eq!((b.available, b.reserved), (0, 20));
 }
 
@@ -327,22 +333,34 @@ async fn expired_credits_stop_counting_at_expiry_and_are_not_reissued() {
     // The soonest-expiring credits are spent first.
     let task = Uuid::new_v4();
     h.app
+        .credits()
         .reserve_credits(s.account_id, task, 4, Actor::System, &c)
         .await
         .unwrap();
     h.app
+        .credits()
         .release_credits(s.account_id, task, Actor::System, &c)
         .await
         .unwrap();
     h.clock
         .advance(chrono::Duration::days(1) + chrono::Duration::seconds(1));
-    assert_eq!(h.app.balance(s.account_id).await.unwrap().available, 2);
+    assert_eq!(
+        h.app
+            .credits()
+            .balance(s.account_id)
+            .await
+            .unwrap()
+            .available,
+        2
+    );
     let e = h
         .app
+        .credits()
         .reserve_credits(s.account_id, Uuid::new_v4(), 3, Actor::System, &ctx(&h))
         .await;
     assert!(matches!(e, Err(ApiError::PaymentRequired(_))), "{e:?}");
     h.app
+        .credits()
         .reserve_credits(s.account_id, Uuid::new_v4(), 2, Actor::System, &ctx(&h))
         .await
         .unwrap();

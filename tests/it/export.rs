@@ -41,8 +41,10 @@ async fn rich_subject(h: &Harness, s: &Session, officer: &Session) {
         stripe::payment_method("pm_export", &bought.customer, "mastercard", "4444", "DE"),
     );
     assert_eq!(h.deliver(&card).await.status(), 200);
-    let ctx = journey_api::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
+    let ctx =
+        journey_contexts::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
     h.app
+        .credits()
         .reserve_credits(
             s.account_id,
             uuid::Uuid::new_v4(),

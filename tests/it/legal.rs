@@ -716,7 +716,7 @@ async fn the_subprocessor_registry_is_public_and_complete() {
     let mut cfg = h.cfg.clone();
     let p = cfg.providers["images"].clone();
     cfg.providers.insert("newcorp".into(), p);
-    let err = journey_api::state::AppState::build(cfg, None)
+    let err = journey_contexts::app::Core::build(cfg, None)
         .await
         .err()
         .expect("refused");

@@ -329,12 +329,12 @@ fn binary_serves_on_the_embedded_default_and_stops_on_sigterm() {
 async fn postgres_requires_configured_secrets() {
     // Several instances share a Postgres database, so they must share the master key and
     // pepper; generating them per instance would make data unreadable across instances.
-    let cfg = journey_api::config::Config {
+    let cfg = journey_contexts::config::Config {
         data_dir: support::temp_dir(),
         database_url: Some("postgres://127.0.0.1:1/never_reached".into()),
         ..Default::default()
     };
-    let err = journey_api::state::AppState::build(cfg, None)
+    let err = journey_contexts::app::Core::build(cfg, None)
         .await
         .err()
         .expect("refused");
@@ -348,14 +348,14 @@ async fn postgres_requires_configured_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_pepper_is_refused() {
     let dir = support::temp_dir();
-    let cfg = journey_api::config::Config {
+    let cfg = journey_contexts::config::Config {
         database_url: Some(support::fresh_database(&dir).await),
         data_dir: dir,
         master_key: Some(support::MASTER_KEY.into()),
         pepper: Some(String::new()),
         ..Default::default()
     };
-    let err = journey_api::state::AppState::build(cfg, None)
+    let err = journey_contexts::app::Core::build(cfg, None)
         .await
         .err()
         .expect("refused");

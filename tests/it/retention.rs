@@ -318,8 +318,10 @@ async fn a_purge_that_stopped_half_way_is_finished_by_the_next_run() {
         .unwrap();
     assert_eq!(r.status(), 202);
     // The erasure ran, then the process stopped before the certificate.
-    let ctx = journey_api::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
+    let ctx =
+        journey_contexts::identity::Ctx::system(journey_commands::Clock::now(h.clock.as_ref()));
     h.app
+        .identity()
         .erase_account(
             s.account_id,
             "interrupted purge",

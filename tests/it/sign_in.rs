@@ -697,7 +697,7 @@ async fn by_default_session_cookies_are_secure_for_tls_only() {
     // The server speaks HTTP behind a TLS-terminating proxy; the default configuration
     // marks every cookie Secure so browsers send them over TLS only.
     let h = Harness::start_with(|c| {
-        c.cookie_secure = journey_api::config::Config::default().cookie_secure
+        c.cookie_secure = journey_contexts::config::Config::default().cookie_secure
     })
     .await;
     let token = h.magic_link_token("tls@example.com").await;

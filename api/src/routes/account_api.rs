@@ -1,10 +1,11 @@
 //! The account holder's own data: profile (with correction) and API keys.
 
+use crate::auth::Ctx;
 use crate::auth::SessionAuth;
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::{ApiKeyView, CreatedApiKey, Ctx, Me};
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use journey_contexts::app::Core;
+use journey_contexts::identity::{ApiKeyView, CreatedApiKey, Me};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -21,8 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(get, path = "/v1/me", tag = "account",
     responses((status = 200, body = Me), (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
-pub async fn get_me(app: web::Data<AppState>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.me(auth.account_id).await?))
+pub async fn get_me(app: web::Data<Core>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.identity().me(auth.account_id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -45,7 +46,7 @@ pub struct PatchMe {
         (status = 429, description = "Too many confirmation links", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn patch_me(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<PatchMe>,
@@ -55,7 +56,7 @@ pub async fn patch_me(
     }
     // Validate everything before changing anything.
     if let Some(name) = &body.name {
-        crate::identity::display_name(name)?;
+        journey_contexts::identity::display_name(name)?;
     }
     if let Some(email) = &body.email {
         if journey_commands::secrets::normalize_email(email).is_none() {
@@ -64,20 +65,22 @@ pub async fn patch_me(
     }
     let mut pending = false;
     if let Some(email) = &body.email {
-        app.request_email_change(auth.account_id, email, &ctx)
+        app.identity()
+            .request_email_change(auth.account_id, email, &ctx)
             .await?;
         pending = true;
     }
     if let Some(name) = &body.name {
-        app.correct_name(
-            auth.account_id,
-            name,
-            journey_domain::meta::Actor::Account(auth.account_id),
-            &ctx,
-        )
-        .await?;
+        app.identity()
+            .correct_name(
+                auth.account_id,
+                name,
+                journey_domain::meta::Actor::Account(auth.account_id),
+                &ctx,
+            )
+            .await?;
     }
-    let me = app.me(auth.account_id).await?;
+    let me = app.identity().me(auth.account_id).await?;
     Ok(if pending {
         HttpResponse::Accepted().json(me)
     } else {
@@ -101,12 +104,13 @@ pub struct CreateKey {
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn create_key(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
     let created = app
+        .identity()
         .create_api_key(auth.account_id, &body.name, &ctx)
         .await?;
     Ok(HttpResponse::Created().json(created))
@@ -121,12 +125,9 @@ pub struct KeyList {
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
     responses((status = 200, body = KeyList), (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
-pub async fn list_keys(
-    app: web::Data<AppState>,
-    auth: SessionAuth,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list_keys(app: web::Data<Core>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(KeyList {
-        api_keys: app.list_api_keys(auth.account_id).await?,
+        api_keys: app.identity().list_api_keys(auth.account_id).await?,
     }))
 }
 
@@ -141,12 +142,14 @@ pub async fn list_keys(
         (status = 404, description = "No such key on this account", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn revoke_key(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key_id = Uuid::parse_str(&id).map_err(|_| ApiError::bad("id must be a UUID"))?;
-    app.revoke_api_key(auth.account_id, key_id, &ctx).await?;
+    app.identity()
+        .revoke_api_key(auth.account_id, key_id, &ctx)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,14 +1,15 @@
 //! The staff API (`/admin/v1/*`): a staff role is required (403 otherwise), and every read
 //! of a subject's data is audited — who, whose, what, why, when — before it is returned.
 
-use crate::admin::EventPage;
+use crate::auth::Ctx;
 use crate::auth::{AdminOrCompliance, Staff};
+use crate::error::ServiceError;
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::Ctx;
-use crate::staff::{AuditEntry, AuditFilter};
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use journey_contexts::app::Core;
+use journey_contexts::identity::staff::{AuditEntry, AuditFilter};
+use journey_contexts::identity::staff_views::EventPage;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -56,7 +57,7 @@ pub struct CorrectionOutcome {
         (status = 409, description = "The new email belongs to another account", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn correct_subject(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
@@ -66,29 +67,33 @@ pub async fn correct_subject(
     if body.name.is_none() && body.email.is_none() {
         return Err(ApiError::bad("give name, email or both"));
     }
-    crate::error::require_reason(&body.reason)?;
-    if !app.account_is_active(id).await? {
-        return Err(ApiError::NotFound(format!("no active account {id}")));
+    journey_contexts::error::require_reason(&body.reason)?;
+    if !app.identity().account_is_active(id).await? {
+        return Err(ApiError::Service(ServiceError::NotFound(format!(
+            "no active account {id}"
+        ))));
     }
-    app.audit_read(
-        staff.account_id,
-        Some(id),
-        "subject.correction",
-        Some(&body.reason),
-        &ctx,
-    )
-    .await?;
-    if let Some(name) = &body.name {
-        app.correct_name(
-            id,
-            name,
-            journey_domain::meta::Actor::Staff(staff.account_id),
+    app.identity()
+        .audit_read(
+            staff.account_id,
+            Some(id),
+            "subject.correction",
+            Some(&body.reason),
             &ctx,
         )
         .await?;
+    if let Some(name) = &body.name {
+        app.identity()
+            .correct_name(
+                id,
+                name,
+                journey_domain::meta::Actor::Staff(staff.account_id),
+                &ctx,
+            )
+            .await?;
     }
     if let Some(email) = &body.email {
-        app.request_email_change(id, email, &ctx).await?;
+        app.identity().request_email_change(id, email, &ctx).await?;
     }
     Ok(HttpResponse::Ok().json(CorrectionOutcome {
         name_corrected: body.name.is_some(),
@@ -126,7 +131,7 @@ pub struct EventsQuery {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn subject_events(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
@@ -134,6 +139,7 @@ pub async fn subject_events(
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit)?;
     let page = app
+        .identity()
         .subject_history(
             &staff,
             id.into_inner(),
@@ -178,7 +184,7 @@ pub struct AuditPage {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn audit(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     q: web::Query<AuditQuery>,
@@ -197,14 +203,15 @@ pub async fn audit(
             return Err(ApiError::bad("`from` is after `to`"));
         }
     }
-    app.audit_read(
-        staff.account_id,
-        filter.subject,
-        "audit.list",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
-    let entries = app.audit_trail(&filter).await?;
+    app.identity()
+        .audit_read(
+            staff.account_id,
+            filter.subject,
+            "audit.list",
+            q.reason.as_deref(),
+            &ctx,
+        )
+        .await?;
+    let entries = app.identity().audit_trail(&filter).await?;
     Ok(HttpResponse::Ok().json(AuditPage { entries }))
 }

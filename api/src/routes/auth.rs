@@ -3,10 +3,10 @@
 
 use super::pages::{self, page, Body};
 use super::{cookie, expired};
+use crate::auth::Ctx;
 use crate::auth::{SessionAuth, CSRF_COOKIE, SESSION_COOKIE};
+use crate::error::ServiceError;
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::{AgeInput, ConsumeError, Ctx, SignUpRefusal, SignedIn};
-use crate::state::AppState;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::guard::{self, GuardContext};
 use actix_web::http::{header, StatusCode};
@@ -17,6 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use journey_commands::secrets::normalize_email;
 use journey_commands::secrets::{self, ct_eq, hmac_hex};
+use journey_contexts::app::Core;
+use journey_contexts::identity::{AgeInput, ConsumeError, SignUpRefusal, SignedIn};
 use journey_domain::magic_link::{LinkPurpose, MagicLinkError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -67,11 +69,11 @@ pub struct MagicLinkRequest {
         (status = 503, description = "Email could not be sent",
             content((ErrorBody = "application/json"), (String = "text/html")))))]
 pub async fn request_magic_link(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     body: web::Json<MagicLinkRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    app.request_magic_link(&body.email, &ctx).await?;
+    app.identity().request_magic_link(&body.email, &ctx).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({})))
 }
 
@@ -101,13 +103,13 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 /// `POST /v1/auth/magic-link` from a browser form: the same use case, answered in HTML.
 /// (Documented with `request_magic_link`, which shares its path.)
 pub async fn request_magic_link_form(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     body: web::Bytes,
 ) -> HttpResponse {
     let raw = form_field(&body, "email").unwrap_or_default();
     let shown = normalize_email(&raw).unwrap_or_else(|| raw.trim().to_string());
-    match app.request_magic_link(&raw, &ctx).await {
+    match app.identity().request_magic_link(&raw, &ctx).await {
         Ok(()) => page(
             StatusCode::ACCEPTED,
             "Check your email",
@@ -121,14 +123,14 @@ pub async fn request_magic_link_form(
                     pages::minutes(app.cfg.magic_link_ttl_secs.max(0) as u64)
                 )),
         ),
-        Err(ApiError::BadRequest(_)) => page(
+        Err(ServiceError::BadRequest(_)) => page(
             StatusCode::BAD_REQUEST,
             "Enter a valid email address",
             Body::new()
                 .p("That is not an email address a sign-in link can be sent to. Check it and try again.")
                 .request_link_form(&raw),
         ),
-        Err(ApiError::TooManyRequests(wait)) => {
+        Err(ServiceError::TooManyRequests(wait)) => {
             let mut resp = page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many sign-in links requested",
@@ -146,7 +148,7 @@ pub async fn request_magic_link_form(
             resp
         }
         Err(e) => pages::error_page(
-            &e,
+            &e.into(),
             "No sign-in link was sent",
             Body::new().p("Try again in a few minutes.").request_link_form(&raw),
         ),
@@ -164,7 +166,7 @@ pub struct TokenQuery {
     responses(
         (status = 200, description = "HTML page with a button that signs in", content_type = "text/html"),
         (status = 400, description = "HTML page: link unknown, already used or expired, with a form to request a new one", content_type = "text/html")))]
-pub async fn confirm_page(app: web::Data<AppState>, q: web::Query<TokenQuery>) -> HttpResponse {
+pub async fn confirm_page(app: web::Data<Core>, q: web::Query<TokenQuery>) -> HttpResponse {
     let mut page = confirm_page_body(&app, &q).await;
     if page.status().is_success() {
         let token = q.token.as_deref().unwrap_or_default();
@@ -173,13 +175,13 @@ pub async fn confirm_page(app: web::Data<AppState>, q: web::Query<TokenQuery>) -
     page
 }
 
-fn link_binding(app: &AppState, token: &str) -> String {
+fn link_binding(app: &Core, token: &str) -> String {
     hmac_hex(&app.pepper, "magic-link-browser", token)
 }
 
 /// The binding cookie for one link: its name derives from the binding, its value is the
 /// binding (an HMAC of the token under the pepper; the token itself is never in a cookie).
-fn link_cookie(app: &AppState, token: &str, max_age_secs: i64) -> Cookie<'static> {
+fn link_cookie(app: &Core, token: &str, max_age_secs: i64) -> Cookie<'static> {
     let binding = link_binding(app, token);
     Cookie::build(format!("{LINK_COOKIE_PREFIX}{}", &binding[..16]), binding)
         .http_only(true)
@@ -195,13 +197,19 @@ fn usable_token(token: Option<&str>) -> Option<&str> {
     token.filter(|t| !t.is_empty() && t.len() <= 128)
 }
 
-async fn confirm_page_body(app: &AppState, q: &TokenQuery) -> HttpResponse {
+async fn confirm_page_body(app: &Core, q: &TokenQuery) -> HttpResponse {
     let Some(token) = usable_token(q.token.as_deref()) else {
         return link_refused(app, &MagicLinkError::Unknown, None);
     };
-    let status = match app.magic_link_status(token, app.clock.now()).await {
+    let status = match app
+        .identity()
+        .magic_link_status(token, app.clock.now())
+        .await
+    {
         Ok(s) => s,
-        Err(e) => return pages::error_page(&e, "This link cannot be checked now", Body::new()),
+        Err(e) => {
+            return pages::error_page(&e.into(), "This link cannot be checked now", Body::new())
+        }
     };
     match status.usable {
         Ok(purpose) => {
@@ -234,10 +242,15 @@ impl Confirm {
     }
 }
 
-async fn confirm_kind(app: &AppState, purpose: LinkPurpose) -> Confirm {
+async fn confirm_kind(app: &Core, purpose: LinkPurpose) -> Confirm {
     match purpose {
         LinkPurpose::SignIn { account_id } => {
-            if app.is_new_account(account_id).await.unwrap_or(false) {
+            if app
+                .identity()
+                .is_new_account(account_id)
+                .await
+                .unwrap_or(false)
+            {
                 Confirm::SignUp
             } else {
                 Confirm::SignIn
@@ -250,7 +263,7 @@ async fn confirm_kind(app: &AppState, purpose: LinkPurpose) -> Confirm {
 /// The confirmation form: the token, the age fields for a new account (children's privacy,
 /// policy section 9), the button. `country` and `age_confirmed` refill a refused sign-up.
 fn confirm_form(
-    app: &AppState,
+    app: &Core,
     token: &str,
     kind: Confirm,
     country: &str,
@@ -288,7 +301,7 @@ fn confirm_form(
 }
 
 /// 400: the link is unknown, already used or expired; what to do instead.
-fn link_refused(app: &AppState, e: &MagicLinkError, purpose: Option<LinkPurpose>) -> HttpResponse {
+fn link_refused(app: &Core, e: &MagicLinkError, purpose: Option<LinkPurpose>) -> HttpResponse {
     let (title, what) = match e {
         MagicLinkError::AlreadyUsed => (
             "This link was already used",
@@ -348,8 +361,8 @@ pub struct EmailChangedResponse {
     pub email_changed: bool,
 }
 
-fn signed_in_response(app: &AppState, s: SignedIn, as_html: bool) -> HttpResponse {
-    let csrf = app.csrf_token(&s.session_token);
+fn signed_in_response(app: &Core, s: SignedIn, as_html: bool) -> HttpResponse {
+    let csrf = app.identity().csrf_token(&s.session_token);
     let secure = app.cfg.cookie_secure;
     let ttl = app.cfg.session_ttl_secs;
     let mut resp = HttpResponse::Ok();
@@ -389,7 +402,7 @@ fn signed_in_response(app: &AppState, s: SignedIn, as_html: bool) -> HttpRespons
         (status = 409, description = "New email belongs to another account. A form post gets an HTML page",
             content((ErrorBody = "application/json"), (String = "text/html")))))]
 pub async fn consume(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
@@ -419,7 +432,11 @@ pub async fn consume(
         age_confirmed: parsed.age_confirmed,
     };
     Ok(
-        match app.consume_magic_link(&parsed.token, &age, &ctx).await? {
+        match app
+            .identity()
+            .consume_magic_link(&parsed.token, &age, &ctx)
+            .await?
+        {
             Some(signed_in) => signed_in_response(&app, signed_in, false),
             None => HttpResponse::Ok().json(EmailChangedResponse {
                 email_changed: true,
@@ -432,7 +449,7 @@ pub async fn consume(
 /// real cause: the link itself (unknown, used, expired: whichever browser posts it), then the
 /// browser binding (only a usable link can be "opened in another browser"), then the
 /// consume (sign-up terms, account state). Every answer is an HTML page.
-async fn consume_form(app: &AppState, ctx: &Ctx, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+async fn consume_form(app: &Core, ctx: &Ctx, req: &HttpRequest, body: &[u8]) -> HttpResponse {
     let token = form_field(body, "token");
     let Some(token) = usable_token(token.as_deref()) else {
         return link_refused(app, &MagicLinkError::Unknown, None);
@@ -442,9 +459,9 @@ async fn consume_form(app: &AppState, ctx: &Ctx, req: &HttpRequest, body: &[u8])
         country: country.clone(),
         age_confirmed: form_field(body, "age_confirmed").is_some_and(|v| v == "on" || v == "true"),
     };
-    let status = match app.magic_link_status(token, ctx.at).await {
+    let status = match app.identity().magic_link_status(token, ctx.at).await {
         Ok(s) => s,
-        Err(e) => return consume_failed(&e, None),
+        Err(e) => return consume_failed(&e.into(), None),
     };
     let purpose = match status.usable {
         Ok(p) => p,
@@ -457,7 +474,7 @@ async fn consume_form(app: &AppState, ctx: &Ctx, req: &HttpRequest, body: &[u8])
     }
     // The binding cookie is dropped once the link is spent; where it may still work (or the
     // outcome is unknown) it stays, so a retry is not mistaken for another browser.
-    match app.consume_magic_link(token, &age, ctx).await {
+    match app.identity().consume_magic_link(token, &age, ctx).await {
         Ok(Some(signed_in)) => spent(app, token, signed_in_response(app, signed_in, true)),
         Ok(None) => spent(
             app,
@@ -490,12 +507,12 @@ async fn consume_form(app: &AppState, ctx: &Ctx, req: &HttpRequest, body: &[u8])
             "Its data was deleted and it can no longer be signed in to.",
             "If you think this is a mistake, contact us:",
         ),
-        Err(ConsumeError::Other(e)) => consume_failed(&e, Some(purpose)),
+        Err(ConsumeError::Other(e)) => consume_failed(&e.into(), Some(purpose)),
     }
 }
 
 /// The link cannot be used again (or was just used): drop its binding cookie.
-fn spent(app: &AppState, token: &str, mut resp: HttpResponse) -> HttpResponse {
+fn spent(app: &Core, token: &str, mut resp: HttpResponse) -> HttpResponse {
     let _ = resp.add_cookie(&link_cookie(app, token, 0));
     resp
 }
@@ -517,7 +534,7 @@ fn wrong_browser() -> HttpResponse {
 
 /// 400: a sign-up without a valid country or the age confirmation, with the form again.
 fn sign_up_refused(
-    app: &AppState,
+    app: &Core,
     token: &str,
     refusal: &SignUpRefusal,
     country: Option<&str>,
@@ -552,7 +569,7 @@ fn sign_up_refused(
 }
 
 /// 403: the account behind the link is erased or pending deletion.
-fn account_closed(app: &AppState, title: &str, what: &str, next: &str) -> HttpResponse {
+fn account_closed(app: &Core, title: &str, what: &str, next: &str) -> HttpResponse {
     page(
         StatusCode::FORBIDDEN,
         title,
@@ -607,12 +624,12 @@ pub struct GoogleStartQuery {
     pub age_confirmed: bool,
 }
 
-fn cookie_cipher(app: &AppState) -> Aes256Gcm {
+fn cookie_cipher(app: &Core) -> Aes256Gcm {
     let key = hex::decode(hmac_hex(&app.pepper, "oidc-cookie-key", "v1")).expect("hex");
     Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))
 }
 
-fn seal_state(app: &AppState, s: &OidcState) -> String {
+fn seal_state(app: &Core, s: &OidcState) -> String {
     let nonce = secrets::random_bytes(12);
     let ct = cookie_cipher(app)
         .encrypt(
@@ -623,7 +640,7 @@ fn seal_state(app: &AppState, s: &OidcState) -> String {
     URL_SAFE_NO_PAD.encode([nonce, ct].concat())
 }
 
-fn open_state(app: &AppState, v: &str) -> Option<OidcState> {
+fn open_state(app: &Core, v: &str) -> Option<OidcState> {
     let raw = URL_SAFE_NO_PAD.decode(v).ok()?;
     if raw.len() < 12 {
         return None;
@@ -642,13 +659,13 @@ fn open_state(app: &AppState, v: &str) -> Option<OidcState> {
         (status = 302, description = "Redirect to Google"),
         (status = 503, description = "Google sign-in is not configured or unreachable", body = ErrorBody)))]
 pub async fn google_start(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     q: web::Query<GoogleStartQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if !app.oidc.configured() {
-        return Err(ApiError::Unavailable(
+        return Err(ApiError::Service(ServiceError::Unavailable(
             "Google sign-in is not configured".into(),
-        ));
+        )));
     }
     let st = OidcState {
         state: secrets::new_token(),
@@ -666,7 +683,9 @@ pub async fn google_start(
         .await
         .map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "OIDC discovery failed");
-            ApiError::Unavailable("Google sign-in is unavailable right now".into())
+            ApiError::Service(ServiceError::Unavailable(
+                "Google sign-in is unavailable right now".into(),
+            ))
         })?;
     Ok(HttpResponse::Found()
         .insert_header((header::LOCATION, url))
@@ -697,7 +716,7 @@ pub struct CallbackQuery {
         (status = 403, description = "Account erased or pending deletion (JSON); or Google does not mark the account's email verified (`email_verified` false or missing): an HTML page that says so and offers an emailed sign-in link instead. Nothing is created, linked or claimed, also for an account already linked to that Google account",
             content((ErrorBody = "application/json"), (String = "text/html")))))]
 pub async fn google_callback(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
     q: web::Query<CallbackQuery>,
@@ -737,7 +756,7 @@ pub async fn google_callback(
         let _ = resp.add_cookie(&expired(OIDC_COOKIE, app.cfg.cookie_secure));
         return Ok(resp);
     }
-    let signed_in = app.google_sign_in(claims, &st.age, &ctx).await?;
+    let signed_in = app.identity().google_sign_in(claims, &st.age, &ctx).await?;
     let mut resp = signed_in_response(&app, signed_in, false);
     let _ = resp.add_cookie(&expired(OIDC_COOKIE, app.cfg.cookie_secure));
     Ok(resp)
@@ -776,11 +795,13 @@ fn google_email_unverified(email: &str) -> HttpResponse {
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn logout(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
 ) -> Result<HttpResponse, ApiError> {
-    app.logout(&auth.token, auth.account_id, &ctx).await?;
+    app.identity()
+        .logout(&auth.token, auth.account_id, &ctx)
+        .await?;
     let secure = app.cfg.cookie_secure;
     Ok(HttpResponse::NoContent()
         .cookie(expired(SESSION_COOKIE, secure))

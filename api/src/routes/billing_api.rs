@@ -1,14 +1,14 @@
 //! Money: the catalogue, the holder's billing overview, Stripe Checkout and portal, the
 //! credit ledger, and Stripe's webhook.
 
+use crate::auth::Ctx;
 use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
-use crate::billing::{BillingOverview, CheckoutBody, RedirectUrl};
-use crate::credits::LedgerPage;
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::Ctx;
-use crate::state::AppState;
-use crate::stripe_events::IgnoredEventView;
 use actix_web::{web, HttpRequest, HttpResponse};
+use journey_contexts::app::Core;
+use journey_contexts::credits::billing::{BillingOverview, CheckoutBody, RedirectUrl};
+use journey_contexts::credits::stripe_events::IgnoredEventView;
+use journey_contexts::credits::LedgerPage;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -55,7 +55,7 @@ pub struct PackView {
 /// Plans and credit packs on sale. Accounts without a plan are on `free`.
 #[utoipa::path(get, path = "/v1/billing/catalog", tag = "billing",
     responses((status = 200, body = CatalogView)))]
-pub async fn catalog(app: web::Data<AppState>) -> HttpResponse {
+pub async fn catalog(app: web::Data<Core>) -> HttpResponse {
     let c = &app.catalog;
     HttpResponse::Ok().json(CatalogView {
         currency: c.currency.clone(),
@@ -88,11 +88,8 @@ pub async fn catalog(app: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/v1/billing", tag = "billing",
     responses((status = 200, body = BillingOverview), (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
-pub async fn overview(
-    app: web::Data<AppState>,
-    auth: SessionAuth,
-) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.billing_overview(auth.account_id).await?))
+pub async fn overview(app: web::Data<Core>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.credits().billing_overview(auth.account_id).await?))
 }
 
 /// Starts a Stripe Checkout for a pack (one-time payment) or a plan (subscription).
@@ -106,12 +103,13 @@ pub async fn overview(
         (status = 503, description = "Billing is not configured", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn checkout(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<CheckoutBody>,
 ) -> Result<HttpResponse, ApiError> {
     let url = app
+        .credits()
         .start_checkout(auth.account_id, body.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(url))
@@ -126,11 +124,11 @@ pub async fn checkout(
         (status = 503, description = "Billing is not configured", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn portal(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.portal_url(auth.account_id, &ctx).await?))
+    Ok(HttpResponse::Ok().json(app.credits().portal_url(auth.account_id, &ctx).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -150,7 +148,7 @@ pub struct LedgerQuery {
         (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn ledger(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     q: web::Query<LedgerQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -161,7 +159,11 @@ pub async fn ledger(
     if q.before.is_some_and(|b| b < 1) {
         return Err(ApiError::bad("before must be a positive ledger position"));
     }
-    Ok(HttpResponse::Ok().json(app.ledger_page(auth.account_id, q.before, limit).await?))
+    Ok(HttpResponse::Ok().json(
+        app.credits()
+            .ledger_page(auth.account_id, q.before, limit)
+            .await?,
+    ))
 }
 
 /// Stripe's webhook. The signature is checked over the raw body, before and apart from the
@@ -177,7 +179,7 @@ pub async fn ledger(
         (status = 500, description = "Processing failed; Stripe will redeliver", body = ErrorBody),
         (status = 503, description = "No webhook secret is configured", body = ErrorBody)))]
 pub async fn stripe_webhook(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
@@ -186,7 +188,10 @@ pub async fn stripe_webhook(
         .headers()
         .get("Stripe-Signature")
         .and_then(|v| v.to_str().ok());
-    let outcome = app.handle_stripe_webhook(&body, signature, &ctx).await?;
+    let outcome = app
+        .credits()
+        .handle_stripe_webhook(&body, signature, &ctx)
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "received": true,
         "outcome": format!("{outcome:?}").to_lowercase(),
@@ -219,7 +224,7 @@ pub struct IgnoredEvents {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn ignored_events(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     _staff: Staff<AdminOrCompliance>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -229,6 +234,6 @@ pub async fn ignored_events(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad("limit must be between 1 and 500"));
     }
-    let (events, more) = app.ignored_stripe_events(limit).await?;
+    let (events, more) = app.credits().ignored_stripe_events(limit).await?;
     Ok(HttpResponse::Ok().json(IgnoredEvents { events, more }))
 }

@@ -2,14 +2,15 @@
 //! reference describes it: task-creating endpoints, `fetch`, `fetch-many` and `account`.
 
 use crate::auth::ApiKeyAuth;
+use crate::auth::Ctx;
 use crate::error::ApiError;
-use crate::identity::Ctx;
-use crate::state::AppState;
-use crate::tasks::create::{Caller, Created, IdempotencyKey};
-use crate::tasks::requests::*;
-use crate::tasks::view::TaskObject;
-use crate::usage::UsageCharge;
+use crate::error::ServiceError;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use journey_contexts::app::Core;
+use journey_contexts::tasks::create::{Caller, Created, IdempotencyKey};
+use journey_contexts::tasks::requests::*;
+use journey_contexts::tasks::usage::UsageCharge;
+use journey_contexts::tasks::view::TaskObject;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -59,17 +60,21 @@ pub struct AccountInfo {
         (status = 429, description = "Rate limit; see `Retry-After`", body = crate::error::ErrorBody),
         (status = 500, description = "Server fault; body `{}`")),
     security(("api_key" = [])))]
-pub async fn account(app: web::Data<AppState>, auth: ApiKeyAuth) -> Result<HttpResponse, ApiError> {
-    let me = app.me(auth.account_id).await.map_err(|e| match e {
-        ApiError::SignInRequired => ApiError::BadApiKey,
-        other => other,
-    })?;
-    let balance = app.balance(auth.account_id).await?;
+pub async fn account(app: web::Data<Core>, auth: ApiKeyAuth) -> Result<HttpResponse, ApiError> {
+    let me = app
+        .identity()
+        .me(auth.account_id)
+        .await
+        .map_err(|e| match e {
+            ServiceError::SignInRequired => ServiceError::BadApiKey,
+            other => other,
+        })?;
+    let balance = app.credits().balance(auth.account_id).await?;
     Ok(HttpResponse::Ok().json(AccountInfo {
         email: me.email,
         credits: balance.available as i64,
-        total_images: app.total_images(auth.account_id).await?,
-        plan: app.plan_of(auth.account_id).await?,
+        total_images: app.tasks().total_images(auth.account_id).await?,
+        plan: app.credits().plan_of(auth.account_id).await?,
     }))
 }
 
@@ -79,7 +84,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 /// Runs a prepared task and answers; records what it charged for the usage log.
 async fn accept(
-    app: &AppState,
+    app: &Core,
     auth: &ApiKeyAuth,
     ctx: &Ctx,
     req: &HttpRequest,
@@ -99,7 +104,10 @@ async fn accept(
         account_id: auth.account_id,
         key_id: auth.key_id,
     };
-    let created: Created = app.create_task(caller, ctx, idempotency, prepared).await?;
+    let created: Created = app
+        .tasks()
+        .create_task(caller, ctx, idempotency, prepared)
+        .await?;
     req.extensions_mut().insert(UsageCharge {
         credits: created.charged,
         task_id: Some(created.task_id),
@@ -135,17 +143,20 @@ pub struct TaskList {
         (status = 429, description = "Rate limit; see `Retry-After`", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn fetch(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: FetchRequest = parse(&body)?;
     let id = parse_task_id("task_id", &r.task_id)?;
     let task = app
+        .tasks()
         .owned_task(auth.account_id, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("unknown task_id {id}")))?;
-    Ok(HttpResponse::Ok().json(app.task_object(id, &task).await?))
+        .ok_or_else(|| {
+            ApiError::Service(ServiceError::NotFound(format!("unknown task_id {id}")))
+        })?;
+    Ok(HttpResponse::Ok().json(app.tasks().task_object(id, &task).await?))
 }
 
 /// Up to 20 tasks at once (free).
@@ -157,7 +168,7 @@ pub async fn fetch(
         (status = 429, description = "Rate limit; see `Retry-After`", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn fetch_many(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -174,8 +185,8 @@ pub async fn fetch_many(
     }
     let mut tasks = Vec::new();
     for id in ids {
-        if let Some(task) = app.owned_task(auth.account_id, id).await? {
-            tasks.push(app.task_object(id, &task).await?);
+        if let Some(task) = app.tasks().owned_task(auth.account_id, id).await? {
+            tasks.push(app.tasks().task_object(id, &task).await?);
         }
     }
     Ok(HttpResponse::Ok().json(TaskList { tasks }))
@@ -193,14 +204,14 @@ pub async fn fetch_many(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn imagine(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: ImagineRequest = parse(&body)?;
-    let prepared = app.prepare_imagine(&r)?;
+    let prepared = app.tasks().prepare_imagine(&r)?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -217,14 +228,14 @@ pub async fn imagine(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn upscale_1x(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: ParentIndexRequest = parse(&body)?;
-    let prepared = app.prepare_upscale_1x(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_upscale_1x(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -241,14 +252,14 @@ pub async fn upscale_1x(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn upscale_alt(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: UpscaleAltRequest = parse(&body)?;
-    let prepared = app.prepare_upscale_alt(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_upscale_alt(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -265,14 +276,17 @@ pub async fn upscale_alt(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn upscale_2x_4x(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: Upscale2x4xRequest = parse(&body)?;
-    let prepared = app.prepare_upscale_2x_4x(auth.account_id, &r).await?;
+    let prepared = app
+        .tasks()
+        .prepare_upscale_2x_4x(auth.account_id, &r)
+        .await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -289,14 +303,14 @@ pub async fn upscale_2x_4x(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn variations(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: ParentIndexRequest = parse(&body)?;
-    let prepared = app.prepare_variations(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_variations(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -313,14 +327,14 @@ pub async fn variations(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn reroll(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: RerollRequest = parse(&body)?;
-    let prepared = app.prepare_reroll(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_reroll(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -337,14 +351,14 @@ pub async fn reroll(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn pan(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: PanRequest = parse(&body)?;
-    let prepared = app.prepare_pan(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_pan(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -360,14 +374,14 @@ pub async fn pan(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn blend(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: BlendRequest = parse(&body)?;
-    let prepared = app.prepare_blend(&r)?;
+    let prepared = app.tasks().prepare_blend(&r)?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -383,14 +397,14 @@ pub async fn blend(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn describe(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: DescribeRequest = parse(&body)?;
-    let prepared = app.prepare_describe(&r)?;
+    let prepared = app.tasks().prepare_describe(&r)?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -406,14 +420,14 @@ pub async fn describe(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn faceswap(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: FaceswapRequest = parse(&body)?;
-    let prepared = app.prepare_faceswap(&r)?;
+    let prepared = app.tasks().prepare_faceswap(&r)?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -429,14 +443,14 @@ pub async fn faceswap(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn imagine_video(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: ImagineVideoRequest = parse(&body)?;
-    let prepared = app.prepare_imagine_video(&r)?;
+    let prepared = app.tasks().prepare_imagine_video(&r)?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -453,14 +467,17 @@ pub async fn imagine_video(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn extend_video(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: ExtendVideoRequest = parse(&body)?;
-    let prepared = app.prepare_extend_video(auth.account_id, &r).await?;
+    let prepared = app
+        .tasks()
+        .prepare_extend_video(auth.account_id, &r)
+        .await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -477,14 +494,14 @@ pub async fn extend_video(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn inpaint(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: InpaintRequest = parse(&body)?;
-    let prepared = app.prepare_inpaint(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_inpaint(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }
 
@@ -501,13 +518,13 @@ pub async fn inpaint(
         (status = 503, description = "The upstream provider is not configured", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn outpaint(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: ApiKeyAuth,
     ctx: Ctx,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let r: OutpaintRequest = parse(&body)?;
-    let prepared = app.prepare_outpaint(auth.account_id, &r).await?;
+    let prepared = app.tasks().prepare_outpaint(auth.account_id, &r).await?;
     accept(&app, &auth, &ctx, &req, &body, prepared).await
 }

@@ -2,17 +2,20 @@
 //! sign-in), the holder's policy record, and the staff registers for policy versions,
 //! child reports, breaches and takedowns (`/admin/v1/*`).
 
+use crate::auth::Ctx;
 use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
-use crate::config::Subprocessor;
+use crate::error::ServiceError;
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::Ctx;
-use crate::legal::breaches::{BreachView, RecordBreach, RegulatorNotice};
-use crate::legal::children::{ChildReportRequest, ChildReportView};
-use crate::legal::policies::{PolicyAckView, PolicyView, PrivacyPolicyPage, PublishPolicy};
-use crate::legal::takedowns::{Decision, TakedownRequest, TakedownView};
 use crate::routes::privacy_api::ReasonBody;
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use journey_contexts::app::Core;
+use journey_contexts::config::Subprocessor;
+use journey_contexts::legal::breaches::{BreachView, RecordBreach, RegulatorNotice};
+use journey_contexts::legal::children::{ChildReportRequest, ChildReportView};
+use journey_contexts::legal::policies::{
+    PolicyAckView, PolicyView, PrivacyPolicyPage, PublishPolicy,
+};
+use journey_contexts::legal::takedowns::{Decision, TakedownRequest, TakedownView};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -57,9 +60,9 @@ fn decision_is(decision: &str, yes: &str) -> Result<bool, ApiError> {
     match decision {
         d if d == yes => Ok(true),
         "reject" => Ok(false),
-        _ => Err(ApiError::NotFound(format!(
+        _ => Err(ApiError::Service(ServiceError::NotFound(format!(
             "decision must be {yes} or reject"
-        ))),
+        )))),
     }
 }
 
@@ -67,8 +70,8 @@ fn decision_is(decision: &str, yes: &str) -> Result<bool, ApiError> {
 /// supervisory authority.
 #[utoipa::path(get, path = "/v1/legal/privacy-policy", tag = "legal",
     responses((status = 200, body = PrivacyPolicyPage), (status = 500, description = "Server fault")))]
-pub async fn privacy_policy(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.privacy_policy_page().await?))
+pub async fn privacy_policy(app: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.legal().privacy_policy_page().await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,7 +82,7 @@ pub struct SubprocessorList {
 /// The sub-processor registry: who processes which data, where, under which safeguard.
 #[utoipa::path(get, path = "/v1/legal/subprocessors", tag = "legal",
     responses((status = 200, body = SubprocessorList)))]
-pub async fn subprocessors(app: web::Data<AppState>) -> HttpResponse {
+pub async fn subprocessors(app: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok().json(SubprocessorList {
         subprocessors: app.cfg.subprocessors.values().cloned().collect(),
     })
@@ -101,7 +104,7 @@ pub struct AgeRequirement {
 #[utoipa::path(get, path = "/v1/legal/age-requirement", tag = "legal", params(CountryQuery),
     responses((status = 200, body = AgeRequirement), (status = 400, description = "Not a country code", body = ErrorBody)))]
 pub async fn age_requirement(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     q: web::Query<CountryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let c = q.country.trim().to_ascii_uppercase();
@@ -129,11 +132,14 @@ pub struct Filed {
         (status = 400, description = "Missing or invalid field", body = ErrorBody),
         (status = 429, description = "Too many reports from this address", body = ErrorBody)))]
 pub async fn child_report(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     body: web::Json<ChildReportRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = app.file_child_report(body.into_inner(), &ctx).await?;
+    let id = app
+        .legal()
+        .file_child_report(body.into_inner(), &ctx)
+        .await?;
     Ok(HttpResponse::Accepted().json(Filed {
         id,
         status: "received".into(),
@@ -148,11 +154,11 @@ pub async fn child_report(
         (status = 400, description = "Missing or invalid field", body = ErrorBody),
         (status = 429, description = "Too many requests", body = ErrorBody)))]
 pub async fn takedown(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     body: web::Json<TakedownRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = app.file_takedown(body.into_inner(), &ctx).await?;
+    let id = app.legal().file_takedown(body.into_inner(), &ctx).await?;
     Ok(HttpResponse::Accepted().json(Filed {
         id,
         status: "received".into(),
@@ -168,12 +174,9 @@ pub struct PolicyRecord {
 #[utoipa::path(get, path = "/v1/me/policy", tag = "legal",
     responses((status = 200, body = PolicyRecord), (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
-pub async fn my_policy(
-    app: web::Data<AppState>,
-    auth: SessionAuth,
-) -> Result<HttpResponse, ApiError> {
+pub async fn my_policy(app: web::Data<Core>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(PolicyRecord {
-        versions: app.policy_acks_of(auth.account_id).await?,
+        versions: app.legal().policy_acks_of(auth.account_id).await?,
     }))
 }
 
@@ -187,13 +190,14 @@ pub async fn my_policy(
         (status = 409, description = "Version already published", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn publish_policy(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     body: web::Json<PublishPolicy>,
 ) -> Result<HttpResponse, ApiError> {
     let app = app.into_inner();
     let view = app
+        .legal()
         .publish_policy(staff.account_id, body.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Created().json(view))
@@ -215,23 +219,24 @@ pub struct ReasonQuery {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn subject_policy(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    app.audit_read(
-        staff.account_id,
-        Some(id),
-        "subject.policy",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
+    app.identity()
+        .audit_read(
+            staff.account_id,
+            Some(id),
+            "subject.policy",
+            q.reason.as_deref(),
+            &ctx,
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(PolicyRecord {
-        versions: app.policy_acks_of(id).await?,
+        versions: app.legal().policy_acks_of(id).await?,
     }))
 }
 
@@ -248,12 +253,13 @@ pub struct ChildReportList {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn child_reports(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let reports = app
+        .legal()
         .child_reports(staff.account_id, q.reason.as_deref(), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(ChildReportList { reports }))
@@ -272,7 +278,7 @@ pub async fn child_reports(
         (status = 409, description = "Already decided, or no account to erase", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn decide_child_report(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     path: web::Path<(Uuid, String)>,
@@ -281,6 +287,7 @@ pub async fn decide_child_report(
     let (id, decision) = path.into_inner();
     let confirm = decision_is(&decision, "confirm")?;
     let v = app
+        .legal()
         .decide_child_report(staff.account_id, id, confirm, &body.reason, &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -293,12 +300,13 @@ pub async fn decide_child_report(
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn record_breach(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     body: web::Json<RecordBreach>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .record_breach(staff.account_id, body.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Created().json(v))
@@ -316,11 +324,11 @@ pub struct BreachList {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn breaches(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     _staff: Staff<AdminOrCompliance>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(BreachList {
-        breaches: app.breaches().await?,
+        breaches: app.legal().breaches().await?,
     }))
 }
 
@@ -333,12 +341,13 @@ pub async fn breaches(
         (status = 404, description = "No such breach", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn notify_holders(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .notify_breach_subjects(staff.account_id, id.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -355,13 +364,14 @@ pub async fn notify_holders(
         (status = 409, description = "Already marked", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn regulator_notified(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<RegulatorNotice>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .mark_regulator_notified(staff.account_id, id.into_inner(), &body.reference, &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -381,12 +391,13 @@ pub struct TakedownList {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn takedowns(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     q: web::Query<ReasonQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let cases = app
+        .legal()
         .takedowns(
             staff.account_id,
             q.status.as_deref(),
@@ -411,7 +422,7 @@ pub async fn takedowns(
         (status = 409, description = "Already decided, or no task matched", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn decide_takedown(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     path: web::Path<(Uuid, String)>,
@@ -420,6 +431,7 @@ pub async fn decide_takedown(
     let (id, decision) = path.into_inner();
     let action = decision_is(&decision, "action")?;
     let v = app
+        .legal()
         .decide_takedown(staff.account_id, id, action, &body.reason, &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))

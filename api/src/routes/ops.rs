@@ -1,7 +1,7 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics, OpenAPI document.
 
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use journey_contexts::app::Core;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -39,7 +39,7 @@ pub struct Readiness {
 /// Readiness: database reachable, migrations applied, projections within the lag bound.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, description = "Not ready", body = Readiness)))]
-pub async fn readyz(app: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(app: web::Data<Core>) -> HttpResponse {
     let database = app.db.ping().await.is_ok();
     let pending = if database {
         app.db
@@ -76,10 +76,7 @@ pub async fn readyz(app: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(
-    app: web::Data<AppState>,
-    handle: web::Data<PrometheusHandle>,
-) -> HttpResponse {
+pub async fn metrics(app: web::Data<Core>, handle: web::Data<PrometheusHandle>) -> HttpResponse {
     // Refresh projection-lag gauges at scrape time.
     let _ = app.runner.status().await;
     HttpResponse::Ok()
@@ -89,6 +86,6 @@ pub async fn metrics(
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi(app: web::Data<AppState>) -> HttpResponse {
+pub async fn openapi(app: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document_for(&app.models))
 }

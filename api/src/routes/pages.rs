@@ -8,6 +8,7 @@
 //! Pages carry no script, no style sheet and nothing from another site (their CSP says so).
 
 use crate::error::ApiError;
+use crate::error::ServiceError;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
@@ -131,11 +132,11 @@ pub fn minutes(secs: u64) -> u64 {
 pub fn error_page(e: &ApiError, title: &str, next: Body) -> HttpResponse {
     let status = actix_web::ResponseError::status_code(e);
     if status.is_server_error() {
-        if let ApiError::Internal(err) = e {
+        if let ApiError::Service(ServiceError::Internal(err)) = e {
             tracing::error!(error = %format!("{err:#}"), "internal error");
         }
         let msg = match e {
-            ApiError::Unavailable(m) => sentence(m),
+            ApiError::Service(ServiceError::Unavailable(m)) => sentence(m),
             _ => "Something went wrong on our side. Nothing was lost; try again in a moment."
                 .to_string(),
         };
@@ -146,7 +147,7 @@ pub fn error_page(e: &ApiError, title: &str, next: Body) -> HttpResponse {
         title,
         Body::new().p(&sentence(&e.to_string())).join(next),
     );
-    if let ApiError::TooManyRequests(wait) = e {
+    if let ApiError::Service(ServiceError::TooManyRequests(wait)) = e {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             header::HeaderValue::from(wait.as_secs().max(1)),

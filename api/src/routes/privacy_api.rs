@@ -1,14 +1,14 @@
 //! The holder's privacy controls: consents, objection to direct marketing, restriction of
 //! processing; and the staff action that lifts a restriction.
 
+use crate::auth::Ctx;
 use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
-use crate::consents::{ConsentUpdate, ConsentsView};
 use crate::error::{ApiError, ErrorBody};
-use crate::export_jobs::{self, ExportFormat, ExportJob};
-use crate::identity::Ctx;
-use crate::retention::DeletionScheduled;
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use journey_contexts::app::Core;
+use journey_contexts::privacy::consents::{ConsentUpdate, ConsentsView};
+use journey_contexts::privacy::export_jobs::{self, ExportFormat, ExportJob};
+use journey_contexts::privacy::retention::DeletionScheduled;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -33,7 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn staff_apply(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
@@ -41,6 +41,7 @@ async fn staff_apply(
     objection: bool,
 ) -> Result<HttpResponse, ApiError> {
     let view = app
+        .privacy()
         .staff_apply(
             staff.account_id,
             id.into_inner(),
@@ -64,7 +65,7 @@ async fn staff_apply(
         (status = 404, description = "No active account", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_restrict(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
@@ -85,7 +86,7 @@ pub async fn staff_restrict(
         (status = 404, description = "No active account", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_object(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
@@ -99,10 +100,10 @@ pub async fn staff_object(
     responses((status = 200, body = ConsentsView), (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn get_consents(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.consents_view(auth.account_id).await?))
+    Ok(HttpResponse::Ok().json(app.privacy().consents_view(auth.account_id).await?))
 }
 
 /// Gives or withdraws consent per purpose; each change is recorded with time, source and
@@ -115,12 +116,13 @@ pub async fn get_consents(
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn put_consents(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<ConsentUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let view = app
+        .privacy()
         .update_consents(auth.account_id, body.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -134,11 +136,15 @@ pub async fn put_consents(
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn object(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.object_to_marketing(auth.account_id, &ctx).await?))
+    Ok(HttpResponse::Ok().json(
+        app.privacy()
+            .object_to_marketing(auth.account_id, &ctx)
+            .await?,
+    ))
 }
 
 /// Restricts processing: the data is kept but used only for the holder's own explicit
@@ -150,11 +156,15 @@ pub async fn object(
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn restrict(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.restrict_processing(auth.account_id, &ctx).await?))
+    Ok(HttpResponse::Ok().json(
+        app.privacy()
+            .restrict_processing(auth.account_id, &ctx)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -175,13 +185,14 @@ pub struct ReasonBody {
         (status = 409, description = "Processing is not restricted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn lift_restriction(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<ReasonBody>,
 ) -> Result<HttpResponse, ApiError> {
     let view = app
+        .privacy()
         .lift_restriction(staff.account_id, id.into_inner(), &body.reason, &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -217,7 +228,7 @@ pub struct ExportBody {
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn start_export(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Bytes,
@@ -243,7 +254,7 @@ pub async fn start_export(
         (status = 404, description = "No such export of yours", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn export_status(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
@@ -269,7 +280,7 @@ pub struct DownloadQuery {
         (status = 404, description = "No such export", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn export_download(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     id: web::Path<Uuid>,
     q: web::Query<DownloadQuery>,
@@ -309,7 +320,7 @@ pub struct StaffExportQuery {
         (status = 404, description = "No data held about the subject", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_export(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
@@ -322,15 +333,16 @@ pub async fn staff_export(
         }
     };
     let subject = id.into_inner();
-    app.audit_read(
-        staff.account_id,
-        Some(subject),
-        "subject.export",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
-    let doc = app.build_export(subject, |_, _| {}).await?;
+    app.identity()
+        .audit_read(
+            staff.account_id,
+            Some(subject),
+            "subject.export",
+            q.reason.as_deref(),
+            &ctx,
+        )
+        .await?;
+    let doc = app.privacy().build_export(subject, |_, _| {}).await?;
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header(("Cache-Control", "no-store"))
@@ -360,12 +372,13 @@ pub struct DeleteBody {
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn delete_me(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<DeleteBody>,
 ) -> Result<HttpResponse, ApiError> {
     let done = app
+        .privacy()
         .request_deletion(auth.account_id, body.confirm.as_deref(), &ctx)
         .await?;
     Ok(HttpResponse::Accepted().json(done))
@@ -379,8 +392,9 @@ pub async fn delete_me(
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn retention_runs(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     _staff: Staff<AdminOrCompliance>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": app.retention_runs(100).await? })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "runs": app.privacy().retention_runs(100).await? })))
 }

@@ -1,13 +1,13 @@
 //! Data-subject requests: the holder's own (`/v1/me/requests`) and staff's worklist and
 //! steps (`/admin/v1/requests`).
 
+use crate::auth::Ctx;
 use crate::auth::{AdminOrCompliance, SessionAuth, Staff};
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::Ctx;
-use crate::requests::{RequestRow, RequestView, Step};
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use journey_contexts::app::Core;
+use journey_contexts::privacy::requests::{RequestRow, RequestView, Step};
 use journey_domain::meta::Actor;
 use journey_domain::requests::{Channel, RequestType};
 use serde::{Deserialize, Serialize};
@@ -47,12 +47,13 @@ pub struct SubmitBody {
         (status = 403, description = "Missing CSRF header", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn submit(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<SubmitBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .privacy()
         .submit_request(
             auth.account_id,
             body.kind,
@@ -73,8 +74,11 @@ pub struct RequestList {
 #[utoipa::path(get, path = "/v1/me/requests", tag = "privacy",
     responses((status = 200, body = RequestList), (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
-pub async fn mine(app: web::Data<AppState>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
-    let requests = app.list_requests(None, None, Some(auth.account_id)).await?;
+pub async fn mine(app: web::Data<Core>, auth: SessionAuth) -> Result<HttpResponse, ApiError> {
+    let requests = app
+        .privacy()
+        .list_requests(None, None, Some(auth.account_id))
+        .await?;
     Ok(HttpResponse::Ok().json(RequestList { requests }))
 }
 
@@ -94,13 +98,14 @@ pub struct CodeBody {
         (status = 409, description = "Already verified or closed", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn verify_mine(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     id: web::Path<Uuid>,
     body: web::Json<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .privacy()
         .verify_request(
             id.into_inner(),
             &body.code,
@@ -121,12 +126,13 @@ pub async fn verify_mine(
         (status = 409, description = "Already verified or closed", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn resend_mine(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .privacy()
         .resend_code(
             id.into_inner(),
             Some(auth.account_id),
@@ -157,22 +163,24 @@ pub struct RecordBody {
         (status = 404, description = "No account for that email", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn record(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     body: web::Json<RecordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let subject = app.account_by_email(&body.email).await?;
+    let subject = app.identity().account_by_email(&body.email).await?;
     let reason = format!("emailed {:?} request", body.kind).to_lowercase();
-    app.audit_read(
-        staff.account_id,
-        Some(subject),
-        "request.record",
-        Some(&reason),
-        &ctx,
-    )
-    .await?;
+    app.identity()
+        .audit_read(
+            staff.account_id,
+            Some(subject),
+            "request.record",
+            Some(&reason),
+            &ctx,
+        )
+        .await?;
     let v = app
+        .privacy()
         .submit_request(
             subject,
             body.kind,
@@ -195,16 +203,18 @@ pub async fn record(
         (status = 404, description = "No such request", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn verify_staff(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
     body: web::Json<CodeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    app.audit_request_work(staff.account_id, id, "request.verify", &ctx)
+    app.privacy()
+        .audit_request_work(staff.account_id, id, "request.verify", &ctx)
         .await?;
     let v = app
+        .privacy()
         .verify_request(id, &body.code, None, Actor::Staff(staff.account_id), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -221,15 +231,17 @@ pub async fn verify_staff(
         (status = 409, description = "Already verified or closed", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn resend_staff(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    app.audit_request_work(staff.account_id, id, "request.code", &ctx)
+    app.privacy()
+        .audit_request_work(staff.account_id, id, "request.code", &ctx)
         .await?;
     let v = app
+        .privacy()
         .resend_code(id, None, Actor::Staff(staff.account_id), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -255,7 +267,7 @@ pub struct StepBody {
         (status = 409, description = "Not possible in the request's state", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn step(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     path: web::Path<(Uuid, String)>,
@@ -278,9 +290,13 @@ pub async fn step(
         Step::Complete(_) => "request.complete",
         Step::Reject(_) => "request.reject",
     };
-    app.audit_request_work(staff.account_id, id, action, &ctx)
+    app.privacy()
+        .audit_request_work(staff.account_id, id, action, &ctx)
         .await?;
-    let v = app.request_step(id, step, staff.account_id, &ctx).await?;
+    let v = app
+        .privacy()
+        .request_step(id, step, staff.account_id, &ctx)
+        .await?;
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -304,7 +320,7 @@ pub struct WorklistQuery {
         (status = 403, description = "Needs the admin or compliance role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn worklist(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<AdminOrCompliance>,
     q: web::Query<WorklistQuery>,
@@ -323,17 +339,21 @@ pub async fn worklist(
             return Err(ApiError::bad(format!("unknown status {s:?}")));
         }
     }
-    let requests = app.list_requests(status, q.due_before, None).await?;
+    let requests = app
+        .privacy()
+        .list_requests(status, q.due_before, None)
+        .await?;
     let subjects = requests
         .iter()
         .filter_map(|r| Uuid::parse_str(&r.subject).ok());
-    app.audit_reads(
-        staff.account_id,
-        subjects,
-        "requests.list",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
+    app.identity()
+        .audit_reads(
+            staff.account_id,
+            subjects,
+            "requests.list",
+            q.reason.as_deref(),
+            &ctx,
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(RequestList { requests }))
 }

@@ -1,12 +1,12 @@
 //! Support tickets: the holder's side (`/v1/support/tickets`) and the support staff's
 //! (`/admin/v1/tickets`, roles support or admin; reads and writes are audited).
 
+use crate::auth::Ctx;
 use crate::auth::{SessionAuth, Staff, SupportOrAdmin};
 use crate::error::{ApiError, ErrorBody};
-use crate::identity::Ctx;
-use crate::legal::support::{NewMessage, NewTicket, TicketView};
-use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use journey_contexts::app::Core;
+use journey_contexts::legal::support::{NewMessage, NewTicket, TicketView};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -48,12 +48,13 @@ pub struct TicketQuery {
         (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn open(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     body: web::Json<NewTicket>,
 ) -> Result<HttpResponse, ApiError> {
     let t = app
+        .legal()
         .open_ticket(auth.account_id, body.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Created().json(t))
@@ -66,12 +67,15 @@ pub async fn open(
         (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn list(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     q: web::Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(TicketList {
-        tickets: app.tickets(auth.account_id, q.status.as_deref()).await?,
+        tickets: app
+            .legal()
+            .tickets(auth.account_id, q.status.as_deref())
+            .await?,
     }))
 }
 
@@ -83,11 +87,15 @@ pub async fn list(
         (status = 404, description = "No such ticket of yours", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn get(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.holder_ticket(auth.account_id, id.into_inner()).await?))
+    Ok(HttpResponse::Ok().json(
+        app.legal()
+            .holder_ticket(auth.account_id, id.into_inner())
+            .await?,
+    ))
 }
 
 /// Deletes a ticket's correspondence at once (its key is destroyed).
@@ -100,13 +108,14 @@ pub async fn get(
         (status = 409, description = "The ticket's correspondence was already deleted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn delete(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(
-        app.delete_ticket(auth.account_id, id.into_inner(), &ctx)
+        app.legal()
+            .delete_ticket(auth.account_id, id.into_inner(), &ctx)
             .await?,
     ))
 }
@@ -120,13 +129,14 @@ pub async fn delete(
         (status = 409, description = "Ticket closed or deleted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn reply(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     id: web::Path<Uuid>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .post_ticket_message(
             Some(auth.account_id),
             None,
@@ -146,12 +156,13 @@ pub async fn reply(
         (status = 409, description = "Ticket deleted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn close(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     auth: SessionAuth,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .close_ticket(Some(auth.account_id), None, id.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -165,12 +176,13 @@ pub async fn close(
         (status = 403, description = "Needs the support or admin role", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_list(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<SupportOrAdmin>,
     q: web::Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let tickets = app
+        .legal()
         .staff_tickets(
             staff.account_id,
             q.status.as_deref(),
@@ -190,23 +202,24 @@ pub async fn staff_list(
         (status = 404, description = "No such ticket", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_get(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<SupportOrAdmin>,
     id: web::Path<Uuid>,
     q: web::Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let owner = app.ticket_owner(id).await?;
-    app.audit_read(
-        staff.account_id,
-        Some(owner),
-        "ticket.read",
-        q.reason.as_deref(),
-        &ctx,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(app.ticket_view(id, true).await?))
+    let owner = app.legal().ticket_owner(id).await?;
+    app.identity()
+        .audit_read(
+            staff.account_id,
+            Some(owner),
+            "ticket.read",
+            q.reason.as_deref(),
+            &ctx,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(app.legal().ticket_view(id, true).await?))
 }
 
 /// Answers a ticket (support, admin); the holder is emailed that there is a reply.
@@ -220,13 +233,14 @@ pub async fn staff_get(
         (status = 409, description = "Ticket closed or deleted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_reply(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<SupportOrAdmin>,
     id: web::Path<Uuid>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .post_ticket_message(
             None,
             Some(staff.account_id),
@@ -247,12 +261,13 @@ pub async fn staff_reply(
         (status = 409, description = "Ticket deleted", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn staff_close(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     ctx: Ctx,
     staff: Staff<SupportOrAdmin>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let v = app
+        .legal()
         .close_ticket(None, Some(staff.account_id), id.into_inner(), &ctx)
         .await?;
     Ok(HttpResponse::Ok().json(v))

@@ -4,9 +4,10 @@
 //! change, without retries and possibly out of order; the task never moves backwards.
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::error::ServiceError;
 use actix_web::{web, HttpResponse};
 use journey_commands::upstream::mj_proxy::parse_task;
+use journey_contexts::app::Core;
 use uuid::Uuid;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -26,18 +27,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 400, description = "Unreadable task object, or one about another job", body = crate::error::ErrorBody),
         (status = 404, description = "Unknown token", body = crate::error::ErrorBody)))]
 pub async fn notify(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (provider, token) = path.into_inner();
-    let unknown = || ApiError::NotFound("unknown notification token".into());
+    let unknown = || ApiError::Service(ServiceError::NotFound("unknown notification token".into()));
     let task_id = token
         .get(..32)
         .and_then(|t| Uuid::parse_str(t).ok())
         .ok_or_else(unknown)?;
     let (task, _) = app.stores.tasks.load(&task_id.to_string()).await?;
-    if !app.notify_token_task(&token, &task)
+    if !app.tasks().notify_token_task(&token, &task)
         || task.spec.as_ref().is_none_or(|s| s.provider != provider)
     {
         return Err(unknown());
@@ -47,11 +48,14 @@ pub async fn notify(
         return Err(ApiError::bad("the report is about another upstream job"));
     }
     let now = app.clock.now();
-    let task = app.apply_mj_report(task_id, task, &report, now).await?;
+    let task = app
+        .tasks()
+        .apply_mj_report(task_id, task, &report, now)
+        .await?;
     if task.is_terminal() {
         // Settling is done; the webhook to the client goes out from the worker.
-        app.reschedule(task_id, now).await?;
-        app.wake_worker();
+        app.tasks().reschedule(task_id, now).await?;
+        app.tasks().wake_worker();
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({})))
 }

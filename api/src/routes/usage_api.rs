@@ -2,10 +2,10 @@
 
 use crate::auth::SessionAuth;
 use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
-use crate::usage::{parse_instant, TaskPage, UsagePage};
 use actix_web::{web, HttpResponse};
 use chrono::Duration;
+use journey_contexts::app::Core;
+use journey_contexts::tasks::usage::{parse_instant, TaskPage, UsagePage};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -44,7 +44,7 @@ pub struct UsageQuery {
         (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn usage(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -64,6 +64,7 @@ pub async fn usage(
         return Err(ApiError::bad("from must be before to"));
     }
     let page = app
+        .tasks()
         .usage_page(auth.account_id, from, to, q.before, limit(q.limit)?)
         .await?;
     Ok(HttpResponse::Ok().json(page))
@@ -86,11 +87,12 @@ pub struct TasksQuery {
         (status = 401, description = "Not signed in", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn tasks(
-    app: web::Data<AppState>,
+    app: web::Data<Core>,
     auth: SessionAuth,
     q: web::Query<TasksQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = app
+        .tasks()
         .task_page(
             auth.account_id,
             q.status.as_deref(),

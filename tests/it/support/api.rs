@@ -48,7 +48,7 @@ impl Harness {
     pub async fn grant_credits(&self, account: Uuid, credits: u64) {
         let staff = self.sign_in("granter@example.com").await;
         ensure_granter(self);
-        let before = self.app.balance(account).await.unwrap().available;
+        let before = self.app.credits().balance(account).await.unwrap().available;
         self.cli_ok(&[
             "credits",
             "grant",
@@ -62,7 +62,7 @@ impl Harness {
             &staff.account_id.to_string(),
         ]);
         for _ in 0..200 {
-            if self.app.balance(account).await.unwrap().available >= before + credits {
+            if self.app.credits().balance(account).await.unwrap().available >= before + credits {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -155,7 +155,7 @@ impl ApiClient {
     }
 
     pub async fn balance(&self, h: &Harness) -> (u64, u64) {
-        let b = h.app.balance(self.account_id).await.unwrap();
+        let b = h.app.credits().balance(self.account_id).await.unwrap();
         (b.available, b.reserved)
     }
 }

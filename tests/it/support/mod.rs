@@ -13,9 +13,9 @@ pub mod scan;
 pub mod smtp;
 pub mod stripe;
 
-use journey_api::config::Config;
-use journey_api::state::{App, AppState};
 use journey_commands::clock::OffsetClock;
+use journey_contexts::app::{App, Core};
+use journey_contexts::config::Config;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -129,7 +129,7 @@ impl Harness {
         };
         tweak(&mut cfg);
         let clock = Arc::new(OffsetClock::default());
-        let app = AppState::build(cfg.clone(), Some(clock.clone()))
+        let app = Core::build(cfg.clone(), Some(clock.clone()))
             .await
             .expect("app builds");
         let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
@@ -156,7 +156,7 @@ impl Harness {
     /// Another server instance on the same database and clock (its own worker, caches
     /// and leases), as when several instances run behind a load balancer.
     pub async fn second_instance(&self) -> (App, String) {
-        let app = AppState::build(self.cfg.clone(), Some(self.clock.clone()))
+        let app = Core::build(self.cfg.clone(), Some(self.clock.clone()))
             .await
             .expect("second instance builds");
         let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
