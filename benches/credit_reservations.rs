@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 async fn fund(app: &App, account: Uuid) {
     let meta = CommandMeta::system(app.clock.now());
-    app.stores
-        .credits
+    // Funded on a store of the benchmark's own (the credits context keeps its stores to
+    // itself); the app's ledger state reads the grant on its first reservation.
+    journey_commands::Store::<journey_domain::credits::CreditLedger>::new(&app.db)
         .execute(
             &account.to_string(),
             CreditCommand::Grant {

@@ -74,8 +74,8 @@ pub async fn register(app: &App) -> Uuid {
         .await
         .unwrap();
     let meta = CommandMeta::system(now);
-    app.stores
-        .accounts
+    // The benchmark registers accounts directly (no email round trip), on a store of its own.
+    journey_commands::Store::<journey_domain::account::Account>::new(&app.db)
         .execute(
             &id.to_string(),
             AccountCommand::Register {

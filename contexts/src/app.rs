@@ -18,42 +18,20 @@ use journey_commands::net_guard::Guard;
 use journey_commands::oidc::{OidcClient, OidcConfig};
 use journey_commands::stripe_api::StripeApi;
 use journey_commands::vault::MasterKey;
-use journey_commands::{Db, Store, Vault};
-use journey_domain::account::Account;
-use journey_domain::api_key::ApiKey;
-use journey_domain::billing::BillingAccount;
+use journey_commands::{Db, Vault};
 use journey_domain::catalog::Catalog;
-use journey_domain::consent::Consents;
-use journey_domain::credits::CreditLedger;
-use journey_domain::magic_link::MagicLink;
 use journey_domain::models::ModelCatalog;
-use journey_domain::requests::DataSubjectRequest;
-use journey_domain::retention_log::RetentionRun;
-use journey_domain::session::Session;
-use journey_domain::staff::StaffMember;
-use journey_domain::task::Task;
 use journey_projections::Runner;
 use std::sync::Arc;
 
+/// Every context's stores, each owned by its context (`identity::Stores`, ...): the
+/// fields of each are private to that context's modules.
 pub struct Stores {
-    pub accounts: Store<Account>,
-    pub credits: Store<CreditLedger>,
-    pub billing: Store<BillingAccount>,
-    pub staff: Store<StaffMember>,
-    pub consents: Store<Consents>,
-    pub retention: Store<RetentionRun>,
-    pub requests: Store<DataSubjectRequest>,
-    pub links: Store<MagicLink>,
-    pub sessions: Store<Session>,
-    pub keys: Store<ApiKey>,
-    pub tasks: Store<Task>,
-    pub policies: Store<journey_domain::policy::PolicyVersion>,
-    pub policy_acks: Store<journey_domain::policy::PolicyAck>,
-    pub child_reports: Store<journey_domain::child_report::ChildReport>,
-    pub breaches: Store<journey_domain::breach::Breach>,
-    pub takedowns: Store<journey_domain::takedown::Takedown>,
-    pub tickets: Store<journey_domain::ticket::Ticket>,
-    pub stripe_events: Store<journey_domain::stripe_event_log::StripeEventLog>,
+    pub(crate) identity: crate::identity::Stores,
+    pub(crate) credits: crate::credits::Stores,
+    pub(crate) tasks: crate::tasks::Stores,
+    pub(crate) privacy: crate::privacy::Stores,
+    pub(crate) legal: crate::legal::Stores,
 }
 
 pub struct Core {
@@ -68,7 +46,7 @@ pub struct Core {
     pub runner: Arc<Runner>,
     /// The batched usage log (`commands::usage_log`).
     pub usage_log: journey_commands::usage_log::UsageLog,
-    pub stores: Stores,
+    pub(crate) stores: Stores,
     pub identity_index: IdentityIndex,
     pub pepper: Vec<u8>,
     pub limits: RateLimits,
@@ -171,24 +149,11 @@ impl Core {
             vault: Vault::new(db.clone(), master),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stores: Stores {
-                accounts: Store::new(&db),
-                credits: Store::new(&db),
-                billing: Store::new(&db),
-                staff: Store::new(&db),
-                consents: Store::new(&db),
-                retention: Store::new(&db),
-                requests: Store::new(&db),
-                links: Store::new(&db),
-                sessions: Store::new(&db),
-                keys: Store::new(&db),
-                tasks: Store::new(&db),
-                policies: Store::new(&db),
-                policy_acks: Store::new(&db),
-                child_reports: Store::new(&db),
-                breaches: Store::new(&db),
-                takedowns: Store::new(&db),
-                tickets: Store::new(&db),
-                stripe_events: Store::new(&db),
+                identity: crate::identity::Stores::new(&db),
+                credits: crate::credits::Stores::new(&db),
+                tasks: crate::tasks::Stores::new(&db),
+                privacy: crate::privacy::Stores::new(&db),
+                legal: crate::legal::Stores::new(&db),
             },
             identity_index: IdentityIndex::new(db.clone()),
             refs: BillingRefs::new(db.clone()),

@@ -137,7 +137,7 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
         );
     }
     // Streams still load, as erased, without error.
-    let (account, _) = h.app.stores.accounts.load(&subject).await.unwrap();
+    let account = h.app.identity().account_state(&subject).await.unwrap();
     assert_eq!(
         account.status,
         journey_domain::account::AccountStatus::Erased
@@ -184,9 +184,8 @@ async fn erase_forgets_the_subject_everywhere_and_streams_still_load() {
     };
     let meta = journey_domain::meta::CommandMeta::system(chrono::Utc::now());
     let session_id = journey_commands::secrets::token_hash(token);
-    h.app
-        .stores
-        .sessions
+    // A store of our own: the identity context keeps its stores to itself.
+    journey_commands::Store::<journey_domain::session::Session>::new(&h.app.db)
         .execute(&session_id, start, &meta)
         .await
         .unwrap();
@@ -313,7 +312,9 @@ async fn a_sign_in_that_never_completed_can_be_erased() {
     .fetch_one(&h.app.db.any)
     .await
     .unwrap();
-    let (loaded, _) = h.app.stores.links.load(&link).await.unwrap();
+    // A store of our own: the identity context keeps its stores to itself.
+    let links = journey_commands::Store::<journey_domain::magic_link::MagicLink>::new(&h.app.db);
+    let (loaded, _) = links.load(&link).await.unwrap();
     let email = h
         .app
         .vault

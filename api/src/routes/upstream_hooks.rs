@@ -37,7 +37,7 @@ pub async fn notify(
         .get(..32)
         .and_then(|t| Uuid::parse_str(t).ok())
         .ok_or_else(unknown)?;
-    let (task, _) = app.stores.tasks.load(&task_id.to_string()).await?;
+    let task = app.tasks().task(&task_id.to_string()).await?;
     if !app.tasks().notify_token_task(&token, &task)
         || task.spec.as_ref().is_none_or(|s| s.provider != provider)
     {

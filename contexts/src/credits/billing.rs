@@ -81,7 +81,13 @@ impl Credits<'_> {
         &self,
         account_id: Uuid,
     ) -> Result<BillingAccount, ServiceError> {
-        Ok(self.stores.billing.load(&account_id.to_string()).await?.0)
+        Ok(self
+            .stores
+            .credits
+            .billing
+            .load(&account_id.to_string())
+            .await?
+            .0)
     }
 
     /// The plan in force now (`free` without an entitling subscription).
@@ -142,6 +148,7 @@ impl Credits<'_> {
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
         self.stores
+            .credits
             .billing
             .execute(
                 &account_id.to_string(),
@@ -246,6 +253,7 @@ impl Credits<'_> {
             .await?;
         let meta = self.identity().meta(actor, None, ctx).await?;
         self.stores
+            .credits
             .billing
             .execute(
                 &subject,

@@ -10,6 +10,24 @@ crate::app::service!(
     Credits
 );
 
+/// The event stores of the aggregates this context owns. The fields are private to this
+/// context's modules: another context reaches these aggregates only through the service.
+pub struct Stores {
+    credits: journey_commands::Store<journey_domain::credits::CreditLedger>,
+    billing: journey_commands::Store<journey_domain::billing::BillingAccount>,
+    stripe_events: journey_commands::Store<journey_domain::stripe_event_log::StripeEventLog>,
+}
+
+impl Stores {
+    pub(crate) fn new(db: &journey_commands::Db) -> Self {
+        Stores {
+            credits: journey_commands::Store::new(db),
+            billing: journey_commands::Store::new(db),
+            stripe_events: journey_commands::Store::new(db),
+        }
+    }
+}
+
 use crate::error::{require_reason, ServiceError};
 use crate::identity::{from_ms, Ctx};
 use chrono::{DateTime, Utc};
@@ -86,7 +104,12 @@ pub(crate) fn credit_error(e: StoreError<CreditError>) -> ServiceError {
 
 impl Credits<'_> {
     pub async fn balance(&self, account_id: Uuid) -> Result<Balance, ServiceError> {
-        let (ledger, _) = self.stores.credits.load(&account_id.to_string()).await?;
+        let (ledger, _) = self
+            .stores
+            .credits
+            .credits
+            .load(&account_id.to_string())
+            .await?;
         Ok(Balance {
             available: ledger.available(self.clock.now()),
             reserved: ledger.reserved(),
@@ -104,6 +127,7 @@ impl Credits<'_> {
     ) -> Result<(), ServiceError> {
         let meta = self.identity().meta(actor, Some(account_id), ctx).await?;
         self.stores
+            .credits
             .credits
             .execute(&account_id.to_string(), command, &meta)
             .await
@@ -201,7 +225,7 @@ impl Credits<'_> {
             .await?;
         self.identity().settle::<CreditLedger>(&subject).await?;
         // `None`: the idempotency key had been used, nothing was granted.
-        let (ledger, _) = self.stores.credits.load(&subject).await?;
+        let (ledger, _) = self.stores.credits.credits.load(&subject).await?;
         Ok(ledger.lots.contains_key(&grant_id).then_some(grant_id))
     }
 
@@ -250,5 +274,69 @@ impl Credits<'_> {
             entries,
             next_before,
         })
+    }
+}
+
+/// What the tasks context needs of the ledger: a reservation decided inside its unit of
+/// work, and the settlement of a task's reservation.
+impl<'a> Credits<'a> {
+    /// Decides a reservation without committing it: the ledger's events wait in the
+    /// returned `Decided` for the caller's `UnitOfWork` (accepting a task is one commit).
+    /// 402 when the balance is short, 429 at the in-flight limit.
+    pub async fn decide_reservation(
+        &self,
+        account: &str,
+        reserve: CreditCommand,
+    ) -> Result<journey_commands::Decided<'a, CreditLedger>, ServiceError> {
+        self.0
+            .stores
+            .credits
+            .credits
+            .decide(account, reserve)
+            .await
+            .map_err(credit_error)
+    }
+
+    /// Captures or releases a task's reservation (system actor). A reservation that never
+    /// came into being (a crash before the task's acceptance committed, in versions
+    /// before the unit of work) is nothing owed: that is not an error.
+    pub async fn settle_reservation(
+        &self,
+        account: &str,
+        command: CreditCommand,
+        at: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let meta = journey_domain::meta::CommandMeta::system(at);
+        match self
+            .stores
+            .credits
+            .credits
+            .execute(account, command, &meta)
+            .await
+        {
+            Ok(()) | Err(StoreError::Rejected(CreditError::NoReservation(_))) => {
+                self.runner.nudge();
+                Ok(())
+            }
+            Err(e) => Err(credit_error(e)),
+        }
+    }
+
+    /// Whether the account's subscription will renew (not cancelled, not ended, a plan in
+    /// force at `at`): deleting the account must wait until it is cancelled.
+    pub async fn subscription_renews(
+        &self,
+        account: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let (billing, _) = self
+            .stores
+            .credits
+            .billing
+            .load(&account.to_string())
+            .await?;
+        Ok(billing.subscription.as_ref().is_some_and(|s| {
+            !s.ended && !s.state.cancel_at_period_end && billing.plan_at(at).is_some()
+        }))
     }
 }

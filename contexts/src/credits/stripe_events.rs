@@ -156,7 +156,7 @@ impl Credits<'_> {
             }
         };
         let subject = plan.account.to_string();
-        let (billing, _) = self.stores.billing.load(&subject).await?;
+        let (billing, _) = self.stores.credits.billing.load(&subject).await?;
         if billing.processed.contains_key(&event.id) {
             return Ok(WebhookOutcome::Duplicate);
         }
@@ -193,7 +193,11 @@ impl Credits<'_> {
                     at: ctx.at,
                 },
             };
-            self.stores.credits.execute(&subject, cmd, &meta).await?;
+            self.stores
+                .credits
+                .credits
+                .execute(&subject, cmd, &meta)
+                .await?;
         }
         let mut changes = Vec::with_capacity(plan.changes.len());
         for c in plan.changes {
@@ -219,6 +223,7 @@ impl Credits<'_> {
             });
         }
         self.stores
+            .credits
             .billing
             .execute(
                 &subject,
@@ -235,7 +240,7 @@ impl Credits<'_> {
             .await?;
         self.identity().settle::<CreditLedger>(&subject).await?;
         self.identity().settle::<BillingAccount>(&subject).await?;
-        let (billing, _) = self.stores.billing.load(&subject).await?;
+        let (billing, _) = self.stores.credits.billing.load(&subject).await?;
         let won = billing.processed.get(&event.id) == Some(&ctx.request_id);
         let receipt = plan.receipt.filter(|r| {
             billing.first_recorded_by(r.record.0, &r.record.1, &event.id, &ctx.request_id)
@@ -657,6 +662,7 @@ impl Credits<'_> {
             at: ctx.at,
         };
         self.stores
+            .credits
             .stripe_events
             .execute(
                 &event.id,
@@ -682,7 +688,7 @@ impl Credits<'_> {
         ids.truncate(limit as usize);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let (log, _) = self.stores.stripe_events.load(&id).await?;
+            let (log, _) = self.stores.credits.stripe_events.load(&id).await?;
             if let Some(r) = log.ignored {
                 out.push(IgnoredEventView {
                     event_id: id,

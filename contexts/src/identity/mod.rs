@@ -9,6 +9,28 @@ crate::app::service!(
     Identity
 );
 
+/// The event stores of the aggregates this context owns. The fields are private to this
+/// context's modules: another context reaches these aggregates only through the service.
+pub struct Stores {
+    accounts: journey_commands::Store<journey_domain::account::Account>,
+    links: journey_commands::Store<journey_domain::magic_link::MagicLink>,
+    sessions: journey_commands::Store<journey_domain::session::Session>,
+    keys: journey_commands::Store<journey_domain::api_key::ApiKey>,
+    staff: journey_commands::Store<journey_domain::staff::StaffMember>,
+}
+
+impl Stores {
+    pub(crate) fn new(db: &journey_commands::Db) -> Self {
+        Stores {
+            accounts: journey_commands::Store::new(db),
+            links: journey_commands::Store::new(db),
+            sessions: journey_commands::Store::new(db),
+            keys: journey_commands::Store::new(db),
+            staff: journey_commands::Store::new(db),
+        }
+    }
+}
+
 use crate::error::ServiceError;
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
@@ -337,6 +359,7 @@ impl Identity<'_> {
         let token = secrets::new_token();
         let meta = self.meta(Actor::System, Some(account_id), ctx).await?;
         self.stores
+            .identity
             .links
             .execute(
                 &token_hash(&token),
@@ -386,7 +409,7 @@ impl Identity<'_> {
         token: &str,
         at: DateTime<Utc>,
     ) -> Result<LinkStatus, ServiceError> {
-        let (link, _) = self.stores.links.load(&token_hash(token)).await?;
+        let (link, _) = self.stores.identity.links.load(&token_hash(token)).await?;
         Ok(LinkStatus {
             usable: link.check_usable(at).and_then(|()| {
                 // Issued links always carry their purpose.
@@ -406,12 +429,17 @@ impl Identity<'_> {
         ctx: &Ctx,
     ) -> Result<Option<SignedIn>, ConsumeError> {
         let link_id = token_hash(token);
-        let (link, _) = self.stores.links.load(&link_id).await?;
+        let (link, _) = self.stores.identity.links.load(&link_id).await?;
         let purpose = link
             .purpose
             .ok_or(ConsumeError::Link(MagicLinkError::Unknown))?;
         let account_id = purpose.account_id();
-        let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (account, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         if account.status == AccountStatus::Erased {
             return Err(ConsumeError::Erased);
         }
@@ -427,6 +455,7 @@ impl Identity<'_> {
             .await?;
         match self
             .stores
+            .identity
             .links
             .execute(&link_id, MagicLinkCommand::Consume { at: ctx.at }, &meta)
             .await
@@ -438,7 +467,12 @@ impl Identity<'_> {
         let email = link.email.expect("issued links carry an email");
         match purpose {
             LinkPurpose::SignIn { account_id } => {
-                let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+                let (account, _) = self
+                    .stores
+                    .identity
+                    .accounts
+                    .load(&account_id.to_string())
+                    .await?;
                 let created = match account.status {
                     AccountStatus::Erased => return Err(ConsumeError::Erased),
                     AccountStatus::PendingDeletion => return Err(ConsumeError::PendingDeletion),
@@ -476,7 +510,12 @@ impl Identity<'_> {
     }
 
     pub async fn is_new_account(&self, account_id: Uuid) -> Result<bool, ServiceError> {
-        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (a, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         Ok(a.status == AccountStatus::New)
     }
 
@@ -533,6 +572,7 @@ impl Identity<'_> {
     ) -> Result<bool, ServiceError> {
         let result = self
             .stores
+            .identity
             .accounts
             .execute(
                 &account_id.to_string(),
@@ -577,7 +617,12 @@ impl Identity<'_> {
             )
             .await?;
         if owner != account_id {
-            let (other, _) = self.stores.accounts.load(&owner.to_string()).await?;
+            let (other, _) = self
+                .stores
+                .identity
+                .accounts
+                .load(&owner.to_string())
+                .await?;
             if other.status != AccountStatus::New {
                 return Err(ServiceError::Conflict(
                     "that email address belongs to another account".into(),
@@ -594,7 +639,12 @@ impl Identity<'_> {
                 ));
             }
         }
-        let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (account, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         if let Some(old) = &account.email {
             if let Opened::Value(old_plain) = self.vault.open(old).await? {
                 let old_hash = self.email_hash(&old_plain);
@@ -606,6 +656,7 @@ impl Identity<'_> {
             }
         }
         self.stores
+            .identity
             .accounts
             .execute(
                 &account_id.to_string(),
@@ -633,6 +684,7 @@ impl Identity<'_> {
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
         self.stores
+            .identity
             .sessions
             .execute(
                 &id,
@@ -655,13 +707,23 @@ impl Identity<'_> {
         token: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Uuid>, ServiceError> {
-        let (session, _) = self.stores.sessions.load(&token_hash(token)).await?;
+        let (session, _) = self
+            .stores
+            .identity
+            .sessions
+            .load(&token_hash(token))
+            .await?;
         let Some(account_id) = session.active_account(at) else {
             return Ok(None);
         };
         // The account itself decides (not a read model that may lag): no session outlives
         // an erasure, even one that raced with it.
-        let (account, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (account, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         Ok((account.status == AccountStatus::Active).then_some(account_id))
     }
 
@@ -676,6 +738,7 @@ impl Identity<'_> {
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
         self.stores
+            .identity
             .sessions
             .execute(
                 &id,
@@ -768,7 +831,7 @@ impl Identity<'_> {
         let meta = self
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
-        let (account, _) = self.stores.accounts.load(&subject).await?;
+        let (account, _) = self.stores.identity.accounts.load(&subject).await?;
         let created = match account.status {
             AccountStatus::Erased => {
                 return Err(ServiceError::Forbidden(
@@ -779,6 +842,7 @@ impl Identity<'_> {
             AccountStatus::Active => {
                 if account.google_sub.is_none() {
                     self.stores
+                        .identity
                         .accounts
                         .execute(
                             &subject,
@@ -829,17 +893,32 @@ impl Identity<'_> {
 
     /// The holder's address, or `None` once it is erased (or never registered).
     pub(crate) async fn email_of(&self, account_id: Uuid) -> Result<Option<String>, ServiceError> {
-        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (a, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         Ok(self.vault.open_opt(&a.email).await?.and_then(Opened::value))
     }
 
     pub async fn account_is_active(&self, account_id: Uuid) -> Result<bool, ServiceError> {
-        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (a, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         Ok(a.status == AccountStatus::Active)
     }
 
     pub async fn me(&self, account_id: Uuid) -> Result<Me, ServiceError> {
-        let (a, _) = self.stores.accounts.load(&account_id.to_string()).await?;
+        let (a, _) = self
+            .stores
+            .identity
+            .accounts
+            .load(&account_id.to_string())
+            .await?;
         if a.status != AccountStatus::Active {
             return Err(ServiceError::SignInRequired);
         }
@@ -869,6 +948,7 @@ impl Identity<'_> {
             .await?;
         let meta = self.meta(actor, Some(account_id), ctx).await?;
         self.stores
+            .identity
             .accounts
             .execute(
                 &subject,
@@ -935,6 +1015,7 @@ impl Identity<'_> {
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
         self.stores
+            .identity
             .keys
             .execute(
                 &id.to_string(),
@@ -995,7 +1076,7 @@ impl Identity<'_> {
         key_id: Uuid,
         ctx: &Ctx,
     ) -> Result<(), ServiceError> {
-        let (key, _) = self.stores.keys.load(&key_id.to_string()).await?;
+        let (key, _) = self.stores.identity.keys.load(&key_id.to_string()).await?;
         if key.account_id != Some(account_id) || key.revoked {
             return Err(ServiceError::NotFound("api key not found".into()));
         }
@@ -1003,6 +1084,7 @@ impl Identity<'_> {
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
         self.stores
+            .identity
             .keys
             .execute(
                 &key_id.to_string(),
@@ -1052,6 +1134,7 @@ impl Identity<'_> {
                 .await?;
             if let Err(e) = self
                 .stores
+                .identity
                 .keys
                 .execute(
                     &key_id.to_string(),
@@ -1098,7 +1181,11 @@ impl Identity<'_> {
             reason: SessionEndReason::AccountErased,
             at: meta.at,
         };
-        self.stores.sessions.execute(session, end, meta).await?;
+        self.stores
+            .identity
+            .sessions
+            .execute(session, end, meta)
+            .await?;
         Ok(())
     }
 
@@ -1108,6 +1195,7 @@ impl Identity<'_> {
         meta: &CommandMeta,
     ) -> Result<(), ServiceError> {
         self.stores
+            .identity
             .keys
             .execute(key, ApiKeyCommand::Revoke { at: meta.at }, meta)
             .await?;
@@ -1143,7 +1231,7 @@ impl Identity<'_> {
     /// 404 "no such account" unless the account exists or data is held about it.
     pub async fn ensure_erasable(&self, account_id: Uuid) -> Result<(), ServiceError> {
         let subject = account_id.to_string();
-        let (account, _) = self.stores.accounts.load(&subject).await?;
+        let (account, _) = self.stores.identity.accounts.load(&subject).await?;
         if account.status == AccountStatus::New && !self.subject_has_data(&subject).await? {
             return Err(ServiceError::NotFound("no such account".into()));
         }
@@ -1186,6 +1274,7 @@ impl Identity<'_> {
             .await?;
         let claims = self.identity_index.forget_account(account_id).await?;
         self.stores
+            .identity
             .accounts
             .execute(
                 &subject,
@@ -1205,5 +1294,40 @@ impl Identity<'_> {
             api_keys_revoked: keys.len(),
             identity_claims_dropped: claims,
         })
+    }
+}
+
+/// The account lifecycle steps other contexts drive: the privacy context's deletion
+/// window, erasure and certificate are commands on the `Account` aggregate this context
+/// owns.
+impl Identity<'_> {
+    /// The account's current state (a stream that does not exist loads as a new account).
+    pub async fn account_state(&self, subject: &str) -> Result<Account, ServiceError> {
+        Ok(self.stores.identity.accounts.load(subject).await?.0)
+    }
+
+    /// Runs a lifecycle command (`RequestDeletion`, `CancelDeletion`, `Certify`) on the
+    /// account, refusals as the aggregate gives them.
+    pub async fn account_lifecycle(
+        &self,
+        subject: &str,
+        command: AccountCommand,
+        meta: &CommandMeta,
+    ) -> Result<(), StoreError<journey_domain::account::AccountError>> {
+        match &command {
+            AccountCommand::RequestDeletion { .. }
+            | AccountCommand::CancelDeletion { .. }
+            | AccountCommand::Certify { .. } => {}
+            _ => {
+                return Err(StoreError::Storage(
+                    "not an account lifecycle command".into(),
+                ))
+            }
+        }
+        self.stores
+            .identity
+            .accounts
+            .execute(subject, command, meta)
+            .await
     }
 }

@@ -40,7 +40,13 @@ pub struct AuditFilter {
 
 impl Identity<'_> {
     pub async fn staff_member(&self, account_id: Uuid) -> Result<StaffMember, ServiceError> {
-        Ok(self.stores.staff.load(&account_id.to_string()).await?.0)
+        Ok(self
+            .stores
+            .identity
+            .staff
+            .load(&account_id.to_string())
+            .await?
+            .0)
     }
 
     /// The active account registered under `email`.
@@ -77,6 +83,7 @@ impl Identity<'_> {
         };
         let meta = self.meta(actor, None, ctx).await?;
         self.stores
+            .identity
             .staff
             .execute(&id.to_string(), command, &meta)
             .await?;
@@ -130,6 +137,7 @@ impl Identity<'_> {
     ) -> Result<(), ServiceError> {
         let meta = self.meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
+            .identity
             .staff
             .execute(&staff.to_string(), command, &meta)
             .await

@@ -108,6 +108,7 @@ impl Legal<'_> {
         let id = Uuid::new_v4();
         let meta = self.identity().meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
+            .legal
             .breaches
             .execute(
                 &id.to_string(),
@@ -161,7 +162,7 @@ impl Legal<'_> {
     }
 
     pub async fn breach(&self, id: Uuid) -> Result<BreachView, ServiceError> {
-        let (b, _) = self.stores.breaches.load(&id.to_string()).await?;
+        let (b, _) = self.stores.legal.breaches.load(&id.to_string()).await?;
         let r = b
             .record
             .ok_or_else(|| ServiceError::NotFound(format!("no breach {id}")))?;
@@ -219,7 +220,7 @@ impl Legal<'_> {
         id: Uuid,
         ctx: &Ctx,
     ) -> Result<BreachView, ServiceError> {
-        let (b, _) = self.stores.breaches.load(&id.to_string()).await?;
+        let (b, _) = self.stores.legal.breaches.load(&id.to_string()).await?;
         let r = b
             .record
             .clone()
@@ -260,6 +261,7 @@ impl Legal<'_> {
                 .map_err(ServiceError::Internal)?;
             let now = self.clock.now();
             self.stores
+                .legal
                 .breaches
                 .execute(
                     &id.to_string(),
@@ -288,6 +290,7 @@ impl Legal<'_> {
         }
         let meta = self.identity().meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
+            .legal
             .breaches
             .execute(
                 &id.to_string(),

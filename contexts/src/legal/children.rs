@@ -104,6 +104,7 @@ impl Legal<'_> {
         };
         let meta = self.identity().meta(Actor::System, None, ctx).await?;
         self.stores
+            .legal
             .child_reports
             .execute(
                 &report.to_string(),
@@ -132,7 +133,7 @@ impl Legal<'_> {
         .await?;
         let mut filed = Vec::new();
         for id in ids {
-            let (r, _) = self.stores.child_reports.load(&id).await?;
+            let (r, _) = self.stores.legal.child_reports.load(&id).await?;
             if let Some(f) = r.filed {
                 let report = Uuid::parse_str(&id).map_err(|e| ServiceError::Internal(e.into()))?;
                 filed.push((report, r.status, f));
@@ -167,7 +168,7 @@ impl Legal<'_> {
     ) -> Result<ChildReportView, ServiceError> {
         require_reason(reason)?;
         let id = report.to_string();
-        let (r, _) = self.stores.child_reports.load(&id).await?;
+        let (r, _) = self.stores.legal.child_reports.load(&id).await?;
         let filed = r
             .filed
             .ok_or_else(|| ServiceError::NotFound(format!("no child report {report}")))?;
@@ -195,6 +196,7 @@ impl Legal<'_> {
         };
         let meta = self.identity().meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
+            .legal
             .child_reports
             .execute(&id, command, &meta)
             .await

@@ -7,6 +7,30 @@ crate::app::service!(
     Legal
 );
 
+/// The event stores of the aggregates this context owns. The fields are private to this
+/// context's modules: another context reaches these aggregates only through the service.
+pub struct Stores {
+    policies: journey_commands::Store<journey_domain::policy::PolicyVersion>,
+    policy_acks: journey_commands::Store<journey_domain::policy::PolicyAck>,
+    child_reports: journey_commands::Store<journey_domain::child_report::ChildReport>,
+    breaches: journey_commands::Store<journey_domain::breach::Breach>,
+    takedowns: journey_commands::Store<journey_domain::takedown::Takedown>,
+    tickets: journey_commands::Store<journey_domain::ticket::Ticket>,
+}
+
+impl Stores {
+    pub(crate) fn new(db: &journey_commands::Db) -> Self {
+        Stores {
+            policies: journey_commands::Store::new(db),
+            policy_acks: journey_commands::Store::new(db),
+            child_reports: journey_commands::Store::new(db),
+            breaches: journey_commands::Store::new(db),
+            takedowns: journey_commands::Store::new(db),
+            tickets: journey_commands::Store::new(db),
+        }
+    }
+}
+
 pub mod breaches;
 pub mod children;
 pub mod policies;

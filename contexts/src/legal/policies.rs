@@ -98,7 +98,7 @@ impl Legal<'_> {
         let ids = journey_projections::events::stream_ids(&self.db, "policy", i64::MAX).await?;
         let mut list = Vec::new();
         for id in ids {
-            let (p, _) = self.stores.policies.load(&id).await?;
+            let (p, _) = self.stores.legal.policies.load(&id).await?;
             if let Some(publication) = p.publication {
                 list.push(view(&id, &publication));
             }
@@ -176,6 +176,7 @@ impl Legal<'_> {
         };
         let meta = self.identity().meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
+            .legal
             .policies
             .execute(
                 &version,
@@ -219,7 +220,7 @@ impl Legal<'_> {
         version: &str,
         accounts: &[Uuid],
     ) -> Result<u64, ServiceError> {
-        let (policy, _) = self.stores.policies.load(version).await?;
+        let (policy, _) = self.stores.legal.policies.load(version).await?;
         let p = policy
             .publication
             .ok_or_else(|| ServiceError::NotFound(format!("no policy version {version}")))?;
@@ -238,7 +239,7 @@ impl Legal<'_> {
         let mut sent = 0;
         for account in accounts {
             let id = ack_id(version, *account);
-            let (ack, _) = self.stores.policy_acks.load(&id).await?;
+            let (ack, _) = self.stores.legal.policy_acks.load(&id).await?;
             if ack.notified_at.is_some() {
                 continue;
             }
@@ -264,6 +265,7 @@ impl Legal<'_> {
                 at: now,
             };
             self.stores
+                .legal
                 .policy_acks
                 .execute(&id, cmd, &CommandMeta::system(now))
                 .await?;
@@ -299,7 +301,11 @@ impl Legal<'_> {
             at: now,
         };
         let meta = CommandMeta::system(now);
-        self.stores.policy_acks.execute(&id, cmd, &meta).await?;
+        self.stores
+            .legal
+            .policy_acks
+            .execute(&id, cmd, &meta)
+            .await?;
         self.runner.nudge();
         self.policy_cache
             .accepted
@@ -315,6 +321,7 @@ impl Legal<'_> {
         for p in self.policies().await?.iter() {
             let (ack, _): (PolicyAck, _) = self
                 .stores
+                .legal
                 .policy_acks
                 .load(&ack_id(&p.version, account))
                 .await?;
@@ -329,6 +336,6 @@ impl Legal<'_> {
 
     /// A version's publication, for the CLI.
     pub async fn policy_version(&self, version: &str) -> Result<PolicyVersion, ServiceError> {
-        Ok(self.stores.policies.load(version).await?.0)
+        Ok(self.stores.legal.policies.load(version).await?.0)
     }
 }

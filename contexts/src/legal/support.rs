@@ -111,6 +111,7 @@ impl Legal<'_> {
             .meta(Actor::Account(account), Some(account), ctx)
             .await?;
         self.stores
+            .legal
             .tickets
             .execute(&id.to_string(), cmd, &meta)
             .await?;
@@ -120,7 +121,7 @@ impl Legal<'_> {
 
     /// The holder's own ticket, or 404 (a foreign ticket behaves as unknown).
     async fn own_ticket(&self, account: Uuid, id: Uuid) -> Result<Ticket, ServiceError> {
-        let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        let (t, _) = self.stores.legal.tickets.load(&id.to_string()).await?;
         if t.account_id != Some(account) {
             return Err(ServiceError::NotFound(format!("no ticket {id}")));
         }
@@ -132,7 +133,7 @@ impl Legal<'_> {
         id: Uuid,
         with_messages: bool,
     ) -> Result<TicketView, ServiceError> {
-        let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        let (t, _) = self.stores.legal.tickets.load(&id.to_string()).await?;
         self.view_of(id, &t, with_messages).await
     }
 
@@ -225,7 +226,7 @@ impl Legal<'_> {
         }
         let mut out = Vec::new();
         for id in self.ticket_ids(account).await? {
-            let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+            let (t, _) = self.stores.legal.tickets.load(&id.to_string()).await?;
             if t.account_id.is_some() && status.is_none_or(|s| s == Self::status_of(&t)) {
                 out.push((id, t));
             }
@@ -292,6 +293,7 @@ impl Legal<'_> {
         };
         let meta = self.identity().meta(actor, Some(owner), ctx).await?;
         self.stores
+            .legal
             .tickets
             .execute(&id.to_string(), cmd, &meta)
             .await
@@ -354,7 +356,7 @@ impl Legal<'_> {
 
     /// The account a ticket belongs to, without opening anything.
     pub async fn ticket_owner(&self, id: Uuid) -> Result<Uuid, ServiceError> {
-        let (t, _) = self.stores.tickets.load(&id.to_string()).await?;
+        let (t, _) = self.stores.legal.tickets.load(&id.to_string()).await?;
         t.account_id
             .ok_or_else(|| ServiceError::NotFound(format!("no ticket {id}")))
     }
@@ -388,6 +390,7 @@ impl Legal<'_> {
             .await?;
         let meta = self.identity().meta(actor, Some(owner), ctx).await?;
         self.stores
+            .legal
             .tickets
             .execute(
                 &id.to_string(),
@@ -426,6 +429,7 @@ impl Legal<'_> {
             .meta(Actor::Account(account), Some(account), ctx)
             .await?;
         self.stores
+            .legal
             .tickets
             .execute(&id.to_string(), TicketCommand::Erase { at: ctx.at }, &meta)
             .await
@@ -449,7 +453,7 @@ impl Legal<'_> {
             else {
                 continue;
             };
-            let (t, _) = self.stores.tickets.load(&ticket.to_string()).await?;
+            let (t, _) = self.stores.legal.tickets.load(&ticket.to_string()).await?;
             let due = t
                 .closed_at
                 .is_some_and(|c| c + Duration::days(KEEP_AFTER_CLOSING_DAYS) <= as_of);

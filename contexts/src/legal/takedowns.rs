@@ -99,7 +99,7 @@ impl Legal<'_> {
         let task_id = match (&r.task_id, &r.image_url) {
             (Some(t), None) => {
                 let id = crate::tasks::requests::parse_task_id("task_id", t)?;
-                let (task, _) = self.stores.tasks.load(&id.to_string()).await?;
+                let task = self.tasks().task(&id.to_string()).await?;
                 task.exists().then_some(id)
             }
             (None, Some(u)) => {
@@ -147,6 +147,7 @@ impl Legal<'_> {
         };
         let meta = self.identity().meta(Actor::System, None, ctx).await?;
         self.stores
+            .legal
             .takedowns
             .execute(
                 &case.to_string(),
@@ -158,7 +159,7 @@ impl Legal<'_> {
     }
 
     pub async fn takedown(&self, case: Uuid) -> Result<TakedownView, ServiceError> {
-        let (t, _) = self.stores.takedowns.load(&case.to_string()).await?;
+        let (t, _) = self.stores.legal.takedowns.load(&case.to_string()).await?;
         let filed = t
             .filed
             .ok_or_else(|| ServiceError::NotFound(format!("no takedown case {case}")))?;
@@ -178,7 +179,7 @@ impl Legal<'_> {
         let Some(task_id) = task_id else {
             return Ok(None);
         };
-        let (task, _) = self.stores.tasks.load(&task_id.to_string()).await?;
+        let task = self.tasks().task(&task_id.to_string()).await?;
         Ok(task.spec.map(|s| s.account_id))
     }
 
@@ -209,7 +210,12 @@ impl Legal<'_> {
             .audit_reads(staff, holders, "takedowns.list", reason, ctx)
             .await?;
         for v in &mut listed {
-            let (t, _) = self.stores.takedowns.load(&v.case_id.to_string()).await?;
+            let (t, _) = self
+                .stores
+                .legal
+                .takedowns
+                .load(&v.case_id.to_string())
+                .await?;
             if let Some(f) = t.filed {
                 v.claimant_contact = self.vault.open(&f.claimant_contact).await?.value();
                 v.grounds = self.vault.open(&f.grounds).await?.value();
@@ -230,7 +236,7 @@ impl Legal<'_> {
     ) -> Result<TakedownView, ServiceError> {
         require_reason(reason)?;
         let id = case.to_string();
-        let (t, _) = self.stores.takedowns.load(&id).await?;
+        let (t, _) = self.stores.legal.takedowns.load(&id).await?;
         let filed = t
             .filed
             .ok_or_else(|| ServiceError::NotFound(format!("no takedown case {case}")))?;
@@ -259,6 +265,7 @@ impl Legal<'_> {
         };
         let meta = self.identity().meta(Actor::Staff(staff), None, ctx).await?;
         self.stores
+            .legal
             .takedowns
             .execute(&id, command, &meta)
             .await
@@ -331,6 +338,7 @@ impl Legal<'_> {
             .map_err(ServiceError::Internal)?;
         let now = self.clock.now();
         self.stores
+            .legal
             .takedowns
             .execute(
                 id,

@@ -70,7 +70,13 @@ fn source_str(s: Source) -> String {
 
 impl Privacy<'_> {
     pub async fn consents(&self, account_id: Uuid) -> Result<Consents, ServiceError> {
-        Ok(self.stores.consents.load(&account_id.to_string()).await?.0)
+        Ok(self
+            .stores
+            .privacy
+            .consents
+            .load(&account_id.to_string())
+            .await?
+            .0)
     }
 
     pub async fn consents_view(&self, account_id: Uuid) -> Result<ConsentsView, ServiceError> {
@@ -143,6 +149,7 @@ impl Privacy<'_> {
         let meta = self.identity().meta(actor, Some(account_id), ctx).await?;
         let id = account_id.to_string();
         self.stores
+            .privacy
             .consents
             .execute(&id, command, &meta)
             .await

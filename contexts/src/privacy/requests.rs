@@ -84,6 +84,7 @@ impl Privacy<'_> {
         meta: &journey_domain::meta::CommandMeta,
     ) -> Result<(), ServiceError> {
         self.stores
+            .privacy
             .requests
             .execute(&id.to_string(), cmd, meta)
             .await
@@ -91,7 +92,7 @@ impl Privacy<'_> {
     }
 
     async fn request_state(&self, id: Uuid) -> Result<DataSubjectRequest, ServiceError> {
-        Ok(self.stores.requests.load(&id.to_string()).await?.0)
+        Ok(self.stores.privacy.requests.load(&id.to_string()).await?.0)
     }
 
     fn view(&self, id: Uuid, r: &DataSubjectRequest) -> Result<RequestView, ServiceError> {
@@ -355,6 +356,7 @@ impl Privacy<'_> {
             }
             let meta = journey_domain::meta::CommandMeta::system(as_of);
             self.stores
+                .privacy
                 .requests
                 .execute(&id, RequestCommand::Remind { at: as_of }, &meta)
                 .await

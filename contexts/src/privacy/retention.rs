@@ -105,10 +105,11 @@ impl Privacy<'_> {
             )));
         }
         let me = self.identity().me(account_id).await?;
-        let (billing, _) = self.stores.billing.load(&account_id.to_string()).await?;
-        if billing.subscription.as_ref().is_some_and(|s| {
-            !s.ended && !s.state.cancel_at_period_end && billing.plan_at(ctx.at).is_some()
-        }) {
+        if self
+            .credits()
+            .subscription_renews(account_id, ctx.at)
+            .await?
+        {
             return Err(ServiceError::Conflict(
                 "your subscription would keep renewing: cancel it in the billing portal (POST /v1/billing/portal) first"
                     .into(),
@@ -120,9 +121,8 @@ impl Privacy<'_> {
             .identity()
             .meta(Actor::Account(account_id), Some(account_id), ctx)
             .await?;
-        self.stores
-            .accounts
-            .execute(
+        self.identity()
+            .account_lifecycle(
                 &subject,
                 AccountCommand::RequestDeletion {
                     purge_after,
@@ -179,9 +179,8 @@ impl Privacy<'_> {
         require_reason(reason)?;
         let meta = self.identity().meta(actor, None, ctx).await?;
         let subject = account_id.to_string();
-        self.stores
-            .accounts
-            .execute(
+        self.identity()
+            .account_lifecycle(
                 &subject,
                 AccountCommand::CancelDeletion {
                     reason: reason.to_string(),
@@ -206,7 +205,7 @@ impl Privacy<'_> {
         let mut due = Vec::new();
         for r in rows {
             let id: String = r.try_get(0)?;
-            let (a, _) = self.stores.accounts.load(&id).await?;
+            let a = self.identity().account_state(&id).await?;
             let pending = a.status == AccountStatus::PendingDeletion
                 && a.purge_after.is_some_and(|p| p <= as_of);
             let unfinished = a.status == AccountStatus::Erased && !a.certified;
@@ -302,9 +301,8 @@ impl Privacy<'_> {
             erased_at: ctx.at,
         };
         let meta = CommandMeta::system(ctx.at);
-        self.stores
-            .accounts
-            .execute(&subject, AccountCommand::Certify { certificate }, &meta)
+        self.identity()
+            .account_lifecycle(&subject, AccountCommand::Certify { certificate }, &meta)
             .await?;
         self.identity().settle::<Account>(&subject).await?;
         Ok(tombstoned)
@@ -436,6 +434,7 @@ impl Privacy<'_> {
         };
         let meta = CommandMeta::system(ctx.at);
         self.stores
+            .privacy
             .retention
             .execute(
                 &Uuid::new_v4().to_string(),

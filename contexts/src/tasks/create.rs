@@ -334,18 +334,14 @@ impl Tasks<'_> {
                 max_open: Some(self.cfg.max_tasks_in_flight),
                 at: ctx.at,
             };
-            let reservation = self
-                .stores
-                .credits
-                .decide(&subject, reserve)
-                .await
-                .map_err(crate::credits::credit_error)?;
+            let reservation = self.credits().decide_reservation(&subject, reserve).await?;
             let create = TaskCommand::Create {
                 spec: Box::new(spec.clone()),
                 at: ctx.at,
             };
             let created = self
                 .stores
+                .tasks
                 .tasks
                 .decide_new(&task_id.to_string(), create)
                 .await?;
@@ -571,7 +567,12 @@ impl Tasks<'_> {
                 upstream_id: upstream_id.clone(),
                 at: now,
             };
-            let submitted = self.stores.tasks.decide(&task_id.to_string(), cmd).await?;
+            let submitted = self
+                .stores
+                .tasks
+                .tasks
+                .decide(&task_id.to_string(), cmd)
+                .await?;
             let mut unit = UnitOfWork::begin(&self.db).await.map_err(unit_error)?;
             let written = async {
                 unit.append(&submitted, &meta).await?;

@@ -7,6 +7,20 @@ crate::app::service!(
     Tasks
 );
 
+/// The event stores of the aggregates this context owns. The fields are private to this
+/// context's modules: another context reaches these aggregates only through the service.
+pub struct Stores {
+    tasks: journey_commands::Store<journey_domain::task::Task>,
+}
+
+impl Stores {
+    pub(crate) fn new(db: &journey_commands::Db) -> Self {
+        Stores {
+            tasks: journey_commands::Store::new(db),
+        }
+    }
+}
+
 pub mod create;
 pub mod relay;
 pub mod requests;
@@ -15,3 +29,11 @@ pub mod usage;
 pub mod view;
 pub mod webhooks;
 pub mod worker;
+
+impl Tasks<'_> {
+    /// A task's current state, loaded from its stream (an unknown id loads as a task that
+    /// was never created). Ownership is the caller's to check (`view::owned_task`).
+    pub async fn task(&self, id: &str) -> Result<journey_domain::task::Task, crate::ServiceError> {
+        Ok(self.stores.tasks.tasks.load(id).await?.0)
+    }
+}

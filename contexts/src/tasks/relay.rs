@@ -7,8 +7,7 @@ use super::Tasks;
 use crate::error::ServiceError;
 use chrono::{DateTime, Utc};
 use journey_commands::upstream::mj_proxy::{MjStatus, MjTask};
-use journey_commands::StoreError;
-use journey_domain::credits::{CreditCommand, CreditError, CreditLedger, Settlement};
+use journey_domain::credits::CreditCommand;
 use journey_domain::meta::CommandMeta;
 use journey_domain::task::{FailCause, ResultKind, Task, TaskCommand, TaskResult, TaskStatus};
 use journey_domain::DataCategory;
@@ -23,9 +22,9 @@ impl Tasks<'_> {
         meta: &CommandMeta,
     ) -> Result<Task, ServiceError> {
         let id = task_id.to_string();
-        self.stores.tasks.execute(&id, command, meta).await?;
+        self.stores.tasks.tasks.execute(&id, command, meta).await?;
         self.runner.nudge();
-        Ok(self.stores.tasks.load(&id).await?.0)
+        Ok(self.stores.tasks.tasks.load(&id).await?.0)
     }
 
     /// Seals a value of the task's owner in the prompts category (results and errors go
@@ -118,32 +117,10 @@ impl Tasks<'_> {
             TaskStatus::Failed => CreditCommand::Release { task_id, at },
             _ => return Ok(false),
         };
-        let meta = CommandMeta::system(at);
-        match self
-            .stores
-            .credits
-            .execute(&spec.account_id.to_string(), command, &meta)
-            .await
-        {
-            // The reservation never happened (a crash between the two writes): nothing owed.
-            Ok(()) | Err(StoreError::Rejected(CreditError::NoReservation(_))) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.runner.nudge();
+        self.credits()
+            .settle_reservation(&spec.account_id.to_string(), command, at)
+            .await?;
         Ok(true)
-    }
-
-    /// Whether the task's reservation is still open.
-    pub async fn reservation_open(
-        &self,
-        account: Uuid,
-        task_id: Uuid,
-    ) -> Result<bool, ServiceError> {
-        let (ledger, _): (CreditLedger, _) = self.stores.credits.load(&account.to_string()).await?;
-        Ok(ledger
-            .reservations
-            .get(&task_id)
-            .is_some_and(|r| r.state == Settlement::Open))
     }
 
     /// Applies one midjourney-proxy task report. Reports that would move the task

@@ -1090,7 +1090,7 @@ impl Tasks<'_> {
             let Some(parent) = spec.parent_task_id else {
                 break;
             };
-            current = self.stores.tasks.load(&parent.to_string()).await?.0;
+            current = self.stores.tasks.tasks.load(&parent.to_string()).await?.0;
         }
         Ok(String::new())
     }

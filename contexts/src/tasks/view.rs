@@ -100,7 +100,7 @@ impl Tasks<'_> {
         account: Uuid,
         task_id: Uuid,
     ) -> Result<Option<Task>, ServiceError> {
-        let (task, _) = self.stores.tasks.load(&task_id.to_string()).await?;
+        let (task, _) = self.stores.tasks.tasks.load(&task_id.to_string()).await?;
         Ok(task.owned_by(account).then_some(task))
     }
 }

@@ -167,7 +167,7 @@ impl Tasks<'_> {
         let mut to_poll: HashMap<String, Vec<(Uuid, Task)>> = HashMap::new();
         for c in claimed {
             let advanced = async {
-                let (task, _) = self.stores.tasks.load(&c.task_id.to_string()).await?;
+                let (task, _) = self.stores.tasks.tasks.load(&c.task_id.to_string()).await?;
                 self.advance(c.task_id, &c.provider, task, now).await
             };
             match advanced.await {
@@ -287,15 +287,10 @@ impl Tasks<'_> {
         task_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
-        use journey_domain::credits::{CreditCommand, CreditError};
-        let release = CreditCommand::Release { task_id, at: now };
-        let meta = journey_domain::meta::CommandMeta::system(now);
-        match self.stores.credits.execute(account, release, &meta).await {
-            Ok(()) | Err(journey_commands::StoreError::Rejected(CreditError::NoReservation(_))) => {
-                Ok(())
-            }
-            Err(e) => Err(crate::credits::credit_error(e)),
-        }
+        let release = journey_domain::credits::CreditCommand::Release { task_id, at: now };
+        self.credits()
+            .settle_reservation(account, release, now)
+            .await
     }
 
     /// A task that just ended: deliver its webhook now, or finish with its row.
