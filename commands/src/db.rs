@@ -2,6 +2,7 @@
 //! models, vault, checkpoints) runs through sqlx's `Any` driver with `$n` placeholders,
 //! which both SQLite and Postgres accept, so most statements are written once.
 
+use crate::event_store::{EventStoreBackend, PostgresEventStore, SqliteEventStore};
 use anyhow::{bail, Context, Result};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -9,6 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AnyPool, PgPool, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -31,6 +33,8 @@ pub struct Db {
     pub backend: Backend,
     pub typed: TypedPool,
     pub any: AnyPool,
+    /// The event store (see `event_store`): every read and append of events goes through it.
+    pub event_store: Arc<dyn EventStoreBackend>,
     /// Raised after every commit that appended events through this handle.
     pub appends: Appends,
 }
@@ -98,6 +102,7 @@ impl Db {
             Ok(Db {
                 backend: Backend::Sqlite,
                 typed: TypedPool::Sqlite(typed),
+                event_store: Arc::new(SqliteEventStore::new(any.clone())),
                 any,
                 appends: Appends::default(),
             })
@@ -116,12 +121,20 @@ impl Db {
             Ok(Db {
                 backend: Backend::Postgres,
                 typed: TypedPool::Postgres(typed),
+                event_store: Arc::new(PostgresEventStore::new(any.clone())),
                 any,
                 appends: Appends::default(),
             })
         } else {
             bail!("database url must start with sqlite: or postgres:")
         }
+    }
+
+    /// The same database with another event-store backend (one that keeps its events
+    /// elsewhere; its SQL tables — read models, write-side rows — stay in this database).
+    pub fn with_event_store(mut self, event_store: Arc<dyn EventStoreBackend>) -> Db {
+        self.event_store = event_store;
+        self
     }
 
     fn migrator(&self) -> &'static Migrator {

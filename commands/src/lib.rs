@@ -1,9 +1,10 @@
-//! The write side: event-store backends behind one repository type, the aggregate stores,
+//! The write side: event-store backends behind one trait (`event_store`), the aggregate stores,
 //! the vault for sealed personal data, and the services commands need (mail, OIDC, clock).
 
 pub mod billing_refs;
 pub mod clock;
 pub mod db;
+pub mod event_store;
 pub mod fault;
 pub mod identity_index;
 pub mod mailer;

@@ -1,99 +1,41 @@
-//! Aggregate stores over either backend. `Repo` delegates to sqlite-es or postgres-es, and
-//! commits go through cqrs-es's `PersistedEventStore` (its optimistic lock on the stream
-//! sequence). We use the plain event-store mode — cqrs-es 0.5's snapshot modes apply new
-//! events twice to saved snapshots — and keep recent aggregate states in memory instead.
+//! Aggregate stores over any event-store backend (`Db::event_store`, see `event_store`).
+//! Loads and appends go through the backend trait; the optimistic lock is the backend's
+//! check of each stream's expected version. There are no snapshots (cqrs-es 0.5's snapshot
+//! modes apply new events twice to saved snapshots): recent aggregate states are kept in
+//! memory instead.
 
-use crate::db::{Appends, Db, TypedPool};
+use crate::db::Db;
+use crate::event_store::{EventStoreError, NewEvent, StoredEvent, StreamAppend, StreamId};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{
-    EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
-    ReplayStream, SerializedEvent, SerializedSnapshot,
-};
-use cqrs_es::{Aggregate, AggregateError, EventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use journey_domain::meta::CommandMeta;
-use postgres_es::PostgresEventRepository;
-use serde_json::Value;
-use sqlite_es::SqliteEventRepository;
 use std::collections::HashMap;
 
-/// The sqlite-es or postgres-es repository, raising `Db::appends` after each commit.
-pub struct Repo {
-    inner: Inner,
-    appends: Appends,
-}
-
-enum Inner {
-    Sqlite(SqliteEventRepository),
-    Postgres(PostgresEventRepository),
-}
-
-impl Repo {
-    pub fn new(db: &Db) -> Repo {
-        let inner = match &db.typed {
-            TypedPool::Sqlite(p) => Inner::Sqlite(SqliteEventRepository::new(p.clone())),
-            TypedPool::Postgres(p) => Inner::Postgres(PostgresEventRepository::new(p.clone())),
-        };
-        Repo {
-            inner,
-            appends: db.appends.clone(),
-        }
+/// A backend failure as cqrs-es's error (the stores' internal currency).
+fn store_failed<E: std::error::Error>(e: EventStoreError) -> AggregateError<E> {
+    match e {
+        EventStoreError::Conflict(_) => AggregateError::AggregateConflict,
+        other => AggregateError::UnexpectedError(Box::new(other)),
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $r:ident => $call:expr) => {
-        match &$self.inner {
-            Inner::Sqlite($r) => $call.await,
-            Inner::Postgres($r) => $call.await,
-        }
-    };
-}
-
-impl PersistedEventRepository for Repo {
-    async fn get_events<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        delegate!(self, r => r.get_events::<A>(id))
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        delegate!(self, r => r.get_last_events::<A>(id, last_sequence))
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        delegate!(self, r => r.get_snapshot::<A>(id))
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        delegate!(self, r => r.persist::<A>(events, snapshot_update))?;
-        self.appends.raise();
-        metrics::counter!("journey_events_appended_total", "aggregate" => A::TYPE)
-            .increment(events.len() as u64);
-        Ok(())
-    }
-
-    async fn stream_events<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        delegate!(self, r => r.stream_events::<A>(id))
-    }
-
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        delegate!(self, r => r.stream_all_events::<A>())
-    }
+/// Serializes an aggregate's events for an append.
+fn serialize<'m, E: DomainEvent, X: std::error::Error>(
+    events: &[E],
+    metadata: &'m str,
+) -> Result<Vec<NewEvent<'m>>, AggregateError<X>> {
+    events
+        .iter()
+        .map(|event| {
+            Ok(NewEvent {
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_string(event)
+                    .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+                metadata,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,9 +87,7 @@ const LOCK_STRIPES: usize = 128;
 const CACHE_LIMIT: usize = 10_000;
 
 pub struct Store<A: Aggregate> {
-    events: PersistedEventStore<Repo, A>,
-    repo: Repo,
-    /// For our own appends (group commit): sqlx `Any` on the same database.
+    /// Its `event_store` does every read and append.
     db: Db,
     stripes: Vec<tokio::sync::Mutex<()>>,
     cache: std::sync::Mutex<HashMap<String, (A, usize)>>,
@@ -169,8 +109,6 @@ where
 {
     pub fn new(db: &Db) -> Self {
         Store {
-            events: PersistedEventStore::new_event_store(Repo::new(db)),
-            repo: Repo::new(db),
             db: db.clone(),
             stripes: (0..LOCK_STRIPES).map(|_| Default::default()).collect(),
             cache: Default::default(),
@@ -206,17 +144,13 @@ where
             }
         };
         let (mut aggregate, mut sequence) = cached.unwrap_or_default();
-        let newer = if sequence == 0 {
-            self.repo.get_events::<A>(id).await?
-        } else {
-            self.repo.get_last_events::<A>(id, sequence).await?
-        };
+        let newer = self.newer(id, sequence).await?;
         let changed = !newer.is_empty();
         for e in newer {
             let event: A::Event = serde_json::from_value(e.payload)
                 .map_err(|err| AggregateError::DeserializationError(Box::new(err)))?;
             aggregate.apply(event);
-            sequence = e.sequence;
+            sequence = e.sequence as usize;
         }
         if changed && !take {
             self.remember(id, aggregate.clone(), sequence);
@@ -236,44 +170,41 @@ where
         Ok((aggregate, sequence, true))
     }
 
-    /// Appends a batch's events after `sequence` in one transaction and one statement.
+    /// The stream's events after `sequence`.
+    async fn newer(
+        &self,
+        id: &str,
+        sequence: usize,
+    ) -> Result<Vec<StoredEvent>, AggregateError<A::Error>> {
+        self.db
+            .event_store
+            .load(&StreamId::new(A::TYPE, id), sequence)
+            .await
+            .map_err(store_failed::<A::Error>)
+    }
+
+    /// Appends a batch's events after `sequence` in one transaction.
     async fn append(
         &self,
         id: &str,
         sequence: usize,
-        events: &[(String, String, String, String)],
+        events: Vec<NewEvent<'_>>,
     ) -> Result<(), AggregateError<A::Error>> {
-        use crate::unit_of_work::{insert_events, EventRow};
-        let rows: Vec<EventRow> = events
-            .iter()
-            .enumerate()
-            .map(
-                |(i, (event_type, event_version, payload, metadata))| EventRow {
-                    aggregate_type: A::TYPE,
-                    aggregate_id: id,
-                    sequence: sequence + i + 1,
-                    event_type: event_type.clone(),
-                    event_version: event_version.clone(),
-                    payload: payload.clone(),
-                    metadata,
-                },
-            )
-            .collect();
-        let failed = |e: sqlx::Error| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                AggregateError::AggregateConflict
-            }
-            _ => AggregateError::UnexpectedError(Box::new(e)),
+        let appended = events.len() as u64;
+        let append = StreamAppend {
+            stream: StreamId::new(A::TYPE, id),
+            expected: sequence,
+            events,
         };
-        let mut tx = self.db.any.begin().await.map_err(failed)?;
-        insert_events(&mut tx, self.db.backend, &rows)
+        self.db
+            .event_store
+            .append(std::slice::from_ref(&append))
             .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
+            .map_err(store_failed::<A::Error>)?;
         // Wakes this process's projection runner (see `Db::appends`).
         self.db.appends.raise();
         metrics::counter!("journey_events_appended_total", "aggregate" => A::TYPE)
-            .increment(rows.len() as u64);
+            .increment(appended);
         Ok(())
     }
 
@@ -283,11 +214,13 @@ where
         id: &str,
         sequence: usize,
     ) -> Result<bool, AggregateError<A::Error>> {
-        Ok(!self
-            .repo
-            .get_last_events::<A>(id, sequence)
-            .await?
-            .is_empty())
+        Ok(self
+            .db
+            .event_store
+            .version(&StreamId::new(A::TYPE, id))
+            .await
+            .map_err(store_failed::<A::Error>)?
+            != sequence)
     }
 
     /// Handles one command against the current state and appends its events, failing with
@@ -319,15 +252,10 @@ where
             return Ok(());
         }
         let appended = events.len();
-        // The context's aggregate is only read by cqrs-es's snapshot modes, which we do
-        // not use.
-        let context = EventStoreAggregateContext {
-            aggregate_id: id.to_string(),
-            aggregate: A::default(),
-            current_sequence: sequence,
-            current_snapshot: None,
-        };
-        self.events.commit(events, context, meta.to_map()).await?;
+        let metadata = serde_json::to_string(&meta.to_map())
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        self.append(id, sequence, serialize::<_, A::Error>(&events, &metadata)?)
+            .await?;
         self.remember(id, aggregate, sequence + appended);
         Ok(())
     }
@@ -422,7 +350,8 @@ where
     ) -> Result<Vec<Option<Result<(), StoreError<A::Error>>>>, AggregateError<A::Error>> {
         let (mut aggregate, sequence, fresh) = self.for_command(id).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut serialized = Vec::new();
+        // Each accepted command's events with its metadata, serialized after the loop.
+        let mut accepted: Vec<(Vec<A::Event>, String)> = Vec::new();
         let mut spoiled = false;
         let mut refused = false;
         for q in batch {
@@ -443,16 +372,8 @@ where
                 Ok(()) => {
                     let metadata = serde_json::to_string(&q.meta.to_map())
                         .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-                    for event in events {
-                        use cqrs_es::DomainEvent;
-                        let payload = serde_json::to_string(&event)
-                            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-                        serialized.push((
-                            event.event_type(),
-                            event.event_version(),
-                            payload,
-                            metadata.clone(),
-                        ));
+                    if !events.is_empty() {
+                        accepted.push((events, metadata));
                     }
                     outcomes.push(Some(Ok(())));
                 }
@@ -463,11 +384,16 @@ where
         if refused && !fresh && self.moved_since(id, sequence).await? {
             return Err(AggregateError::AggregateConflict);
         }
-        if !serialized.is_empty() {
-            self.append(id, sequence, &serialized).await?;
+        let mut serialized = Vec::new();
+        for (events, metadata) in &accepted {
+            serialized.extend(serialize::<_, A::Error>(events, metadata)?);
+        }
+        let appended = serialized.len();
+        if appended > 0 {
+            self.append(id, sequence, serialized).await?;
         }
         if !spoiled {
-            self.remember(id, aggregate, sequence + serialized.len());
+            self.remember(id, aggregate, sequence + appended);
         }
         Ok(outcomes)
     }

@@ -4,16 +4,15 @@
 //! nothing behind; after it, everything.
 //!
 //! Events come from `Store::decide`, which runs the aggregate's rules on its in-memory state
-//! and holds the aggregate's stripe lock until the commit is over. The rows are written in
-//! the same `events` table shape that sqlite-es and postgres-es write (they load these
-//! events like their own); position, commit time and transaction id come from the table's
-//! column defaults.
+//! and holds the aggregate's stripe lock until the commit is over. They are appended through
+//! the event-store backend's transaction (`event_store::EventTransaction`), whose SQL
+//! connection (`tx`) carries the write-side rows.
 
-use crate::db::{Appends, Backend, Db};
+use crate::db::{Appends, Db};
+use crate::event_store::{EventStoreError, EventTransaction, NewEvent, StreamAppend, StreamId};
 use crate::store::Decided;
 use cqrs_es::{Aggregate, DomainEvent};
 use journey_domain::meta::CommandMeta;
-use sqlx::{Any, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
@@ -34,9 +33,20 @@ impl UnitError {
     }
 }
 
+impl From<EventStoreError> for UnitError {
+    fn from(e: EventStoreError) -> UnitError {
+        match e {
+            EventStoreError::Conflict(_) => UnitError::Conflict,
+            EventStoreError::Sql(e) => UnitError::of(e),
+            // `Storage` carries a sqlx error (callers map it like any database failure);
+            // other failures travel inside one as an I/O error with their message.
+            other => UnitError::Storage(sqlx::Error::Io(std::io::Error::other(other.to_string()))),
+        }
+    }
+}
+
 pub struct UnitOfWork {
-    tx: Transaction<'static, Any>,
-    backend: Backend,
+    tx: Box<dyn EventTransaction>,
     appends: Appends,
     /// Whether `append` wrote any event (then `commit` wakes the projection runner).
     appended: bool,
@@ -45,8 +55,7 @@ pub struct UnitOfWork {
 impl UnitOfWork {
     pub async fn begin(db: &Db) -> Result<UnitOfWork, UnitError> {
         Ok(UnitOfWork {
-            tx: db.any.begin().await?,
-            backend: db.backend,
+            tx: db.event_store.begin().await?,
             appends: db.appends.clone(),
             appended: false,
         })
@@ -67,112 +76,36 @@ impl UnitOfWork {
             return Ok(());
         }
         let metadata = serde_json::to_string(&meta.to_map()).expect("metadata serializes");
-        let rows: Vec<EventRow> = decided
-            .events()
-            .iter()
-            .enumerate()
-            .map(|(i, event)| EventRow {
-                aggregate_type: A::TYPE,
-                aggregate_id: decided.id(),
-                sequence: decided.base() + i + 1,
-                event_type: event.event_type(),
-                event_version: event.event_version(),
-                payload: serde_json::to_string(event).expect("events serialize"),
-                metadata: &metadata,
-            })
-            .collect();
-        insert_events(&mut self.tx, self.backend, &rows)
-            .await
-            .map_err(UnitError::of)?;
+        let append = StreamAppend {
+            stream: StreamId::new(A::TYPE, decided.id()),
+            expected: decided.base(),
+            events: decided
+                .events()
+                .iter()
+                .map(|event| NewEvent {
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    payload: serde_json::to_string(event).expect("events serialize"),
+                    metadata: &metadata,
+                })
+                .collect(),
+        };
+        self.tx.append(std::slice::from_ref(&append)).await?;
         self.appended = true;
         Ok(())
     }
 
     /// The transaction, for the write-side rows that belong with the events.
     pub fn tx(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+        self.tx.sql()
     }
 
     pub async fn commit(self) -> Result<(), UnitError> {
-        self.tx.commit().await.map_err(UnitError::of)?;
+        self.tx.commit().await?;
         if self.appended {
             // Wakes this process's projection runner (see `Db::appends`).
             self.appends.raise();
         }
         Ok(())
     }
-}
-
-/// One row of the `events` table as sqlite-es and postgres-es write it.
-pub struct EventRow<'a> {
-    pub aggregate_type: &'a str,
-    pub aggregate_id: &'a str,
-    pub sequence: usize,
-    pub event_type: String,
-    pub event_version: String,
-    /// The event as JSON text.
-    pub payload: String,
-    /// The metadata map as JSON text.
-    pub metadata: &'a str,
-}
-
-/// Appends event rows inside `conn`'s transaction, up to `ROWS_PER_STATEMENT` per
-/// statement (one round trip for a group commit's batch); the primary key (type, id,
-/// sequence) is the optimistic check.
-pub async fn insert_events(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    rows: &[EventRow<'_>],
-) -> Result<(), sqlx::Error> {
-    // Postgres wants the JSON columns cast; SQLite stores text.
-    let json = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => "::json",
-    };
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let n = i * 7;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}{json}, ${}{json})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7
-            ));
-        }
-        let mut q = sqlx::query(&sql);
-        for row in chunk {
-            q = q
-                .bind(row.aggregate_type)
-                .bind(row.aggregate_id)
-                .bind(row.sequence as i64)
-                .bind(&row.event_type)
-                .bind(&row.event_version)
-                .bind(&row.payload)
-                .bind(row.metadata);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Rows per INSERT: SQLite allows 32,766 bound values, Postgres 65,535; 7 values a row.
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// One event row (see `insert_events`).
-pub async fn insert_event(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    row: &EventRow<'_>,
-) -> Result<(), sqlx::Error> {
-    insert_events(conn, backend, std::slice::from_ref(row)).await
 }

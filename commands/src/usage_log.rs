@@ -15,7 +15,7 @@
 //! A batch that fails to commit is retried, not dropped.
 
 use crate::db::Db;
-use crate::unit_of_work::{insert_events, EventRow};
+use crate::event_store::{EventStoreError, NewEvent, StreamAppend, StreamId};
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use journey_domain::meta::CommandMeta;
@@ -154,35 +154,42 @@ async fn write(
     writer: &str,
     heads: &mut HashMap<String, usize>,
     batch: &[(Uuid, ApiRequest, CommandMeta)],
-) -> Result<(), sqlx::Error> {
-    let mut next = heads.clone();
-    let mut prepared = Vec::with_capacity(batch.len());
-    for (account, record, meta) in batch {
-        let stream = stream_of(*account, record.at, writer);
-        let sequence = next.entry(stream.clone()).or_insert(0);
-        *sequence += 1;
-        let event = UsageEvent::ApiRequestRecorded(Box::new(record.clone()));
-        let metadata = serde_json::to_string(&meta.to_map()).expect("metadata serializes");
-        prepared.push((stream, *sequence, event, metadata));
-    }
-    let rows: Vec<EventRow> = prepared
+) -> Result<(), EventStoreError> {
+    let metadata: Vec<String> = batch
         .iter()
-        .map(|(stream, sequence, event, metadata)| EventRow {
-            aggregate_type: <journey_domain::usage::UsageDay as cqrs_es::Aggregate>::TYPE,
-            aggregate_id: stream,
-            sequence: *sequence,
+        .map(|(_, _, meta)| serde_json::to_string(&meta.to_map()).expect("metadata serializes"))
+        .collect();
+    // One append per stream, after the head this writer knows (it is the streams' only
+    // writer), with the batch's records in order.
+    let mut appends: Vec<StreamAppend> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for ((account, record, _), metadata) in batch.iter().zip(&metadata) {
+        let stream = stream_of(*account, record.at, writer);
+        let i = *index.entry(stream.clone()).or_insert_with(|| {
+            appends.push(StreamAppend {
+                expected: heads.get(&stream).copied().unwrap_or(0),
+                stream: StreamId::new(
+                    <journey_domain::usage::UsageDay as cqrs_es::Aggregate>::TYPE,
+                    stream,
+                ),
+                events: Vec::new(),
+            });
+            appends.len() - 1
+        });
+        let event = UsageEvent::ApiRequestRecorded(Box::new(record.clone()));
+        appends[i].events.push(NewEvent {
             event_type: event.event_type(),
             event_version: event.event_version(),
-            payload: serde_json::to_string(event).expect("events serialize"),
+            payload: serde_json::to_string(&event).expect("events serialize"),
             metadata,
-        })
-        .collect();
-    let mut tx = db.any.begin().await?;
-    insert_events(&mut tx, db.backend, &rows).await?;
-    tx.commit().await?;
+        });
+    }
+    db.event_store.append(&appends).await?;
     db.appends.raise();
     metrics::counter!("journey_events_appended_total", "aggregate" => "usage")
         .increment(batch.len() as u64);
-    *heads = next;
+    for a in appends {
+        heads.insert(a.stream.aggregate_id, a.expected + a.events.len());
+    }
     Ok(())
 }

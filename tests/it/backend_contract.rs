@@ -7,16 +7,14 @@ use crate::support;
 use anyhow::Result;
 use async_trait::async_trait;
 use chrono::Utc;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{AggregateError, EventStore};
-use journey_commands::store::Repo;
+use cqrs_es::DomainEvent;
+use journey_commands::event_store::{EventStoreError, NewEvent, StreamAppend, StreamId};
 use journey_commands::{Db, Store, StoreError};
 use journey_domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyEvent};
 use journey_domain::meta::CommandMeta;
 use journey_projections::events::read_after;
 use journey_projections::{Cursor, Projection, Runner, StoredEvent};
 use sqlx::{AnyConnection, Row};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -161,17 +159,24 @@ async fn concurrent_writers_one_wins_and_retry_succeeds() {
         .await
         .unwrap();
 
-    // Two writers load the same version and both try to append.
-    let es = PersistedEventStore::<Repo, ApiKey>::new_event_store(Repo::new(&db));
-    let first = es.load_aggregate(&id).await.unwrap();
-    let second = es.load_aggregate(&id).await.unwrap();
-    let used = vec![ApiKeyEvent::ApiKeyUsed { at: Utc::now() }];
-    es.commit(used.clone(), first, HashMap::new())
-        .await
-        .unwrap();
-    let lost = es.commit(used, second, HashMap::new()).await;
+    // Two writers decided on the same version and both try to append.
+    let used = || {
+        let event = ApiKeyEvent::ApiKeyUsed { at: Utc::now() };
+        StreamAppend {
+            stream: StreamId::new("api_key", &id),
+            expected: 1,
+            events: vec![NewEvent {
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_string(&event).unwrap(),
+                metadata: "{}",
+            }],
+        }
+    };
+    db.event_store.append(&[used()]).await.unwrap();
+    let lost = db.event_store.append(&[used()]).await;
     assert!(
-        matches!(lost, Err(AggregateError::AggregateConflict)),
+        matches!(lost, Err(EventStoreError::Conflict(_))),
         "second writer must conflict"
     );
 

@@ -9,6 +9,7 @@ mod billing;
 mod consent;
 mod crash;
 mod credits;
+mod event_store;
 mod export;
 mod input;
 mod legal;

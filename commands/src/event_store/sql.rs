@@ -1,0 +1,253 @@
+//! What the two SQL backends share: the `events` table's shape, the batched INSERT (whose
+//! primary key on (type, id, sequence) is the optimistic check), reading rows back, and the
+//! transaction type. The statements that differ per dialect come from `Dialect`, defined in
+//! `sqlite.rs` and `postgres.rs`.
+
+use super::{Cursor, EventStoreError, EventTransaction, StoredEvent, StreamAppend, StreamId};
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+
+/// The statements that differ between the SQL dialects.
+pub(super) struct Dialect {
+    /// The columns of a `StoredEvent`, in `decode`'s order, read as plain types.
+    pub columns: &'static str,
+    /// Cast of a bound JSON text to the payload/metadata column type.
+    pub json: &'static str,
+    /// `read_range`: binds after.position, after.txid, upto.position, upto.txid, limit.
+    pub read_range: &'static str,
+    /// `count_after`: binds after.position, after.txid.
+    pub count_after: &'static str,
+    /// `head`: binds type, id; returns (txid, position).
+    pub head: &'static str,
+}
+
+/// Rows per INSERT: SQLite allows 32,766 bound values, Postgres 65,535; 7 values a row.
+const ROWS_PER_STATEMENT: usize = 500;
+
+fn decode(row: &AnyRow) -> Result<StoredEvent, EventStoreError> {
+    let payload: String = row.try_get(7)?;
+    let metadata: String = row.try_get(8)?;
+    let json = |text: &str| {
+        serde_json::from_str(text).map_err(|e| EventStoreError::Corrupt(e.to_string()))
+    };
+    Ok(StoredEvent {
+        cursor: Cursor {
+            txid: row.try_get(0)?,
+            position: row.try_get(1)?,
+        },
+        aggregate_type: row.try_get(2)?,
+        aggregate_id: row.try_get(3)?,
+        sequence: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        event_version: row.try_get(6)?,
+        payload: json(&payload)?,
+        metadata: json(&metadata)?,
+        committed_at: row.try_get(9)?,
+    })
+}
+
+fn decode_all(rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>, EventStoreError> {
+    rows.iter().map(decode).collect()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Appends the rows of every stream inside `conn`'s transaction, up to
+/// `ROWS_PER_STATEMENT` per statement (one round trip for a group commit's batch, or for a
+/// usage-log batch over many streams). A row whose (type, id, sequence) exists means the
+/// stream moved past the expected version: `Conflict`, naming the streams of the failed
+/// statement (the caller narrows it down, see `EventStoreBackend::append`).
+pub(super) async fn insert(
+    conn: &mut AnyConnection,
+    dialect: &Dialect,
+    appends: &[StreamAppend<'_>],
+) -> Result<(), EventStoreError> {
+    let json = dialect.json;
+    let rows: Vec<(&StreamId, usize, &super::NewEvent<'_>)> = appends
+        .iter()
+        .flat_map(|a| {
+            a.events
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (&a.stream, a.expected + i + 1, e))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let n = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}{json}, ${}{json})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for (stream, sequence, e) in chunk {
+            q = q
+                .bind(stream.aggregate_type.as_str())
+                .bind(stream.aggregate_id.as_str())
+                .bind(*sequence as i64)
+                .bind(e.event_type.as_str())
+                .bind(e.event_version.as_str())
+                .bind(e.payload.as_str())
+                .bind(e.metadata);
+        }
+        if let Err(e) = q.execute(&mut *conn).await {
+            if is_unique_violation(&e) {
+                let mut streams: Vec<StreamId> =
+                    chunk.iter().map(|(s, _, _)| (*s).clone()).collect();
+                streams.dedup();
+                return Err(EventStoreError::Conflict(streams));
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn load(
+    pool: &AnyPool,
+    dialect: &Dialect,
+    stream: &StreamId,
+    after: usize,
+) -> Result<Vec<StoredEvent>, EventStoreError> {
+    let sql = format!(
+        "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+         ORDER BY sequence",
+        dialect.columns
+    );
+    let rows = sqlx::query(&sql)
+        .bind(stream.aggregate_type.as_str())
+        .bind(stream.aggregate_id.as_str())
+        .bind(after as i64)
+        .fetch_all(pool)
+        .await?;
+    decode_all(rows)
+}
+
+pub(super) async fn version(pool: &AnyPool, stream: &StreamId) -> Result<usize, EventStoreError> {
+    let v: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(stream.aggregate_type.as_str())
+    .bind(stream.aggregate_id.as_str())
+    .fetch_one(pool)
+    .await?;
+    Ok(v as usize)
+}
+
+pub(super) async fn read_range(
+    conn: &mut AnyConnection,
+    dialect: &Dialect,
+    after: Cursor,
+    upto: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, EventStoreError> {
+    let upto = upto.unwrap_or(Cursor::END);
+    let rows = sqlx::query(dialect.read_range)
+        .bind(after.position)
+        .bind(after.txid)
+        .bind(upto.position)
+        .bind(upto.txid)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    decode_all(rows)
+}
+
+pub(super) async fn count_after(
+    pool: &AnyPool,
+    dialect: &Dialect,
+    after: Cursor,
+) -> Result<i64, EventStoreError> {
+    Ok(sqlx::query_scalar(dialect.count_after)
+        .bind(after.position)
+        .bind(after.txid)
+        .fetch_one(pool)
+        .await?)
+}
+
+pub(super) async fn total(pool: &AnyPool) -> Result<i64, EventStoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?)
+}
+
+pub(super) async fn head(
+    pool: &AnyPool,
+    dialect: &Dialect,
+    stream: &StreamId,
+) -> Result<Option<Cursor>, EventStoreError> {
+    let row = sqlx::query(dialect.head)
+        .bind(stream.aggregate_type.as_str())
+        .bind(stream.aggregate_id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(Cursor {
+            txid: r.try_get(0)?,
+            position: r.try_get(1)?,
+        }),
+        None => None,
+    })
+}
+
+pub(super) async fn stream_ids(
+    pool: &AnyPool,
+    aggregate_type: &str,
+    limit: i64,
+) -> Result<Vec<String>, EventStoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = $1 AND sequence = 1
+         ORDER BY position DESC LIMIT $2",
+    )
+    .bind(aggregate_type)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// A transaction of either SQL backend: events and write-side rows share it.
+pub(super) struct SqlTransaction {
+    pub tx: Transaction<'static, Any>,
+    pub dialect: &'static Dialect,
+}
+
+#[async_trait]
+impl EventTransaction for SqlTransaction {
+    async fn append(&mut self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
+        insert(&mut self.tx, self.dialect, appends).await
+    }
+
+    fn sql(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), EventStoreError> {
+        let this = *self;
+        this.tx.commit().await.map_err(|e| {
+            // Postgres may report a unique violation only at commit (deferred checks);
+            // treat it as the conflict it is.
+            if is_unique_violation(&e) {
+                EventStoreError::Conflict(Vec::new())
+            } else {
+                e.into()
+            }
+        })
+    }
+}
