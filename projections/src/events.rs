@@ -5,7 +5,6 @@
 use anyhow::Result;
 use journey_commands::db::{Backend, Db};
 pub use journey_commands::event_store::{Cursor, StoredEvent, StreamId};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 const COLUMNS_SQLITE: &str = "txid, position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, committed_at";
@@ -18,24 +17,6 @@ fn columns(db: &Db) -> &'static str {
     }
 }
 
-fn row_to_event(row: &AnyRow) -> Result<StoredEvent> {
-    let payload: String = row.try_get(7)?;
-    let metadata: String = row.try_get(8)?;
-    Ok(StoredEvent {
-        cursor: Cursor {
-            txid: row.try_get(0)?,
-            position: row.try_get(1)?,
-        },
-        aggregate_type: row.try_get(2)?,
-        aggregate_id: row.try_get(3)?,
-        sequence: row.try_get(4)?,
-        event_type: row.try_get(5)?,
-        event_version: row.try_get(6)?,
-        payload: serde_json::from_str(&payload)?,
-        metadata: serde_json::from_str(&metadata)?,
-        committed_at: row.try_get(9)?,
-    })
-}
 
 /// The next events after `after` that are safe to apply (see `Cursor`).
 pub async fn read_after(
@@ -139,7 +120,7 @@ pub async fn read_subject(
         .fetch_all(&db.any)
         .await?
         .iter()
-        .map(row_to_event)
+        .map(|row| journey_commands::event_store::decode_row(row).map_err(anyhow::Error::from))
         .collect()
 }
 

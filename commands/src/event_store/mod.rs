@@ -20,6 +20,10 @@ mod sql;
 mod sqlite;
 
 pub use postgres::PostgresEventStore;
+/// Decodes an `events` row selected in the backends' column order (`txid, position,
+/// aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata`);
+/// for readers that join the store with tables of their own (`read_subject`).
+pub use sql::decode as decode_row;
 pub use sqlite::SqliteEventStore;
 
 use anyhow::Context as _;

@@ -25,7 +25,8 @@ pub(super) struct Dialect {
 /// Rows per INSERT: SQLite allows 32,766 bound values, Postgres 65,535; 7 values a row.
 const ROWS_PER_STATEMENT: usize = 500;
 
-fn decode(row: &AnyRow) -> Result<StoredEvent, EventStoreError> {
+/// One `events` row (in the column order every read here selects) as a `StoredEvent`.
+pub fn decode(row: &AnyRow) -> Result<StoredEvent, EventStoreError> {
     let payload: String = row.try_get(7)?;
     let metadata: String = row.try_get(8)?;
     let json = |text: &str| {

@@ -240,6 +240,8 @@ impl Credits<'_> {
             .await?;
         self.identity().settle::<CreditLedger>(&subject).await?;
         self.identity().settle::<BillingAccount>(&subject).await?;
+        // A dispute suspends API access: this process stops reusing the account's keys now.
+        self.identity().forget_cached_keys_of(plan.account);
         let (billing, _) = self.stores.credits.billing.load(&subject).await?;
         let won = billing.processed.get(&event.id) == Some(&ctx.request_id);
         let receipt = plan.receipt.filter(|r| {

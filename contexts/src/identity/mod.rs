@@ -1,5 +1,6 @@
 //! Sign-in, sessions, profile and API-key use cases, shared by HTTP handlers and the CLI.
 
+pub mod key_cache;
 pub mod staff;
 pub mod staff_views;
 
@@ -17,6 +18,8 @@ pub struct Stores {
     sessions: journey_commands::Store<journey_domain::session::Session>,
     keys: journey_commands::Store<journey_domain::api_key::ApiKey>,
     staff: journey_commands::Store<journey_domain::staff::StaffMember>,
+    /// Recent API-key authentications (`key_cache`).
+    key_cache: key_cache::KeyCache,
 }
 
 impl Stores {
@@ -27,11 +30,13 @@ impl Stores {
             sessions: journey_commands::Store::new(db),
             keys: journey_commands::Store::new(db),
             staff: journey_commands::Store::new(db),
+            key_cache: key_cache::KeyCache::default(),
         }
     }
 }
 
 use crate::error::ServiceError;
+use key_cache::KnownKey;
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::Aggregate;
@@ -1092,6 +1097,7 @@ impl Identity<'_> {
                 &meta,
             )
             .await?;
+        self.stores.identity.key_cache.forget_key(key_id);
         self.settle::<ApiKey>(&key_id.to_string()).await
     }
 
@@ -1106,29 +1112,22 @@ impl Identity<'_> {
             return Err(ServiceError::BadApiKey);
         }
         let hash = hmac_hex(&self.pepper, "api-key", raw);
-        let row = sqlx::query(
-            "SELECT k.key_id, k.account_id, k.last_used_at, COALESCE(b.suspended, 0)
-             FROM rm_api_keys k
-             JOIN rm_accounts a ON a.account_id = k.account_id AND a.status = 'active'
-             LEFT JOIN rm_billing b ON b.account_id = k.account_id
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-        )
-        .bind(&hash)
-        .fetch_optional(&self.db.any)
-        .await?
-        .ok_or(ServiceError::BadApiKey)?;
-        let key_id =
-            Uuid::parse_str(&row.try_get::<String, _>(0)?).map_err(|_| ServiceError::BadApiKey)?;
-        let account_id =
-            Uuid::parse_str(&row.try_get::<String, _>(1)?).map_err(|_| ServiceError::BadApiKey)?;
-        let last_used: Option<i64> = row.try_get(2)?;
-        if row.try_get::<i64, _>(3)? != 0 {
-            return Err(ServiceError::Forbidden(
-                "account suspended: a payment dispute was opened; contact support to restore access"
-                    .into(),
-            ));
-        }
-        if last_used.is_none_or(|t| ctx.at.timestamp_millis() - t >= 60_000) {
+        let cache = &self.stores.identity.key_cache;
+        let known = match cache.get(&hash) {
+            Some(known) => known,
+            None => {
+                let known = self.look_up_api_key(&hash).await?;
+                cache.put(hash.clone(), known);
+                known
+            }
+        };
+        let KnownKey {
+            key_id, account_id, ..
+        } = known;
+        if known
+            .last_used_ms
+            .is_none_or(|t| ctx.at.timestamp_millis() - t >= 60_000)
+        {
             let meta = self
                 .meta(Actor::ApiKey(key_id), Some(account_id), ctx)
                 .await?;
@@ -1145,13 +1144,52 @@ impl Identity<'_> {
             {
                 // A key revoked a moment ago must not authenticate.
                 if matches!(e, StoreError::Rejected(_)) {
+                    cache.forget_key(key_id);
                     return Err(ServiceError::BadApiKey);
                 }
                 tracing::warn!(error = %e, "could not record api key use");
             }
+            cache.note_use(&hash, ctx.at.timestamp_millis());
             self.runner.nudge();
         }
         Ok((key_id, account_id))
+    }
+
+    /// An active, unrevoked key of an active account, from the read models; 403 while a
+    /// payment dispute suspends the account.
+    async fn look_up_api_key(&self, hash: &str) -> Result<KnownKey, ServiceError> {
+        let row = sqlx::query(
+            "SELECT k.key_id, k.account_id, k.last_used_at, COALESCE(b.suspended, 0)
+             FROM rm_api_keys k
+             JOIN rm_accounts a ON a.account_id = k.account_id AND a.status = 'active'
+             LEFT JOIN rm_billing b ON b.account_id = k.account_id
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.db.any)
+        .await?
+        .ok_or(ServiceError::BadApiKey)?;
+        let key_id =
+            Uuid::parse_str(&row.try_get::<String, _>(0)?).map_err(|_| ServiceError::BadApiKey)?;
+        let account_id =
+            Uuid::parse_str(&row.try_get::<String, _>(1)?).map_err(|_| ServiceError::BadApiKey)?;
+        if row.try_get::<i64, _>(3)? != 0 {
+            return Err(ServiceError::Forbidden(
+                "account suspended: a payment dispute was opened; contact support to restore access"
+                    .into(),
+            ));
+        }
+        Ok(KnownKey {
+            key_id,
+            account_id,
+            last_used_ms: row.try_get(2)?,
+        })
+    }
+
+    /// Forgets this process's cached authentications of the account's keys (after a
+    /// change that may refuse them, such as a dispute's suspension).
+    pub fn forget_cached_keys_of(&self, account_id: Uuid) {
+        self.stores.identity.key_cache.forget_account(account_id);
     }
 
     // ---- erasure -----------------------------------------------------------------------
@@ -1199,6 +1237,9 @@ impl Identity<'_> {
             .keys
             .execute(key, ApiKeyCommand::Revoke { at: meta.at }, meta)
             .await?;
+        if let Ok(key_id) = Uuid::parse_str(key) {
+            self.stores.identity.key_cache.forget_key(key_id);
+        }
         Ok(())
     }
 
