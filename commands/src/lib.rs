@@ -6,6 +6,8 @@ pub mod clock;
 pub mod db;
 pub mod fault;
 pub mod identity_index;
+pub mod leases;
+pub mod limits;
 pub mod mailer;
 pub mod net_guard;
 pub mod oidc;
