@@ -154,6 +154,7 @@ impl FromRequest for ApiKeyAuth {
                 .insert(crate::usage::ApiUsage { account_id, key_id });
             app.limits
                 .api_key(&key_id.to_string())
+                .await
                 .map_err(ApiError::TooManyRequests)?;
             app.note_policy_use(account_id, "api_key").await?;
             Ok(ApiKeyAuth { key_id, account_id })

@@ -294,6 +294,7 @@ impl AppState {
         let hash = self.email_hash(&email);
         self.limits
             .magic_link(&hash, ctx.ip.as_deref())
+            .await
             .map_err(ApiError::TooManyRequests)?;
         // The account id is claimed with the first link, so every link for this address
         // seals its email under the same subject (and erasure destroys them all).
@@ -879,6 +880,7 @@ impl AppState {
         }
         self.limits
             .magic_link(&hash, ctx.ip.as_deref())
+            .await
             .map_err(ApiError::TooManyRequests)?;
         self.issue_link(&email, LinkPurpose::ChangeEmail { account_id }, ctx)
             .await

@@ -80,6 +80,7 @@ impl AppState {
                 &format!("child-report:{}", self.email_hash(&email)),
                 ctx.ip.as_deref(),
             )
+            .await
             .map_err(ApiError::TooManyRequests)?;
         let account_id = self
             .identity

@@ -117,6 +117,7 @@ impl AppState {
                 &format!("takedown:{}", self.email_hash(&email)),
                 ctx.ip.as_deref(),
             )
+            .await
             .map_err(ApiError::TooManyRequests)?;
         let case = Uuid::new_v4();
         let subject = case_subject(case);
