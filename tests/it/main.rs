@@ -11,6 +11,7 @@ mod crash;
 mod credits;
 mod export;
 mod input;
+mod instances;
 mod legal;
 mod ops;
 mod privacy;
