@@ -4,7 +4,7 @@
 //!
 //! A lease is one row of `job_leases`: who holds it and until when, plus when the job last
 //! completed. Taking it is one statement (an upsert whose `WHERE` only lets it through if
-//! the lease is free, expired or already ours — and, for a periodic job, if its last
+//! the lease is free or expired — and, for a periodic job, if its last
 //! completed run is at least one period old), so two instances can never both get it.
 //! While the job runs its holder renews the lease every third of its length; a holder
 //! that dies (kill -9) stops renewing, and another instance takes the job over once the
@@ -67,15 +67,17 @@ impl Leases {
         self.ttl.as_millis() as i64
     }
 
-    /// Takes lease `name` if it is free, expired or ours, and (when `every` is not zero)
-    /// the job last completed at least `every` ago. True if this instance now holds it.
+    /// Takes lease `name` if it is free (released or expired), and (when `every` is not
+    /// zero) the job last completed at least `every` ago. True if this instance now holds
+    /// it. A live lease is not re-entrant, even for its holder: two jobs of one instance
+    /// under one name wait for each other too.
     pub async fn claim(&self, name: &str, every: Duration) -> Result<bool> {
         let now = self.now();
         let sql = format!(
             "INSERT INTO job_leases (name, holder, expires_at, last_done_at)
              VALUES ($1, $2, {now} + $3, NULL)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE (job_leases.holder = excluded.holder OR job_leases.expires_at <= {now})
+             WHERE job_leases.expires_at <= {now}
                AND (job_leases.last_done_at IS NULL OR job_leases.last_done_at <= {now} - $4)
              RETURNING holder"
         );
@@ -234,7 +236,7 @@ mod tests {
         let b = Leases::new(db.clone(), "b", hour);
         assert!(a.claim("job", hour).await.unwrap());
         assert!(!b.claim("job", hour).await.unwrap(), "a holds it");
-        assert!(a.claim("job", hour).await.unwrap(), "a may claim again");
+        assert!(!a.claim("job", hour).await.unwrap(), "not re-entrant");
         assert!(a.renew("job").await.unwrap());
         assert!(!b.renew("job").await.unwrap(), "b holds nothing to renew");
         a.release("job", true).await.unwrap();

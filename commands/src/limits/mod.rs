@@ -127,7 +127,7 @@ pub(crate) fn limited_after(quota: Quota, tat_us: i64, now_us: i64) -> Decision 
 /// Where the limiter keeps its state.
 #[async_trait]
 pub trait LimiterBackend: Send + Sync {
-    /// `memory`, `postgres` or `redis` (logged at start-up, shown by `/metrics` labels).
+    /// `memory`, `postgres` or `redis` (logged at start-up).
     fn name(&self) -> &'static str;
     /// One atomic check-and-count of `key` under `quota`.
     async fn check(&self, kind: KeyKind, quota: Quota, key: &str) -> Result<Decision>;
