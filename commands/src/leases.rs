@@ -10,8 +10,11 @@
 //! that dies (kill -9) stops renewing, and another instance takes the job over once the
 //! lease has run out. The job is marked done only when it completes, so a run cut short
 //! is run again: no work is lost, and none is done twice at once. A holder that cannot
-//! renew in time abandons its job (the job future is dropped), so it does not keep working
-//! beside the instance that took over.
+//! renew in time abandons its job (the job future is dropped) at its next heartbeat. There
+//! is no fencing token: a holder stalled past its lease (a paused process, a renewal stuck
+//! longer than the lease) can overlap for that moment with the instance that took over;
+//! the jobs run under leases are idempotent step by step, so such an overlap repeats work
+//! but does not corrupt it.
 //!
 //! Times are the database's clock (the same for every instance). On SQLite the same table
 //! serves the single instance, which keeps "once per period" across restarts.
