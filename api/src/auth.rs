@@ -166,6 +166,7 @@ impl FromRequest for ApiKeyAuth {
                 .insert(journey_contexts::tasks::usage::ApiUsage { account_id, key_id });
             app.limits
                 .api_key(&key_id.to_string())
+                .await
                 .map_err(|wait| ApiError::Service(ServiceError::TooManyRequests(wait)))?;
             app.legal().note_policy_use(account_id, "api_key").await?;
             Ok(ApiKeyAuth { key_id, account_id })

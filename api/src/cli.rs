@@ -511,7 +511,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let app = Core::build(cfg, None).await?;
             let holders = app.legal().holders_now().await?;
-            let sent = app.legal().send_policy_notices(&version, &holders).await?;
+            // Under the same job lease as the servers' notices: never two senders at once.
+            let legal = app.legal();
+            let send = legal.send_policy_notices(&version, &holders);
+            let sent = match app.leases.run_when_free("policy-notices", send).await? {
+                journey_commands::leases::Ran::Done(sent) => sent?,
+                _ => anyhow::bail!("the policy-notices lease was lost; run the command again"),
+            };
             println!("{sent} notices sent for version {version}");
             app.db.close().await;
         }

@@ -86,7 +86,7 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => app.limits.prune(),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => app.limits.prune().await,
                     _ = stop.changed() => return,
                 }
             }
@@ -94,27 +94,39 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
     };
     let retention = {
         let app = app.clone();
-        let mut stop = stop_tx.subscribe();
+        let stop = stop_tx.subscribe();
         let every = app.cfg.retention_interval_secs;
         tokio::spawn(async move {
             if every == 0 {
                 return;
             }
-            // First run a minute after start (a server restarted daily still runs it).
-            let mut wait = every.min(60);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {
-                        wait = every;
-                        let ctx = journey_contexts::identity::Ctx::system(app.clock.now());
-                        match app.privacy().retention_run(ctx.at, journey_contexts::privacy::retention::RunMode::Apply, &ctx).await {
-                            Ok(r) => tracing::info!(purged = r.accounts_purged, tombstoned = r.events_tombstoned, "retention run"),
-                            Err(e) => tracing::error!(error = %e, "retention run failed"),
-                        }
+            // Every instance offers the run; the job lease (journey_commands::leases) lets
+            // one of them run it once per interval, and another take over if it dies.
+            let leases = app.leases.clone();
+            let job = move || {
+                let app = app.clone();
+                async move {
+                    let ctx = journey_contexts::identity::Ctx::system(app.clock.now());
+                    match app
+                        .privacy()
+                        .retention_run(
+                            ctx.at,
+                            journey_contexts::privacy::retention::RunMode::Apply,
+                            &ctx,
+                        )
+                        .await
+                    {
+                        Ok(r) => tracing::info!(
+                            purged = r.accounts_purged,
+                            tombstoned = r.events_tombstoned,
+                            "retention run"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "retention run failed"),
                     }
-                    _ = stop.changed() => return,
                 }
-            }
+            };
+            let every = std::time::Duration::from_secs(every);
+            leases.periodically("retention", every, stop, job).await
         })
     };
     let db = app.db.clone();

@@ -7,6 +7,8 @@ pub mod db;
 pub mod event_store;
 pub mod fault;
 pub mod identity_index;
+pub mod leases;
+pub mod limits;
 pub mod mailer;
 pub mod net_guard;
 pub mod oidc;

@@ -50,6 +50,8 @@ pub struct Core {
     pub identity_index: IdentityIndex,
     pub pepper: Vec<u8>,
     pub limits: RateLimits,
+    /// Job leases: one instance at a time runs the retention run and policy notices.
+    pub leases: journey_commands::leases::Leases,
     pub catalog: Catalog,
     pub stripe: StripeApi,
     pub refs: BillingRefs,
@@ -129,14 +131,18 @@ impl Core {
             );
         }
         let (usage_log, _writer) = journey_commands::usage_log::UsageLog::start(db.clone());
+        let limits = crate::rate_limit::connect(&cfg, &db, pepper.as_bytes()).await?;
+        let instance_id = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let leases = journey_commands::leases::Leases::new(
+            db.clone(),
+            instance_id.clone(),
+            std::time::Duration::from_secs(cfg.job_lease_secs),
+        );
         Ok(Arc::new_cyclic(|me| Core {
             me: me.clone(),
             usage_log,
-            limits: RateLimits::new(
-                cfg.magic_link_per_email_per_hour,
-                cfg.magic_link_per_ip_per_hour,
-                cfg.api_requests_per_key_per_minute,
-            ),
+            limits,
+            leases,
             webhook_client: guard.client(std::time::Duration::from_secs(10)),
             download_client: guard.client(crate::tasks::create::IMAGE_LIMITS.timeout),
             guard,
@@ -145,7 +151,7 @@ impl Core {
             worker_wake: tokio::sync::Notify::new(),
             listen_addr: std::sync::OnceLock::new(),
             policy_cache: Default::default(),
-            instance_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            instance_id,
             vault: Vault::new(db.clone(), master),
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stores: Stores {

@@ -207,8 +207,17 @@ pub struct Config {
     /// Lets customer webhooks and image downloads reach private, loopback and link-local
     /// addresses (`JOURNEY_ALLOW_PRIVATE_WEBHOOKS=true`); for development only.
     pub allow_private_webhooks: bool,
-    /// Client-API requests per API key per minute (per instance).
+    /// Client-API requests per API key per minute (shared by every instance on Postgres
+    /// or Redis).
     pub api_requests_per_key_per_minute: u32,
+    /// `redis://[:password@]host:port[/db]`: keep the rate limits in Redis instead of the
+    /// database (docs/operations.md, "Several instances"). Secret if it has a password.
+    pub redis_url: Option<String>,
+    /// Prepended to every Redis key (several deployments on one Redis).
+    pub redis_key_prefix: String,
+    /// Seconds a job lease (retention run, policy notices) lasts without renewal: how soon
+    /// another instance takes over the job of a dead one.
+    pub job_lease_secs: u64,
     /// Tasks an account may have in flight at once.
     pub max_tasks_in_flight: u32,
     /// How often the task worker looks for due work (milliseconds).
@@ -276,6 +285,9 @@ impl Default for Config {
             providers: default_providers(),
             allow_private_webhooks: false,
             api_requests_per_key_per_minute: 600,
+            redis_url: None,
+            redis_key_prefix: "journey:".into(),
+            job_lease_secs: 30,
             max_tasks_in_flight: 20,
             task_worker_tick_ms: 1000,
             task_poll_interval_secs: 15,
@@ -491,6 +503,9 @@ impl Config {
         mask(&mut c.stripe_webhook_secret);
         if let Some(url) = &c.database_url {
             c.database_url = Some(mask_url_password(url));
+        }
+        if let Some(url) = &c.redis_url {
+            c.redis_url = Some(mask_url_password(url));
         }
         if !c.google_client_secret.is_empty() {
             c.google_client_secret = "********".into();

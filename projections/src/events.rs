@@ -5,7 +5,7 @@
 use anyhow::Result;
 use journey_commands::db::{Backend, Db};
 pub use journey_commands::event_store::{Cursor, StoredEvent, StreamId};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 const COLUMNS_SQLITE: &str = "txid, position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, committed_at";
 const COLUMNS_PG: &str = "txid::text::bigint, position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata::text, committed_at";
@@ -16,7 +16,6 @@ fn columns(db: &Db) -> &'static str {
         Backend::Postgres => COLUMNS_PG,
     }
 }
-
 
 /// The next events after `after` that are safe to apply (see `Cursor`).
 pub async fn read_after(

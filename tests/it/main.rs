@@ -12,6 +12,7 @@ mod credits;
 mod event_store;
 mod export;
 mod input;
+mod instances;
 mod legal;
 mod ops;
 mod privacy;

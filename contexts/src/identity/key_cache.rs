@@ -71,7 +71,8 @@ impl KeyCache {
     }
 
     pub fn forget_account(&self, account_id: Uuid) {
-        self.entries().retain(|_, (k, _)| k.account_id != account_id);
+        self.entries()
+            .retain(|_, (k, _)| k.account_id != account_id);
     }
 }
 

@@ -36,7 +36,6 @@ impl Stores {
 }
 
 use crate::error::ServiceError;
-use key_cache::KnownKey;
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::Aggregate;
@@ -53,6 +52,7 @@ use journey_domain::magic_link::{LinkPurpose, MagicLinkCommand, MagicLinkError};
 use journey_domain::meta::{Actor, CommandMeta};
 use journey_domain::session::{Session, SessionCommand, SessionEndReason};
 use journey_domain::{DataCategory, Opened};
+use key_cache::KnownKey;
 use serde::Serialize;
 use sqlx::Row;
 use std::time::Duration as StdDuration;
@@ -329,6 +329,7 @@ impl Identity<'_> {
         let hash = self.email_hash(&email);
         self.limits
             .magic_link(&hash, ctx.ip.as_deref())
+            .await
             .map_err(ServiceError::TooManyRequests)?;
         // The account id is claimed with the first link, so every link for this address
         // seals its email under the same subject (and erasure destroys them all).
@@ -984,6 +985,7 @@ impl Identity<'_> {
         }
         self.limits
             .magic_link(&hash, ctx.ip.as_deref())
+            .await
             .map_err(ServiceError::TooManyRequests)?;
         self.issue_link(&email, LinkPurpose::ChangeEmail { account_id }, ctx)
             .await

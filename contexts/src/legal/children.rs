@@ -80,6 +80,7 @@ impl Legal<'_> {
                 &format!("child-report:{}", self.identity().email_hash(&email)),
                 ctx.ip.as_deref(),
             )
+            .await
             .map_err(ServiceError::TooManyRequests)?;
         let account_id = self
             .identity_index

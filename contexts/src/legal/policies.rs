@@ -195,8 +195,20 @@ impl Legal<'_> {
         let app = self.handle();
         let v = version.clone();
         tokio::spawn(async move {
-            if let Err(e) = app.legal().send_policy_notices(&v, &accounts).await {
-                tracing::error!(error = %e, version = %v, "policy notices stopped; re-publishing is refused, run them again with `journey policy notify`");
+            // One sender at a time over all instances (and `journey policy notify`).
+            let legal = app.legal();
+            let send = legal.send_policy_notices(&v, &accounts);
+            match app.leases.run_when_free("policy-notices", send).await {
+                Ok(journey_commands::leases::Ran::Done(Ok(_))) => {}
+                Ok(journey_commands::leases::Ran::Done(Err(e))) => {
+                    tracing::error!(error = %e, version = %v, "policy notices stopped; re-publishing is refused, run them again with `journey policy notify`")
+                }
+                Ok(_) => {
+                    tracing::error!(version = %v, "policy notices abandoned (lease lost); run them again with `journey policy notify`")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, version = %v, "policy notices not sent (job lease); run them with `journey policy notify`")
+                }
             }
         });
         Ok(view(&version, &publication))

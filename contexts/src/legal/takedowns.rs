@@ -121,6 +121,7 @@ impl Legal<'_> {
                 &format!("takedown:{}", self.identity().email_hash(&email)),
                 ctx.ip.as_deref(),
             )
+            .await
             .map_err(ServiceError::TooManyRequests)?;
         let case = Uuid::new_v4();
         let subject = case_subject(case);
