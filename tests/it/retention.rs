@@ -413,3 +413,49 @@ async fn a_run_dated_in_the_future_is_refused_and_a_simulated_one_locks_nobody_o
     h.mj.finish_all().await;
     c.wait_for(&h, t, "finished").await;
 }
+
+/// The run trims the task list and the usage log by recording a cut-off that the `tasks`
+/// and `usage` projections apply, so rebuilding them gives the rows live catch-up left:
+/// the trimmed rows do not come back, and the rows after the cut-off stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_after_a_trimming_run_equals_live() {
+    let h = Harness::start().await;
+    let c = h.api_client("trimmed@example.com", 12).await;
+    let old = c.create(&h, "imagine", json!({ "prompt": "old" })).await;
+    h.mj.finish(&support::api::last_upstream(&h)).await;
+    c.wait_for(&h, old, "finished").await;
+    // Ten days on (the server's clock), a second task: after the run's cut-off.
+    let cutoff = chrono::Utc::now() + chrono::Duration::days(1);
+    h.clock.advance(chrono::Duration::days(10));
+    let new = c.create(&h, "imagine", json!({ "prompt": "new" })).await;
+    h.mj.finish(&support::api::last_upstream(&h)).await;
+    c.wait_for(&h, new, "finished").await;
+    // No more writes: what the run leaves is all there is.
+    h.stop_server().await;
+
+    let report = run(&h, &(cutoff + chrono::Duration::days(90)).to_rfc3339(), &[]);
+    assert!(
+        report["log_rows_deleted"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    let tables = ["rm_tasks", "rm_image_totals", "rm_usage"];
+    let live: Vec<Vec<String>> =
+        futures::future::join_all(tables.map(|t| scan::rows_as_text(&h.database_url, t))).await;
+    let tasks = live[0].join("\n");
+    assert!(
+        !tasks.contains(&old.to_string()) && tasks.contains(&new.to_string()),
+        "{tasks}"
+    );
+    let usage = live[2].join("\n");
+    assert!(
+        !usage.contains(&old.to_string()) && usage.contains(&new.to_string()),
+        "{usage}"
+    );
+    for p in ["tasks", "usage"] {
+        let stdout = h.cli_ok(&["projections", "rebuild", p]);
+        assert!(stdout.contains(&format!("rebuilt {p}")), "{stdout}");
+    }
+    let rebuilt: Vec<Vec<String>> =
+        futures::future::join_all(tables.map(|t| scan::rows_as_text(&h.database_url, t))).await;
+    assert_eq!(live, rebuilt);
+}

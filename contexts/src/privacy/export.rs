@@ -92,11 +92,16 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
 }
 
 /// Event types that hold no data about any subject (with why); everything else must map.
-pub const NO_SUBJECT_DATA: [(&str, &str, &str); 13] = [
+pub const NO_SUBJECT_DATA: [(&str, &str, &str); 14] = [
     (
         "retention",
         "RetentionRunRecorded",
         "counts of a retention run, not about a person",
+    ),
+    (
+        "retention",
+        "TaskLogsTrimmed",
+        "the cut-off instant of a retention run, not about a person",
     ),
     ("policy", "PolicyPublished", "a policy text, not about a person"),
     (
