@@ -11,6 +11,8 @@ use super::Privacy;
 use crate::error::{require_reason, ServiceError};
 use crate::identity::Ctx;
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use journey_commands::event_rewrite::{rewrite_events, Rewrite, REWRITE_BATCH};
 use journey_commands::mailer::Mail;
 use journey_domain::account::{Account, AccountCommand, AccountStatus, ErasureCertificate};
 use journey_domain::meta::{Actor, CommandMeta};
@@ -311,47 +313,47 @@ impl Privacy<'_> {
     /// Rewrites events sealed under destroyed, not yet compacted keys (of `only` subject,
     /// or all) into tombstones; returns how many events changed.
     pub async fn compact(&self, only: Option<&str>, ctx: &Ctx) -> Result<u64, ServiceError> {
+        // A subject's events are found through `subject_streams`: let it include every
+        // stream written so far, or a stream it has not seen yet would keep its ciphertext.
+        self.runner.catch_up().await?;
         let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
         for k in self.vault.uncompacted_destroyed().await? {
             if only.is_none_or(|s| s == k.subject) {
                 by_subject.entry(k.subject).or_default().push(k.key_id);
             }
         }
-        let update = self.db.pick(
-            "UPDATE events SET payload = $1, metadata = $2
-             WHERE aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
-            "UPDATE events SET payload = $1::json, metadata = $2::json
-             WHERE aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
-        );
         let mut changed = 0;
+        let sql = journey_projections::events::subject_events_sql(&self.db, "");
         for (subject, keys) in by_subject {
             let destroyed: HashSet<String> = keys.iter().cloned().collect();
-            let mut after = 0;
-            loop {
-                let batch =
-                    journey_projections::events::read_subject(&self.db, &subject, after, 1000)
-                        .await?;
-                let Some(last) = batch.last() else { break };
-                after = last.cursor.position;
-                // One transaction per batch: one commit (and fsync) per thousand rewrites.
-                let mut tx = self.db.any.begin().await?;
-                for mut e in batch {
-                    let p = tombstone(&mut e.payload, &destroyed);
-                    let m = tombstone(&mut e.metadata, &destroyed);
-                    if p || m {
-                        sqlx::query(update)
-                            .bind(e.payload.to_string())
-                            .bind(e.metadata.to_string())
-                            .bind(&e.aggregate_type)
-                            .bind(&e.aggregate_id)
-                            .bind(e.sequence)
-                            .execute(&mut *tx)
-                            .await?;
-                        changed += 1;
+            // Read the subject's history once (one streamed query), tombstone in memory, and
+            // write back every `REWRITE_BATCH` changed events in one set-based statement
+            // (`event_rewrite`): no round trip per event, no page re-reading the history.
+            let mut events =
+                journey_projections::events::subject_events(&self.db, &sql, &subject, None);
+            let mut rewrites = Vec::with_capacity(REWRITE_BATCH);
+            while let Some(e) = events.next().await {
+                let mut e = e?;
+                let p = tombstone(&mut e.payload, &destroyed);
+                let m = tombstone(&mut e.metadata, &destroyed);
+                if p || m {
+                    rewrites.push(Rewrite {
+                        payload: e.payload.to_string(),
+                        metadata: e.metadata.to_string(),
+                        aggregate_type: e.aggregate_type,
+                        aggregate_id: e.aggregate_id,
+                        sequence: e.sequence,
+                    });
+                    if rewrites.len() == REWRITE_BATCH {
+                        rewrite_events(&self.db, &rewrites).await?;
+                        changed += rewrites.len() as u64;
+                        rewrites.clear();
                     }
                 }
-                tx.commit().await?;
             }
+            drop(events);
+            rewrite_events(&self.db, &rewrites).await?;
+            changed += rewrites.len() as u64;
             for k in &keys {
                 self.vault.mark_compacted(k, ctx.at).await?;
             }
