@@ -543,17 +543,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .expect("template")
                     .progress_chars("=> "),
             );
-            let doc = app
-                .privacy()
-                .build_export(subject, |done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                })
-                .await?;
-            bar.finish();
-            write_out(&out, format.render(&doc).as_ref(), |to| {
-                format!("export of {subject} written to {to}")
-            })?;
+            let progress = |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            };
+            if format == journey_contexts::privacy::export_jobs::ExportFormat::Json {
+                // Streamed to the file as it is read: bounded memory however long the
+                // history (issue 12).
+                write_export_streamed(&app, subject, &out, progress).await?;
+                bar.finish();
+            } else {
+                let doc = app.privacy().build_export(subject, progress).await?;
+                bar.finish();
+                write_out(&out, format.render(&doc).as_ref(), |to| {
+                    format!("export of {subject} written to {to}")
+                })?;
+            }
             app.db.close().await;
         }
         Command::Analytics { out } => {
@@ -643,6 +648,32 @@ async fn staff(app: &Core, by: Uuid, roles: &[Role]) -> Result<Actor> {
 
 /// Writes a command's document to `out`, or to standard output when `out` is `-` (then
 /// the summary line goes to standard error, so the output stays the document alone).
+/// The JSON export written as it is read (`Privacy::write_export_json`) to `out` or, for
+/// `-`, standard output.
+async fn write_export_streamed(
+    app: &Core,
+    subject: Uuid,
+    out: &std::path::Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<()> {
+    if out.as_os_str() == "-" {
+        let mut w = std::io::BufWriter::new(std::io::stdout());
+        app.privacy()
+            .write_export_json(subject, &mut w, progress)
+            .await?;
+        eprintln!("export of {subject} written to standard output");
+    } else {
+        let file = std::fs::File::create(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        app.privacy()
+            .write_export_json(subject, &mut w, progress)
+            .await?;
+        println!("export of {subject} written to {}", out.display());
+    }
+    Ok(())
+}
+
 fn write_out(
     out: &std::path::Path,
     bytes: &[u8],

@@ -4,6 +4,7 @@
 pub mod billing_refs;
 pub mod clock;
 pub mod db;
+pub mod event_rewrite;
 pub mod event_store;
 pub mod fault;
 pub mod identity_index;

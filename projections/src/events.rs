@@ -123,6 +123,50 @@ pub async fn read_subject(
         .collect()
 }
 
+/// The query of `subject_events` (build it once, keep it while the stream lives).
+/// `streams` is a constant SQL condition on the subject's `subject_streams` rows (`""` for
+/// all of them, or e.g. `"AND aggregate_type = $2"` with the type passed to
+/// `subject_events`); never build it from input.
+pub fn subject_events_sql(db: &Db, streams: &str) -> String {
+    // Fenced like `read_subject`: planned through subject_streams and the primary key.
+    let fence = match db.backend {
+        Backend::Sqlite => "LIMIT -1 OFFSET 0",
+        Backend::Postgres => "OFFSET 0",
+    };
+    format!(
+        "SELECT {} FROM (
+             SELECT * FROM events
+             WHERE (aggregate_type, aggregate_id) IN
+                   (SELECT aggregate_type, aggregate_id FROM subject_streams
+                    WHERE subject = $1 {streams})
+             {fence}) events
+         ORDER BY position",
+        columns(db)
+    )
+}
+
+/// Every event of a subject (`subject_streams`), in position order, as one query whose rows
+/// are decoded as the caller consumes them: memory stays bounded by what the caller keeps.
+///
+/// Paging with `read_subject` cannot bound a page's scan by position (the subquery walks
+/// each stream by its primary key), so each page re-reads the subject's whole history:
+/// quadratic for long histories (the export and compaction of issue 12). This reads it once
+/// and sorts it once. It holds one pooled connection until the stream is dropped.
+/// `aggregate_type` is bound as `$2` when given (for a `streams` condition that uses it).
+pub fn subject_events<'a>(
+    db: &'a Db,
+    sql: &'a str,
+    subject: &'a str,
+    aggregate_type: Option<&'a str>,
+) -> futures::stream::BoxStream<'a, Result<StoredEvent>> {
+    use futures::StreamExt;
+    let mut q = sqlx::query(sql).bind(subject);
+    if let Some(t) = aggregate_type {
+        q = q.bind(t);
+    }
+    q.fetch(&db.any).map(|row| row_to_event(&row?)).boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

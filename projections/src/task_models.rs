@@ -1,6 +1,8 @@
 //! Read models for tasks and the usage log. They hold ids, types, states and counts (no
 //! prompts, results or addresses: those stay sealed in the events). Each deletes the
-//! subject's rows on `AccountErased`, and retention trims rows past the 90-day term.
+//! subject's rows on `AccountErased`, and deletes the rows past the 90-day term when it
+//! applies the retention run's `TaskLogsTrimmed` (the run itself writes no read model, so a
+//! rebuild trims at the same point of the history as live catch-up did).
 
 use crate::events::StoredEvent;
 use crate::read_models::{erased_account, ms};
@@ -8,6 +10,7 @@ use crate::runner::Projection;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
+use journey_domain::retention_log::{RetentionEvent, RetentionRun};
 use journey_domain::task::{Task, TaskEvent, TaskStatus};
 use journey_domain::usage::{account_of, UsageDay, UsageEvent};
 use sqlx::AnyConnection;
@@ -20,6 +23,17 @@ async fn forget(conn: &mut AnyConnection, tables: &[&str], account: &str) -> Res
             .await?;
     }
     Ok(())
+}
+
+/// The cut-off (epoch ms) of a retention run's `TaskLogsTrimmed`, if this is one.
+fn trimmed_before(e: &StoredEvent) -> Result<Option<i64>> {
+    if e.aggregate_type != RetentionRun::TYPE {
+        return Ok(None);
+    }
+    Ok(match e.decode_known::<RetentionEvent>()? {
+        Some(RetentionEvent::TaskLogsTrimmed { before }) => Some(ms(before)),
+        _ => None,
+    })
 }
 
 /// A task's customer webhook as the holder's task list shows it.
@@ -68,6 +82,15 @@ impl Tasks {
     async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = erased_account(e) {
             return forget(conn, &["rm_tasks", "rm_image_totals"], account).await;
+        }
+        if let Some(before) = trimmed_before(e)? {
+            // `rm_image_totals` is a running total over the account's life, not a log row:
+            // it stays.
+            sqlx::query("DELETE FROM rm_tasks WHERE created_at < $1")
+                .bind(before)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
         }
         if e.aggregate_type != Task::TYPE {
             return Ok(());
@@ -214,6 +237,13 @@ impl Usage {
     async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
         if let Some(account) = erased_account(e) {
             return forget(conn, &["rm_usage"], account).await;
+        }
+        if let Some(before) = trimmed_before(e)? {
+            sqlx::query("DELETE FROM rm_usage WHERE at < $1")
+                .bind(before)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
         }
         if e.aggregate_type != UsageDay::TYPE {
             return Ok(());

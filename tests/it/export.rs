@@ -392,3 +392,51 @@ async fn staff_and_cli_exports() {
         "HTTP and the three CLI exports (file, html, stdout) are audited: {trail}"
     );
 }
+
+/// The CLI writes the JSON export as it reads it (one entry in memory at a time); the file
+/// is the document the HTTP paths build in memory, laid out as serde_json pretty-prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streamed_cli_export_is_the_document_built_in_memory() {
+    let h = Harness::start().await;
+    let s = h.sign_in("streamed@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    rich_subject(&h, &s, &officer).await;
+    let out = h.data_dir.join("streamed.json");
+    h.cli_ok(&[
+        "export",
+        "--by",
+        &officer.account_id.to_string(),
+        "--reason",
+        "emailed access request 43",
+        "--subject",
+        &s.account_id.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut streamed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(text, serde_json::to_string_pretty(&streamed).unwrap());
+    // Built after the CLI's read, so that both hold its audit entry.
+    let built = h
+        .app
+        .privacy()
+        .build_export(s.account_id, |_, _| {})
+        .await
+        .unwrap();
+    for section in [
+        "profile",
+        "api_keys",
+        "billing",
+        "credit_ledger",
+        "consents",
+        "requests",
+    ] {
+        assert!(
+            !built["sections"][section].as_array().unwrap().is_empty(),
+            "{section}"
+        );
+    }
+    streamed["generated_at"] = built["generated_at"].clone();
+    assert_eq!(streamed, built);
+}

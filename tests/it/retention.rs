@@ -413,3 +413,142 @@ async fn a_run_dated_in_the_future_is_refused_and_a_simulated_one_locks_nobody_o
     h.mj.finish_all().await;
     c.wait_for(&h, t, "finished").await;
 }
+
+/// The run trims the task list and the usage log by recording a cut-off that the `tasks`
+/// and `usage` projections apply, so rebuilding them gives the rows live catch-up left:
+/// the trimmed rows do not come back, and the rows after the cut-off stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_after_a_trimming_run_equals_live() {
+    let h = Harness::start().await;
+    let c = h.api_client("trimmed@example.com", 12).await;
+    let old = c.create(&h, "imagine", json!({ "prompt": "old" })).await;
+    h.mj.finish(&support::api::last_upstream(&h)).await;
+    c.wait_for(&h, old, "finished").await;
+    // Ten days on (the server's clock), a second task: after the run's cut-off.
+    let cutoff = chrono::Utc::now() + chrono::Duration::days(1);
+    h.clock.advance(chrono::Duration::days(10));
+    let new = c.create(&h, "imagine", json!({ "prompt": "new" })).await;
+    h.mj.finish(&support::api::last_upstream(&h)).await;
+    c.wait_for(&h, new, "finished").await;
+
+    run(&h, &(cutoff + chrono::Duration::days(90)).to_rfc3339(), &[]);
+    // Live: wait until every projection has applied every event (on Postgres the runner
+    // may be held back behind an older transaction of the cluster for a while).
+    let mut settled = false;
+    for _ in 0..300 {
+        let status = h.cli_ok(&["projections", "status"]);
+        if status.lines().skip(1).all(|l| l.trim_end().ends_with(" 0")) {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(settled, "the projections never caught up");
+    let tables = ["rm_tasks", "rm_image_totals", "rm_usage"];
+    let live: Vec<Vec<String>> =
+        futures::future::join_all(tables.map(|t| scan::rows_as_text(&h.database_url, t))).await;
+    let tasks = live[0].join("\n");
+    assert!(
+        !tasks.contains(&old.to_string()) && tasks.contains(&new.to_string()),
+        "{tasks}"
+    );
+    let usage = live[2].join("\n");
+    assert!(
+        !usage.contains(&old.to_string()) && usage.contains(&new.to_string()),
+        "{usage}"
+    );
+    for p in ["tasks", "usage"] {
+        let stdout = h.cli_ok(&["projections", "rebuild", p]);
+        assert!(stdout.contains(&format!("rebuilt {p}")), "{stdout}");
+    }
+    let rebuilt: Vec<Vec<String>> =
+        futures::future::join_all(tables.map(|t| scan::rows_as_text(&h.database_url, t))).await;
+    assert_eq!(live, rebuilt);
+}
+
+/// Compaction reads and rewrites a subject's events in batches (`REWRITE_BATCH` rows per
+/// statement): a subject with more events than two batches has every one of them rewritten
+/// into exactly the tombstone the per-event rewrite produced (same key id, no nonce, no
+/// ciphertext, every other field as it was), and nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_over_several_batches_tombstones_every_event() {
+    use journey_commands::event_rewrite::REWRITE_BATCH;
+    use journey_domain::usage::{ApiRequest, UsageEvent};
+    let h = Harness::start().await;
+    let s = h.sign_in("busy@example.com").await;
+    let subject = s.account_id.to_string();
+    let now = chrono::Utc::now();
+    // A usage stream the server never writes (its writer suffix is ours), with events
+    // whose client IP is sealed under the subject's usage key of today.
+    let stream = format!(
+        "{}:bulk",
+        journey_domain::usage::stream_id(s.account_id, now)
+    );
+    let n = 2 * REWRITE_BATCH + 7;
+    let db = &h.app.db;
+    let insert = db.pick(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('usage', $1, $2, 'ApiRequestRecorded', '1', $3, $4)",
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('usage', $1, $2, 'ApiRequestRecorded', '1', $3::json, $4::json)",
+    );
+    let mut originals = Vec::new();
+    let mut tx = db.any.begin().await.unwrap();
+    for i in 0..n {
+        let ip = h
+            .app
+            .vault
+            .seal(
+                &subject,
+                journey_domain::DataCategory::Usage,
+                now,
+                &format!("203.0.113.{}", i % 250),
+            )
+            .await
+            .unwrap();
+        let event = UsageEvent::ApiRequestRecorded(Box::new(ApiRequest {
+            key_id: uuid::Uuid::new_v4(),
+            endpoint: "/api/v1/account".into(),
+            status: 200,
+            credits: 0,
+            task_id: None,
+            client_ip: Some(ip),
+            at: now,
+        }));
+        let payload = serde_json::to_value(&event).unwrap();
+        let metadata = json!({ "actor": "system", "request_id": format!("bulk-{i}") });
+        sqlx::query(insert)
+            .bind(&stream)
+            .bind(i as i64 + 1)
+            .bind(payload.to_string())
+            .bind(metadata.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        originals.push(payload);
+    }
+    tx.commit().await.unwrap();
+
+    let report = run(&h, &days_from_now(92), &[]);
+    assert!(
+        report["events_tombstoned"].as_u64().unwrap() >= n as u64,
+        "{report}"
+    );
+    let rows: Vec<(i64, String)> = sqlx::query_as(db.pick(
+        "SELECT sequence, payload FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+        "SELECT sequence, payload::text FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    ))
+    .bind(&stream)
+    .fetch_all(&db.any)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), n);
+    for ((seq, text), original) in rows.iter().zip(&originals) {
+        let mut want = original.clone();
+        let env = &mut want["ApiRequestRecorded"]["client_ip"];
+        env["n"] = json!("");
+        env["c"] = json!("");
+        let got: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(got, want, "event {seq}");
+    }
+}

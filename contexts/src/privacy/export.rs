@@ -7,7 +7,9 @@ use super::Privacy;
 use crate::error::ServiceError;
 use crate::identity::from_ms;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use journey_commands::vault::KeyRing;
+use journey_projections::events::StoredEvent;
 use serde_json::{json, Map, Value};
 use sqlx::Row;
 use uuid::Uuid;
@@ -92,11 +94,16 @@ pub fn section_of(aggregate_type: &str, event_type: &str) -> Option<&'static str
 }
 
 /// Event types that hold no data about any subject (with why); everything else must map.
-pub const NO_SUBJECT_DATA: [(&str, &str, &str); 13] = [
+pub const NO_SUBJECT_DATA: [(&str, &str, &str); 14] = [
     (
         "retention",
         "RetentionRunRecorded",
         "counts of a retention run, not about a person",
+    ),
+    (
+        "retention",
+        "TaskLogsTrimmed",
+        "the cut-off instant of a retention run, not about a person",
     ),
     ("policy", "PolicyPublished", "a policy text, not about a person"),
     (
@@ -148,9 +155,8 @@ pub const SECTIONS: [&str; 16] = [
     "unmapped",
 ];
 
-/// Events per read; each read scans the subject's remaining events once, so fewer,
-/// larger reads are cheaper for long histories.
-const BATCH: i64 = 5000;
+/// Events between two progress reports.
+const PROGRESS_EVERY: u64 = 5000;
 
 /// Secret-derived values are never exported, not even hashed: HMACs of API keys and of
 /// verification codes and of upstream notification tokens, and streams named by a hash
@@ -205,12 +211,9 @@ impl Privacy<'_> {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Builds the export. `progress(done, total)` is called after each batch of events.
-    pub async fn build_export(
-        &self,
-        subject: Uuid,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<Value, ServiceError> {
+    /// What every export does first: flush buffered usage, let the projections catch up,
+    /// count the subject's events (none: not found), find the taken-down tasks.
+    async fn export_start(&self, subject: Uuid) -> Result<Started, ServiceError> {
         // Usage records still buffered in this process belong in the export (their stream
         // is found through `subject_streams`, so wait for the projection to have it).
         self.usage_log
@@ -229,66 +232,23 @@ impl Privacy<'_> {
                 "no data held about {subject}"
             )));
         }
-        let mut ring = KeyRing::default();
-        let mut sections: Map<String, Value> = SECTIONS
-            .iter()
-            .map(|s| (s.to_string(), Value::Array(vec![])))
-            .collect();
-        let mut usage = Vec::new();
         let taken_down = self.taken_down_tasks_of(&id).await?;
-        let (mut after, mut done) = (0i64, 0u64);
-        loop {
-            let batch =
-                journey_projections::events::read_subject(&self.db, &id, after, BATCH).await?;
-            if batch.is_empty() {
-                break;
-            }
-            for e in &batch {
-                let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
-                let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
-                let at = from_ms(e.committed_at);
-                let stream = if HASH_NAMED_STREAMS.contains(&e.aggregate_type.as_str()) {
-                    format!("{}/{WITHHELD}", e.aggregate_type)
-                } else {
-                    format!("{}/{}", e.aggregate_type, e.aggregate_id)
-                };
-                let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
-                // Payloads are `{"EventType": {...}}`: keep the inner object.
-                let mut data = data.get(&e.event_type).cloned().unwrap_or(data);
-                withhold_secrets(&mut data);
-                if e.event_type == "TaskFinished" && taken_down.contains(&e.aggregate_id) {
-                    // A takedown removes the results from exports too.
-                    data["result"] = json!(TAKEN_DOWN);
-                }
-                sections[section]
-                    .as_array_mut()
-                    .expect("sections are arrays")
-                    .push(json!({
-                        "event": e.event_type,
-                        "stream": stream,
-                        "recorded_at": at,
-                        "data": data,
-                    }));
-                usage.push(json!({
-                    "at": meta.get("at").cloned().unwrap_or(json!(at)),
-                    "actor": meta.get("actor"),
-                    "request_id": meta.get("request_id"),
-                    "client_ip": meta.get("client_ip"),
-                    "stream": stream,
-                    "event": e.event_type,
-                }));
-                after = e.cursor.position;
-            }
-            done += batch.len() as u64;
-            progress(done, total);
-        }
+        Ok(Started {
+            id,
+            total,
+            taken_down,
+        })
+    }
+
+    /// The top-level fields other than `sections` and `usage_log`.
+    async fn export_fields(&self, subject: Uuid) -> Result<Map<String, Value>, ServiceError> {
         let accessed = self.staff_reads_of(subject).await?;
         let profile = match self.identity().me(subject).await {
             Ok(me) => serde_json::to_value(me).map_err(|e| ServiceError::Internal(e.into()))?,
             Err(_) => Value::Null,
         };
         let balance = self.credits().balance(subject).await?;
-        Ok(json!({
+        let fields = json!({
             "format": FORMAT,
             "version": VERSION,
             "subject": subject,
@@ -303,14 +263,196 @@ impl Privacy<'_> {
                     "restricted": c.restricted,
                 }))?,
             },
-            "sections": sections,
-            "usage_log": usage,
             "accessed_by_staff": accessed,
             "not_held": {
                 "prompts_older_than_90_days": "prompts, parameters, results and webhook addresses are destroyed 90 days after the day they were sent; older tasks read [erased] (see sections.tasks)",
                 "card_details": "only card brand, last four digits and country are kept (see billing)",
             },
-        }))
+        });
+        match fields {
+            Value::Object(m) => Ok(m),
+            _ => unreachable!("json! of an object literal"),
+        }
+    }
+
+    /// Builds the export in memory (the HTTP paths and the HTML rendering). Long histories
+    /// are better written with `write_export_json`, which holds one event at a time.
+    /// `progress(done, total)` is called every `PROGRESS_EVERY` events and at the end.
+    pub async fn build_export(
+        &self,
+        subject: Uuid,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Value, ServiceError> {
+        let started = self.export_start(subject).await?;
+        let total = started.total;
+        let mut ring = KeyRing::default();
+        let mut sections: Map<String, Value> = SECTIONS
+            .iter()
+            .map(|s| (s.to_string(), Value::Array(vec![])))
+            .collect();
+        let mut usage = Vec::new();
+        // The subject's history in one streamed query (read once, sorted once; paging
+        // re-read it per page); the ring fetches each data key once for the whole export.
+        let sql = journey_projections::events::subject_events_sql(&self.db, "");
+        let mut events =
+            journey_projections::events::subject_events(&self.db, &sql, &started.id, None);
+        let mut done = 0u64;
+        while let Some(e) = events.next().await {
+            let e = e?;
+            let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
+            let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
+            let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
+            sections[section]
+                .as_array_mut()
+                .expect("sections are arrays")
+                .push(section_entry(&e, data, &started.taken_down));
+            usage.push(usage_entry(&e, &meta));
+            done += 1;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                progress(done, total.max(done));
+            }
+        }
+        drop(events);
+        progress(done, total.max(done));
+        let mut doc = self.export_fields(subject).await?;
+        doc.insert("sections".into(), Value::Object(sections));
+        doc.insert("usage_log".into(), Value::Array(usage));
+        Ok(Value::Object(doc))
+    }
+
+    /// Writes the JSON export to `out` as it reads it: the same document, byte for byte,
+    /// as `serde_json::to_string_pretty(&build_export(..))`, with bounded memory.
+    ///
+    /// The document groups events by section (sections in key order) and repeats every
+    /// event in `usage_log`, so one pass in position order cannot write it front to back.
+    /// This reads the subject's history once per section, restricted to the section's
+    /// aggregate type (every section is fed by one type), opening payloads only, and once
+    /// more for `usage_log`, opening metadata only: about twice the rows read, the same
+    /// values opened, one entry in memory at a time. `unmapped` (event types this version
+    /// does not know; none unless a newer version wrote them) is gathered in memory.
+    /// Every pass stops at the position the export started at, so an event appended while
+    /// it runs is left out of every part alike. `progress(done, total)` counts both passes.
+    pub async fn write_export_json(
+        &self,
+        subject: Uuid,
+        out: &mut impl std::io::Write,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), ServiceError> {
+        use journey_projections::events::{subject_events, subject_events_sql};
+        let started = self.export_start(subject).await?;
+        let upto: i64 = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&self.db.any)
+            .await?
+            .try_get(0)?;
+        let total = 2 * started.total;
+        let mut done = 0u64;
+        let mut tick = |done: &mut u64| {
+            *done += 1;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                progress(*done, total.max(*done));
+            }
+        };
+        let mut ring = KeyRing::default();
+        let fields = self.export_fields(subject).await?;
+        let io = |e: std::io::Error| ServiceError::Internal(e.into());
+        let of_type = subject_events_sql(&self.db, "AND aggregate_type = $2");
+        let known: Vec<String> = SECTION_TYPES
+            .iter()
+            .map(|(_, t)| format!("'{t}'"))
+            .collect();
+        let other_types = subject_events_sql(
+            &self.db,
+            &format!("AND aggregate_type NOT IN ({})", known.join(",")),
+        );
+        let all = subject_events_sql(&self.db, "");
+        let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+        keys.extend(["sections", "usage_log"]);
+        keys.sort_unstable();
+        let mut names = SECTIONS.to_vec();
+        names.sort_unstable();
+        // Entries of no section, by position: found by the typed passes (an unknown event
+        // type of a known aggregate) and by the last one (an unknown aggregate type).
+        debug_assert_eq!(names.last(), Some(&"unmapped"));
+        let mut unmapped: std::collections::BTreeMap<i64, Value> = Default::default();
+        out.write_all(b"{\n").map_err(io)?;
+        for (i, key) in keys.iter().enumerate() {
+            write!(out, "  {}: ", Value::from(*key)).map_err(io)?;
+            match *key {
+                "sections" => {
+                    out.write_all(b"{\n").map_err(io)?;
+                    for (j, name) in names.iter().enumerate() {
+                        write!(out, "    {}: ", Value::from(*name)).map_err(io)?;
+                        let mut array = PrettyArray::new(3);
+                        let ty = SECTION_TYPES
+                            .iter()
+                            .find(|(s, _)| s == name)
+                            .map(|(_, t)| *t);
+                        let sql = if ty.is_some() { &of_type } else { &other_types };
+                        let mut events = subject_events(&self.db, sql, &started.id, ty);
+                        while let Some(e) = events.next().await {
+                            let e = e?;
+                            if e.cursor.position > upto {
+                                break;
+                            }
+                            match section_of(&e.aggregate_type, &e.event_type) {
+                                Some(s) if s == *name => {
+                                    tick(&mut done);
+                                    let data =
+                                        self.vault.open_json_with(&e.payload, &mut ring).await?;
+                                    let entry = section_entry(&e, data, &started.taken_down);
+                                    array.push(out, &entry).map_err(io)?;
+                                }
+                                Some(_) => {}
+                                None => {
+                                    tick(&mut done);
+                                    let data =
+                                        self.vault.open_json_with(&e.payload, &mut ring).await?;
+                                    let entry = section_entry(&e, data, &started.taken_down);
+                                    unmapped.insert(e.cursor.position, entry);
+                                }
+                            }
+                        }
+                        drop(events);
+                        if *name == "unmapped" {
+                            for entry in unmapped.values() {
+                                array.push(out, entry).map_err(io)?;
+                            }
+                        }
+                        array.finish(out).map_err(io)?;
+                        let comma = if j + 1 < names.len() { "," } else { "" };
+                        writeln!(out, "{comma}").map_err(io)?;
+                    }
+                    out.write_all(b"  }").map_err(io)?;
+                }
+                "usage_log" => {
+                    let mut array = PrettyArray::new(2);
+                    let mut events = subject_events(&self.db, &all, &started.id, None);
+                    while let Some(e) = events.next().await {
+                        let e = e?;
+                        if e.cursor.position > upto {
+                            break;
+                        }
+                        tick(&mut done);
+                        let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
+                        array.push(out, &usage_entry(&e, &meta)).map_err(io)?;
+                    }
+                    drop(events);
+                    array.finish(out).map_err(io)?;
+                }
+                other => {
+                    let text = serde_json::to_string_pretty(&fields[other])
+                        .map_err(|e| ServiceError::Internal(e.into()))?;
+                    out.write_all(text.replace('\n', "\n  ").as_bytes())
+                        .map_err(io)?;
+                }
+            }
+            let comma = if i + 1 < keys.len() { "," } else { "" };
+            writeln!(out, "{comma}").map_err(io)?;
+        }
+        out.write_all(b"}").map_err(io)?;
+        out.flush().map_err(io)?;
+        progress(done, total.max(done));
+        Ok(())
     }
 
     /// Staff reads of this subject's data (who, what, why, when).
@@ -332,6 +474,111 @@ impl Privacy<'_> {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ServiceError::from)
+    }
+}
+
+/// The aggregate type that feeds each section (all but `unmapped`; see `section_of`).
+const SECTION_TYPES: [(&str, &str); 15] = [
+    ("profile", "account"),
+    ("erasure", "account"),
+    ("sign_in_links", "magic_link"),
+    ("sessions", "session"),
+    ("api_keys", "api_key"),
+    ("credit_ledger", "credit_ledger"),
+    ("billing", "billing"),
+    ("consents", "consent"),
+    ("tasks", "task"),
+    ("api_requests", "usage"),
+    ("support", "ticket"),
+    ("policy", "policy_ack"),
+    ("staff_roles", "staff"),
+    ("staff_activity", "staff"),
+    ("requests", "dsr"),
+];
+
+/// What `export_start` found.
+struct Started {
+    id: String,
+    total: u64,
+    taken_down: std::collections::HashSet<String>,
+}
+
+fn stream_name(e: &StoredEvent) -> String {
+    if HASH_NAMED_STREAMS.contains(&e.aggregate_type.as_str()) {
+        format!("{}/{WITHHELD}", e.aggregate_type)
+    } else {
+        format!("{}/{}", e.aggregate_type, e.aggregate_id)
+    }
+}
+
+/// The entry of a section for `e`, whose payload opened to `data`.
+fn section_entry(
+    e: &StoredEvent,
+    data: Value,
+    taken_down: &std::collections::HashSet<String>,
+) -> Value {
+    // Payloads are `{"EventType": {...}}`: keep the inner object.
+    let mut data = match data {
+        Value::Object(mut m) if m.contains_key(&e.event_type) => {
+            m.remove(&e.event_type).unwrap_or(Value::Null)
+        }
+        other => other,
+    };
+    withhold_secrets(&mut data);
+    if e.event_type == "TaskFinished" && taken_down.contains(&e.aggregate_id) {
+        // A takedown removes the results from exports too.
+        data["result"] = json!(TAKEN_DOWN);
+    }
+    json!({
+        "event": e.event_type,
+        "stream": stream_name(e),
+        "recorded_at": from_ms(e.committed_at),
+        "data": data,
+    })
+}
+
+/// The `usage_log` entry for `e`, whose metadata opened to `meta`.
+fn usage_entry(e: &StoredEvent, meta: &Value) -> Value {
+    let at = from_ms(e.committed_at);
+    json!({
+        "at": meta.get("at").cloned().unwrap_or(json!(at)),
+        "actor": meta.get("actor"),
+        "request_id": meta.get("request_id"),
+        "client_ip": meta.get("client_ip"),
+        "stream": stream_name(e),
+        "event": e.event_type,
+    })
+}
+
+/// Writes a JSON array element by element exactly as `serde_json::to_string_pretty`
+/// lays it out when the array sits `indent` levels deep in its document.
+struct PrettyArray {
+    indent: usize,
+    written: usize,
+}
+
+impl PrettyArray {
+    fn new(indent: usize) -> Self {
+        PrettyArray { indent, written: 0 }
+    }
+
+    fn push(&mut self, out: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
+        let pad = "  ".repeat(self.indent);
+        out.write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
+        let text = serde_json::to_string_pretty(v).map_err(std::io::Error::other)?;
+        // JSON text holds no raw newline inside a string, so every '\n' is layout.
+        out.write_all(pad.as_bytes())?;
+        out.write_all(text.replace('\n', &format!("\n{pad}")).as_bytes())?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.written == 0 {
+            out.write_all(b"[]")
+        } else {
+            write!(out, "\n{}]", "  ".repeat(self.indent - 1))
+        }
     }
 }
 
@@ -447,7 +694,41 @@ mod tests {
         for (a, e) in journey_domain::all_event_types() {
             if let Some(s) = section_of(a, e) {
                 assert!(SECTIONS.contains(&s), "{a}/{e}");
+                // The streamed writer reads each section from its one aggregate type.
+                assert!(SECTION_TYPES.contains(&(s, a)), "{a}/{e} → {s}");
             }
+        }
+        for (s, _) in SECTION_TYPES {
+            assert!(SECTIONS.contains(&s), "{s}");
+        }
+    }
+
+    #[test]
+    fn pretty_arrays_are_laid_out_like_serde_json() {
+        let entries = vec![
+            json!({ "event": "E", "data": { "a": [1, 2], "b": {} , "c": "x\ny" } }),
+            json!({ "event": "F", "data": [] }),
+        ];
+        for items in [vec![], entries] {
+            let doc = json!({ "a": 1, "s": { "x": items.clone() }, "u": items.clone() });
+            let mut out = Vec::new();
+            out.extend_from_slice(b"{\n  \"a\": 1,\n  \"s\": {\n    \"x\": ");
+            let mut arr = PrettyArray::new(3);
+            for v in &items {
+                arr.push(&mut out, v).unwrap();
+            }
+            arr.finish(&mut out).unwrap();
+            out.extend_from_slice(b"\n  },\n  \"u\": ");
+            let mut arr = PrettyArray::new(2);
+            for v in &items {
+                arr.push(&mut out, v).unwrap();
+            }
+            arr.finish(&mut out).unwrap();
+            out.extend_from_slice(b"\n}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string_pretty(&doc).unwrap()
+            );
         }
     }
 

@@ -11,6 +11,8 @@ use super::Privacy;
 use crate::error::{require_reason, ServiceError};
 use crate::identity::Ctx;
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use journey_commands::event_rewrite::{rewrite_events, Rewrite, REWRITE_BATCH};
 use journey_commands::mailer::Mail;
 use journey_domain::account::{Account, AccountCommand, AccountStatus, ErasureCertificate};
 use journey_domain::meta::{Actor, CommandMeta};
@@ -311,47 +313,47 @@ impl Privacy<'_> {
     /// Rewrites events sealed under destroyed, not yet compacted keys (of `only` subject,
     /// or all) into tombstones; returns how many events changed.
     pub async fn compact(&self, only: Option<&str>, ctx: &Ctx) -> Result<u64, ServiceError> {
+        // A subject's events are found through `subject_streams`: let it include every
+        // stream written so far, or a stream it has not seen yet would keep its ciphertext.
+        self.runner.catch_up().await?;
         let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
         for k in self.vault.uncompacted_destroyed().await? {
             if only.is_none_or(|s| s == k.subject) {
                 by_subject.entry(k.subject).or_default().push(k.key_id);
             }
         }
-        let update = self.db.pick(
-            "UPDATE events SET payload = $1, metadata = $2
-             WHERE aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
-            "UPDATE events SET payload = $1::json, metadata = $2::json
-             WHERE aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
-        );
         let mut changed = 0;
+        let sql = journey_projections::events::subject_events_sql(&self.db, "");
         for (subject, keys) in by_subject {
             let destroyed: HashSet<String> = keys.iter().cloned().collect();
-            let mut after = 0;
-            loop {
-                let batch =
-                    journey_projections::events::read_subject(&self.db, &subject, after, 1000)
-                        .await?;
-                let Some(last) = batch.last() else { break };
-                after = last.cursor.position;
-                // One transaction per batch: one commit (and fsync) per thousand rewrites.
-                let mut tx = self.db.any.begin().await?;
-                for mut e in batch {
-                    let p = tombstone(&mut e.payload, &destroyed);
-                    let m = tombstone(&mut e.metadata, &destroyed);
-                    if p || m {
-                        sqlx::query(update)
-                            .bind(e.payload.to_string())
-                            .bind(e.metadata.to_string())
-                            .bind(&e.aggregate_type)
-                            .bind(&e.aggregate_id)
-                            .bind(e.sequence)
-                            .execute(&mut *tx)
-                            .await?;
-                        changed += 1;
+            // Read the subject's history once (one streamed query), tombstone in memory, and
+            // write back every `REWRITE_BATCH` changed events in one set-based statement
+            // (`event_rewrite`): no round trip per event, no page re-reading the history.
+            let mut events =
+                journey_projections::events::subject_events(&self.db, &sql, &subject, None);
+            let mut rewrites = Vec::with_capacity(REWRITE_BATCH);
+            while let Some(e) = events.next().await {
+                let mut e = e?;
+                let p = tombstone(&mut e.payload, &destroyed);
+                let m = tombstone(&mut e.metadata, &destroyed);
+                if p || m {
+                    rewrites.push(Rewrite {
+                        payload: e.payload.to_string(),
+                        metadata: e.metadata.to_string(),
+                        aggregate_type: e.aggregate_type,
+                        aggregate_id: e.aggregate_id,
+                        sequence: e.sequence,
+                    });
+                    if rewrites.len() == REWRITE_BATCH {
+                        rewrite_events(&self.db, &rewrites).await?;
+                        changed += rewrites.len() as u64;
+                        rewrites.clear();
                     }
                 }
-                tx.commit().await?;
             }
+            drop(events);
+            rewrite_events(&self.db, &rewrites).await?;
+            changed += rewrites.len() as u64;
             for k in &keys {
                 self.vault.mark_compacted(k, ctx.at).await?;
             }
@@ -412,11 +414,12 @@ impl Privacy<'_> {
             *keys_destroyed.entry("support".to_string()).or_default() += support;
         }
         let (mut requests_reminded, mut exports_deleted, mut log_rows_deleted) = (0, 0, 0);
+        let mut logs_before = None;
         if !dry_run {
             events_tombstoned += self.compact(None, &run_ctx).await?;
             requests_reminded = self.remind_due_requests(as_of).await?;
             exports_deleted = self.delete_stale_exports(as_of).await?;
-            log_rows_deleted = self.trim_task_logs(as_of).await?;
+            (logs_before, log_rows_deleted) = self.trim_task_logs(as_of).await?;
         }
         let report = RunReport {
             as_of,
@@ -438,39 +441,55 @@ impl Privacy<'_> {
             .retention
             .execute(
                 &Uuid::new_v4().to_string(),
-                RetentionCommand::Record(report.clone()),
+                RetentionCommand::Record {
+                    report: report.clone(),
+                    logs_before,
+                },
                 &meta,
             )
             .await?;
-        self.runner.nudge();
+        // Applied before the run returns, so that the trimmed rows are gone when the caller
+        // (often the one-shot CLI) looks; a server's runner would otherwise apply it later.
+        self.runner.catch_up().await?;
         Ok(report)
     }
 
     /// The task list and usage log are kept 90 days (their sealed fields go with the
     /// daily keys; these rows hold ids and counts); idempotency keys a day.
-    async fn trim_task_logs(&self, as_of: DateTime<Utc>) -> Result<u64, ServiceError> {
-        let term = journey_domain::retention::rule(DataCategory::Usage);
-        let journey_domain::retention::Keep::For(keep) = term.keep else {
-            return Ok(0);
-        };
-        let cutoff = (as_of - keep).timestamp_millis();
-        let mut n = 0;
-        for q in [
-            "DELETE FROM rm_usage WHERE at < $1",
-            "DELETE FROM rm_tasks WHERE created_at < $1",
-        ] {
-            n += sqlx::query(q)
-                .bind(cutoff)
-                .execute(&self.db.any)
-                .await?
-                .rows_affected();
-        }
-        n += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+    ///
+    /// The read-model rows are not deleted here: only a projection writes its read model,
+    /// so the run returns the cut-off, records it as `TaskLogsTrimmed`, and the `tasks` and
+    /// `usage` projections delete their rows older than it when they apply that event.
+    /// Returns the cut-off and how many rows go (the read-model rows as of now, counted,
+    /// plus the idempotency keys deleted).
+    async fn trim_task_logs(
+        &self,
+        as_of: DateTime<Utc>,
+    ) -> Result<(Option<DateTime<Utc>>, u64), ServiceError> {
+        let mut n: u64 = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind((as_of - chrono::Duration::hours(24)).timestamp_millis())
             .execute(&self.db.any)
             .await?
             .rows_affected();
-        Ok(n)
+        let term = journey_domain::retention::rule(DataCategory::Usage);
+        let journey_domain::retention::Keep::For(keep) = term.keep else {
+            return Ok((None, n));
+        };
+        let cutoff = as_of - keep;
+        // Count what the projections will delete, once they stand where this run started.
+        self.runner.catch_up().await?;
+        for q in [
+            "SELECT COUNT(*) FROM rm_usage WHERE at < $1",
+            "SELECT COUNT(*) FROM rm_tasks WHERE created_at < $1",
+        ] {
+            let count: i64 = sqlx::query(q)
+                .bind(cutoff.timestamp_millis())
+                .fetch_one(&self.db.any)
+                .await?
+                .try_get(0)?;
+            n += count as u64;
+        }
+        Ok((Some(cutoff), n))
     }
 
     /// Export documents whose link expired, and jobs that never finished within a day.
@@ -489,8 +508,10 @@ impl Privacy<'_> {
     /// Recorded runs, newest first.
     pub async fn retention_runs(&self, limit: i64) -> Result<Vec<Value>, ServiceError> {
         let rows = sqlx::query(self.db.pick(
-            "SELECT payload FROM events WHERE aggregate_type = 'retention' ORDER BY position DESC LIMIT $1",
-            "SELECT payload::text FROM events WHERE aggregate_type = 'retention' ORDER BY position DESC LIMIT $1",
+            "SELECT payload FROM events WHERE aggregate_type = 'retention'
+             AND event_type = 'RetentionRunRecorded' ORDER BY position DESC LIMIT $1",
+            "SELECT payload::text FROM events WHERE aggregate_type = 'retention'
+             AND event_type = 'RetentionRunRecorded' ORDER BY position DESC LIMIT $1",
         ))
         .bind(limit)
         .fetch_all(&self.db.any)
