@@ -164,7 +164,9 @@ pub fn subject_events<'a>(
     if let Some(t) = aggregate_type {
         q = q.bind(t);
     }
-    q.fetch(&db.any).map(|row| row_to_event(&row?)).boxed()
+    q.fetch(&db.any)
+        .map(|row| Ok(journey_commands::event_store::decode_row(&row?)?))
+        .boxed()
 }
 
 #[cfg(test)]
