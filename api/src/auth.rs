@@ -105,29 +105,39 @@ impl FromRequest for SessionAuth {
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Box::pin(async move {
-            let token = token.ok_or(ApiError::Service(ServiceError::SignInRequired))?;
-            let account_id = app
-                .identity()
-                .session_account(&token, app.clock.now())
-                .await?
-                .ok_or(ApiError::Service(ServiceError::SignInRequired))?;
-            if unsafe_method {
-                let expected = app.identity().csrf_token(&token);
-                match csrf {
-                    Some(got) if ct_eq(&got, &expected) => {}
-                    _ => {
-                        return Err(ApiError::Service(ServiceError::Forbidden(format!(
-                            "missing or wrong {CSRF_HEADER} header (copy it from the {CSRF_COOKIE} cookie)"
-                        ))))
-                    }
-                }
-            }
-            // Continued use after a policy version takes effect is its acceptance.
-            app.legal().note_policy_use(account_id, "session").await?;
-            Ok(SessionAuth { account_id, token })
-        })
+        Box::pin(async move { resolve_session(&app, token, unsafe_method, csrf).await })
     }
+}
+
+/// The session check shared by the JSON API (`SessionAuth`: CSRF token from the
+/// `x-csrf-token` header) and the web pages (`crate::web`: CSRF token from the form's
+/// hidden field). `check_csrf` is set for state-changing requests; `csrf` is the token sent.
+pub async fn resolve_session(
+    app: &journey_contexts::app::Core,
+    token: Option<String>,
+    check_csrf: bool,
+    csrf: Option<String>,
+) -> Result<SessionAuth, ApiError> {
+    let token = token.ok_or(ApiError::Service(ServiceError::SignInRequired))?;
+    let account_id = app
+        .identity()
+        .session_account(&token, app.clock.now())
+        .await?
+        .ok_or(ApiError::Service(ServiceError::SignInRequired))?;
+    if check_csrf {
+        let expected = app.identity().csrf_token(&token);
+        match csrf {
+            Some(got) if ct_eq(&got, &expected) => {}
+            _ => {
+                return Err(ApiError::Service(ServiceError::Forbidden(format!(
+                    "missing or wrong {CSRF_HEADER} header (copy it from the {CSRF_COOKIE} cookie)"
+                ))))
+            }
+        }
+    }
+    // Continued use after a policy version takes effect is its acceptance.
+    app.legal().note_policy_use(account_id, "session").await?;
+    Ok(SessionAuth { account_id, token })
 }
 
 /// An API client authenticated by `Authorization: <key>` or `Authorization: Bearer <key>`.

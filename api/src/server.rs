@@ -44,6 +44,8 @@ pub async fn start(app: App, bind: &str) -> Result<Running> {
             .configure(routes::legal_api::routes)
             .configure(routes::support_api::routes)
             .configure(routes::ops::routes)
+            // The web pages (HTML, not in the OpenAPI document).
+            .configure(crate::web::routes)
             .default_service(web::to(input::not_found_or_method))
             .wrap(from_fn(input::screen))
             .wrap(from_fn(crate::auth::staff_gate))

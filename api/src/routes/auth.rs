@@ -373,7 +373,7 @@ fn signed_in_response(app: &Core, s: SignedIn, as_html: bool) -> HttpResponse {
         let mut r = page(
             StatusCode::OK,
             "You are signed in",
-            Body::new().p("You can close this page."),
+            Body::new().markup("<p><a href=\"/\">Go to your dashboard</a></p>"),
         );
         for c in resp.finish().cookies() {
             let _ = r.add_cookie(&c);

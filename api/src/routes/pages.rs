@@ -5,7 +5,8 @@
 //! pages with a handful of dynamic strings, and a proc-macro dependency for them is not worth
 //! its weight. Escaping is structural instead: a `Body` takes markup only as `&'static str`
 //! (text written here) and everything else (`text`, `field`, `hidden`) goes through `escape`.
-//! Pages carry no script, no style sheet and nothing from another site (their CSP says so).
+//! Pages carry no script and nothing from another site (their CSP says so); they share the
+//! web pages' own style sheet (`crate::web`, `/assets/app.css`).
 
 use crate::error::ApiError;
 use crate::error::ServiceError;
@@ -102,7 +103,7 @@ impl Body {
 }
 
 /// An HTML response. Never cached, never framed, sends no referrer (confirmation URLs carry
-/// the token), loads nothing and runs nothing.
+/// the token), loads only our style sheet and runs nothing.
 pub fn page(status: StatusCode, title: &str, body: Body) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
@@ -111,12 +112,12 @@ pub fn page(status: StatusCode, title: &str, body: Body) -> HttpResponse {
         .insert_header(("X-Frame-Options", "DENY"))
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            crate::web::CSP,
         ))
         .body(format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{title}</title></head><body><h1>{title}</h1>{}</body></html>",
+             <title>{title}</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>{title}</h1>{}</main></body></html>",
             body.0,
             title = escape(title)
         ))

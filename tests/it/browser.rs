@@ -1,0 +1,290 @@
+//! The account dashboard in a real browser: Debian's headless Chromium driven through
+//! chromedriver (WebDriver, `fantoccini`). Sign up by the emailed link, see the overview,
+//! create an API key (shown once), use it, revoke it. Each page visited is saved to
+//! docs/screenshots/ (the README shows them).
+//!
+//! Needs `chromium` and `chromedriver` on the PATH (`.ci/run` installs Debian's
+//! `chromium` and `chromium-driver` when missing); `JOURNEY_CHROMEDRIVER` and
+//! `JOURNEY_CHROMIUM` name other binaries.
+
+use crate::support::{self, Harness};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// chromedriver, on a free loopback port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = std::env::var("JOURNEY_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let child = Command::new(&bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {bin} (install Debian's chromium and chromium-driver): {e}")
+            });
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        // Ready once its status endpoint answers (it starts in well under a second).
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/status", driver.url)).send().await {
+                if r.status().is_success() {
+                    return driver;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("chromedriver did not start on port {port}");
+    }
+
+    async fn browser(&self) -> Client {
+        let chromium = std::env::var("JOURNEY_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let chromium = which(&chromium).unwrap_or(PathBuf::from(chromium));
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                // --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1024,768"]
+            }
+        });
+        let caps = caps.as_object().unwrap().clone();
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("chromedriver opens a Chromium session")
+    }
+}
+
+/// A program on the PATH, as chromedriver wants an absolute binary path.
+fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Waits for the page whose `<h1>` reads `heading` (a form post or link has been
+/// followed), and returns its source.
+async fn page(c: &Client, heading: &str) -> String {
+    let mut seen = String::new();
+    for _ in 0..200 {
+        if let Ok(h1) = c.find(Locator::Css("h1")).await {
+            seen = h1.text().await.unwrap_or_default();
+            if seen == heading {
+                return c.source().await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected the page {heading:?}, still on {seen:?} at {}",
+        c.current_url().await.unwrap()
+    );
+}
+
+/// Saves the current page to docs/screenshots/<name>.png.
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn api_account(h: &Harness, key: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .get(h.url("/api/v1/account"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_create_use_and_revoke_a_key_in_chromium() {
+    let h = Harness::start().await;
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+
+    // Signed out, `/` is the sign-in page.
+    c.goto(&h.url("/")).await.unwrap();
+    page(&c, "Sign in to JourneyAPI").await;
+    screenshot(&c, "sign-in").await;
+    c.find(Locator::Css("#email"))
+        .await
+        .unwrap()
+        .send_keys("ada@example.com")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page(&c, "Check your email").await;
+    screenshot(&c, "check-email").await;
+
+    // The emailed link, opened in the same browser: the sign-up step (country and age).
+    let token = support::token_from_mail(&h.smtp.wait_for(1).await);
+    c.goto(&h.url(&format!("/v1/auth/magic-link/confirm?token={token}")))
+        .await
+        .unwrap();
+    page(&c, "Create your JourneyAPI account").await;
+    c.find(Locator::Css("input[name=country]"))
+        .await
+        .unwrap()
+        .send_keys("FR")
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=age_confirmed]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    screenshot(&c, "sign-up").await;
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page(&c, "You are signed in").await;
+    c.find(Locator::LinkText("Go to your dashboard"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The overview of a new account.
+    let html = page(&c, "Overview").await;
+    assert!(html.contains("ada@example.com"));
+    assert_eq!(text(&c, "#credits-available").await, "0");
+    assert_eq!(text(&c, "#credits-reserved").await, "0");
+    assert_eq!(text(&c, "#total-images").await, "0");
+    assert!(html.contains("No tasks yet"), "empty state shown");
+    screenshot(&c, "overview").await;
+    // Readable on a phone: same page at 360 px.
+    c.set_window_size(360, 740).await.unwrap();
+    screenshot(&c, "overview-360px").await;
+    c.set_window_size(1024, 768).await.unwrap();
+
+    // Create a key: shown once.
+    c.find(Locator::LinkText("API keys"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let html = page(&c, "API keys").await;
+    assert!(html.contains("You have no API keys"), "empty state shown");
+    c.find(Locator::Css("#key-name"))
+        .await
+        .unwrap()
+        .send_keys("laptop")
+        .await
+        .unwrap();
+    c.find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let html = page(&c, "Your new API key").await;
+    assert!(html.contains("only time the key is shown"));
+    let key = c
+        .find(Locator::Css("#new-key"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("the raw key");
+    assert!(key.len() > 20, "{key}");
+    screenshot(&c, "key-created").await;
+
+    // The key works against the client API.
+    assert_eq!(api_account(&h, &key).await, 200);
+
+    // The list shows it as prefix…last4 only, never the raw key.
+    c.goto(&h.url("/keys")).await.unwrap();
+    let html = page(&c, "API keys").await;
+    assert!(!html.contains(&key), "the raw key is shown once only");
+    let row = text(&c, "#keys tbody tr").await;
+    assert!(row.contains("laptop"), "{row}");
+    assert!(row.contains(&key[key.len() - 4..]), "{row}");
+    screenshot(&c, "keys").await;
+
+    // Revoke, after the confirmation page.
+    c.find(Locator::Css("#keys tbody tr a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page(&c, "Revoke this API key?").await;
+    screenshot(&c, "revoke").await;
+    c.find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let html = page(&c, "API keys").await;
+    assert!(html.contains("You have no API keys"));
+    assert_eq!(api_account(&h, &key).await, 401);
+
+    // Sign out: back to the sign-in page, and the dashboard is closed.
+    c.find(Locator::Css("header form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page(&c, "Sign in to JourneyAPI").await;
+    c.goto(&h.url("/keys")).await.unwrap();
+    page(&c, "Sign in to JourneyAPI").await;
+
+    c.close().await.unwrap();
+}
