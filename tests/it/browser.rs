@@ -1,7 +1,8 @@
 //! The account dashboard in a real browser: Debian's headless Chromium driven through
 //! chromedriver (WebDriver, `fantoccini`). Sign up by the emailed link, see the overview,
-//! create an API key (shown once), use it, revoke it. Each page visited is saved to
-//! docs/screenshots/ (the README shows them).
+//! create an API key (shown once), use it, revoke it. Each page visited is saved as a
+//! screenshot: to docs/screenshots/ (the README shows them) when `JOURNEY_SCREENSHOTS=1`,
+//! otherwise to a temporary folder, so that an ordinary test run leaves the tree clean.
 //!
 //! Needs `chromium` and `chromedriver` on the PATH (`.ci/run` installs Debian's
 //! `chromium` and `chromium-driver` when missing); `JOURNEY_CHROMEDRIVER` and
@@ -112,10 +113,14 @@ async fn page(c: &Client, heading: &str) -> String {
     );
 }
 
-/// Saves the current page to docs/screenshots/<name>.png.
+/// Saves the current page as `<name>.png` (see the module comment for where).
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let dir = if std::env::var("JOURNEY_SCREENSHOTS").as_deref() == Ok("1") {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    } else {
+        std::env::temp_dir().join("journey-screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
