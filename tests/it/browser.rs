@@ -125,6 +125,26 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// Types `keys` into the element `css` finds.
+async fn fill(c: &Client, css: &str, keys: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+/// Clicks the element `css` finds.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -154,18 +174,8 @@ async fn sign_up_create_use_and_revoke_a_key_in_chromium() {
     c.goto(&h.url("/")).await.unwrap();
     page(&c, "Sign in to JourneyAPI").await;
     screenshot(&c, "sign-in").await;
-    c.find(Locator::Css("#email"))
-        .await
-        .unwrap()
-        .send_keys("ada@example.com")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "#email", "ada@example.com").await;
+    click(&c, "form button[type=submit]").await;
     page(&c, "Check your email").await;
     screenshot(&c, "check-email").await;
 
@@ -175,25 +185,10 @@ async fn sign_up_create_use_and_revoke_a_key_in_chromium() {
         .await
         .unwrap();
     page(&c, "Create your JourneyAPI account").await;
-    c.find(Locator::Css("input[name=country]"))
-        .await
-        .unwrap()
-        .send_keys("FR")
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=age_confirmed]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "input[name=country]", "FR").await;
+    click(&c, "input[name=age_confirmed]").await;
     screenshot(&c, "sign-up").await;
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form button[type=submit]").await;
     page(&c, "You are signed in").await;
     c.find(Locator::LinkText("Go to your dashboard"))
         .await
@@ -224,18 +219,8 @@ async fn sign_up_create_use_and_revoke_a_key_in_chromium() {
         .unwrap();
     let html = page(&c, "API keys").await;
     assert!(html.contains("You have no API keys"), "empty state shown");
-    c.find(Locator::Css("#key-name"))
-        .await
-        .unwrap()
-        .send_keys("laptop")
-        .await
-        .unwrap();
-    c.find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&c, "#key-name", "laptop").await;
+    click(&c, "main form button[type=submit]").await;
     let html = page(&c, "Your new API key").await;
     assert!(html.contains("only time the key is shown"));
     let key = c
@@ -262,31 +247,16 @@ async fn sign_up_create_use_and_revoke_a_key_in_chromium() {
     screenshot(&c, "keys").await;
 
     // Revoke, after the confirmation page.
-    c.find(Locator::Css("#keys tbody tr a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#keys tbody tr a").await;
     page(&c, "Revoke this API key?").await;
     screenshot(&c, "revoke").await;
-    c.find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "main form button[type=submit]").await;
     let html = page(&c, "API keys").await;
     assert!(html.contains("You have no API keys"));
     assert_eq!(api_account(&h, &key).await, 401);
 
     // Sign out: back to the sign-in page, and the dashboard is closed.
-    c.find(Locator::Css("header form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "header form button[type=submit]").await;
     page(&c, "Sign in to JourneyAPI").await;
     c.goto(&h.url("/keys")).await.unwrap();
     page(&c, "Sign in to JourneyAPI").await;
