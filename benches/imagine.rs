@@ -137,9 +137,19 @@ async fn run(base: &str, keys: &[String], seconds: u64) -> Figures {
 }
 
 /// The database's own counters (`pg_stat_database`): transactions, tuples fetched and
-/// inserted. Backends flush them when idle, at most every 10 s (PGSTAT_IDLE_INTERVAL), so
-/// a reading waits that long after the load stops.
-async fn db_counters(url: &str) -> Option<(i64, i64, i64)> {
+/// inserted; and per table (`pg_stat_user_tables`) the rows read by sequential scans and
+/// fetched by index scans, to say where the tuples go. Backends flush them when idle, at
+/// most every 10 s (PGSTAT_IDLE_INTERVAL), so a reading waits that long after the load
+/// stops.
+struct Counters {
+    transactions: i64,
+    fetched: i64,
+    inserted: i64,
+    /// table → (sequential scans, rows they read, rows fetched through indexes)
+    tables: std::collections::BTreeMap<String, (i64, i64, i64)>,
+}
+
+async fn db_counters(url: &str) -> Option<Counters> {
     tokio::time::sleep(Duration::from_secs(11)).await;
     let pool = sqlx::PgPool::connect(url).await.ok()?;
     let row: (i64, i64, i64) = sqlx::query_as(
@@ -149,8 +159,50 @@ async fn db_counters(url: &str) -> Option<(i64, i64, i64)> {
     .fetch_one(&pool)
     .await
     .ok()?;
+    let tables: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, COALESCE(seq_scan, 0), COALESCE(seq_tup_read, 0),
+                COALESCE(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables",
+    )
+    .fetch_all(&pool)
+    .await
+    .ok()?;
     pool.close().await;
-    Some(row)
+    Some(Counters {
+        transactions: row.0,
+        fetched: row.1,
+        inserted: row.2,
+        tables: tables
+            .into_iter()
+            .map(|(t, scans, seq, idx)| (t, (scans, seq, idx)))
+            .collect(),
+    })
+}
+
+/// The tables that read the most rows per accepted imagine over a run, most first.
+fn table_reads(b: &Counters, a: &Counters, n: f64) -> String {
+    let mut rows: Vec<(String, f64, f64, i64)> = a
+        .tables
+        .iter()
+        .map(|(t, after)| {
+            let before = b.tables.get(t).copied().unwrap_or_default();
+            (
+                t.clone(),
+                (after.2 - before.2) as f64 / n,
+                (after.1 - before.1) as f64 / n,
+                after.0 - before.0,
+            )
+        })
+        .filter(|(_, idx, seq, _)| idx + seq >= 0.05)
+        .collect();
+    rows.sort_by(|x, y| (y.1 + y.2).total_cmp(&(x.1 + x.2)));
+    rows.iter()
+        .take(8)
+        .map(|(t, idx, seq, scans)| {
+            format!("{t} {idx:.1} by index + {seq:.1} by {scans} seq scans")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[tokio::main]
@@ -215,10 +267,14 @@ async fn main() {
             let n = f.requests.max(1) as f64;
             println!(
                 "     per accepted imagine: {:.1} transactions, {:.0} tuples fetched, {:.1} rows inserted (pg_stat_database, the run's database; background work included) | server RSS {}",
-                (a.0 - b.0) as f64 / n,
-                (a.1 - b.1) as f64 / n,
-                (a.2 - b.2) as f64 / n,
+                (a.transactions - b.transactions) as f64 / n,
+                (a.fetched - b.fetched) as f64 / n,
+                (a.inserted - b.inserted) as f64 / n,
                 rss.map(|m| format!("{m:.0} MB")).unwrap_or_else(|| "-".into()),
+            );
+            println!(
+                "     rows read per accepted imagine, by table: {}",
+                table_reads(&b, &a, n)
             );
         }
     }

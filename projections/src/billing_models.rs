@@ -233,14 +233,17 @@ async fn last_balances<'a>(
     let mut balances = HashMap::with_capacity(accounts.len());
     let accounts: Vec<&'a str> = accounts.iter().copied().collect();
     for chunk in accounts.chunks(ACCOUNTS_PER_READ) {
+        // One backward probe of the primary key per account (`ORDER BY seq DESC LIMIT 1`);
+        // a `seq = (SELECT max(seq) …)` filter instead read every row of the accounts.
         let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
+            .map(|i| format!("(${i})"))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT account_id, balance_after FROM rm_credit_entries e
-             WHERE account_id IN ({list})
-               AND seq = (SELECT max(seq) FROM rm_credit_entries m WHERE m.account_id = e.account_id)"
+            "SELECT v.column1,
+                    (SELECT balance_after FROM rm_credit_entries
+                     WHERE account_id = v.column1 ORDER BY seq DESC LIMIT 1)
+             FROM (VALUES {list}) v"
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for a in chunk {
@@ -248,8 +251,8 @@ async fn last_balances<'a>(
         }
         for row in q.fetch_all(&mut *conn).await? {
             let id: String = row.try_get(0)?;
-            let balance: i64 = row.try_get(1)?;
-            if let Some(a) = chunk.iter().find(|a| **a == id) {
+            let balance: Option<i64> = row.try_get(1)?;
+            if let (Some(a), Some(balance)) = (chunk.iter().find(|a| **a == id), balance) {
                 balances.insert(*a, balance);
             }
         }

@@ -75,7 +75,16 @@ fn subject_of(e: &StoredEvent) -> Result<Option<String>> {
 
 /// `subject_streams`: every stream of a data subject, for exports, staff views and purges.
 /// Holds only ids and is kept after erasure (the purge walks it).
+///
+/// A stream's subject is fixed by its first event (sequence 1): the typed streams name it
+/// in their opening event (`SessionStarted`, `ApiKeyCreated`, `TaskCreated`, …) and the
+/// others are keyed by it. So only first events can add a row, and a batch's rows go out
+/// in one multi-row statement: the later events of busy streams (a ledger's reservations,
+/// a task's progress) cost nothing here, where each used to probe the table.
 pub struct SubjectStreams;
+
+/// 4 values a row.
+const STREAM_ROWS_PER_STATEMENT: usize = 1000;
 
 #[async_trait]
 impl Projection for SubjectStreams {
@@ -86,28 +95,34 @@ impl Projection for SubjectStreams {
         &["subject_streams"]
     }
     async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
-        for e in events {
-            self.apply_one(conn, e).await.with_context(|| e.what())?;
+        let mut rows: Vec<(String, &StoredEvent)> = Vec::new();
+        for e in events.iter().filter(|e| e.sequence == 1) {
+            if let Some(subject) = subject_of(e).with_context(|| e.what())? {
+                rows.push((subject, e));
+            }
         }
-        Ok(())
-    }
-}
-
-impl SubjectStreams {
-    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
-        let Some(subject) = subject_of(e)? else {
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO subject_streams (subject, aggregate_type, aggregate_id, first_position)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING",
-        )
-        .bind(subject)
-        .bind(&e.aggregate_type)
-        .bind(&e.aggregate_id)
-        .bind(e.cursor.position)
-        .execute(&mut *conn)
-        .await?;
+        for chunk in rows.chunks(STREAM_ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|r| {
+                    let b = r * 4;
+                    format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO subject_streams (subject, aggregate_type, aggregate_id, first_position)
+                 VALUES {values} ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING"
+            );
+            let mut q = sqlx::query(&sql);
+            for (subject, e) in chunk {
+                q = q
+                    .bind(subject.as_str())
+                    .bind(e.aggregate_type.as_str())
+                    .bind(e.aggregate_id.as_str())
+                    .bind(e.cursor.position);
+            }
+            q.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 }

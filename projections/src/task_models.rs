@@ -225,49 +225,112 @@ impl Projection for Usage {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_usage"]
     }
+    /// Set-based: the batch's records go out `USAGE_ROWS_PER_STATEMENT` per statement; an
+    /// erasure or a trimming in the batch first writes what came before it, so the rows
+    /// end as if the events were applied one by one.
     async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        let mut pending: Vec<UsageRow> = Vec::new();
         for e in events {
-            self.apply_one(conn, e).await.with_context(|| e.what())?;
+            if let Some(account) = erased_account(e) {
+                write_usage(conn, &mut pending).await?;
+                forget(conn, &["rm_usage"], account).await?;
+                continue;
+            }
+            if let Some(before) = trimmed_before(e).with_context(|| e.what())? {
+                write_usage(conn, &mut pending).await?;
+                sqlx::query("DELETE FROM rm_usage WHERE at < $1")
+                    .bind(before)
+                    .execute(&mut *conn)
+                    .await?;
+                continue;
+            }
+            if let Some(row) = usage_row(e).with_context(|| e.what())? {
+                pending.push(row);
+                if pending.len() >= USAGE_ROWS_PER_STATEMENT {
+                    write_usage(conn, &mut pending).await?;
+                }
+            }
         }
-        Ok(())
+        write_usage(conn, &mut pending).await
     }
 }
 
-impl Usage {
-    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
-        if let Some(account) = erased_account(e) {
-            return forget(conn, &["rm_usage"], account).await;
-        }
-        if let Some(before) = trimmed_before(e)? {
-            sqlx::query("DELETE FROM rm_usage WHERE at < $1")
-                .bind(before)
-                .execute(&mut *conn)
-                .await?;
-            return Ok(());
-        }
-        if e.aggregate_type != UsageDay::TYPE {
-            return Ok(());
-        }
-        let Some(UsageEvent::ApiRequestRecorded(r)) = e.decode_known::<UsageEvent>()? else {
-            return Ok(());
-        };
-        let Some(account) = account_of(&e.aggregate_id) else {
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO rm_usage (position, account_id, day, at, endpoint, status, credits, task_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (position) DO NOTHING",
-        )
-        .bind(e.cursor.position)
-        .bind(account.to_string())
-        .bind(r.at.format("%Y-%m-%d").to_string())
-        .bind(ms(r.at))
-        .bind(&r.endpoint)
-        .bind(i64::from(r.status))
-        .bind(r.credits as i64)
-        .bind(r.task_id.map(|t| t.to_string()))
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+/// One `rm_usage` row waiting to be written.
+struct UsageRow {
+    position: i64,
+    account: String,
+    day: String,
+    at: i64,
+    endpoint: String,
+    status: i64,
+    credits: i64,
+    task: Option<String>,
+}
+
+/// 8 values a row.
+const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+/// The row an `ApiRequestRecorded` adds (none for any other event).
+fn usage_row(e: &StoredEvent) -> Result<Option<UsageRow>> {
+    if e.aggregate_type != UsageDay::TYPE {
+        return Ok(None);
     }
+    let Some(UsageEvent::ApiRequestRecorded(r)) = e.decode_known::<UsageEvent>()? else {
+        return Ok(None);
+    };
+    let Some(account) = account_of(&e.aggregate_id) else {
+        return Ok(None);
+    };
+    Ok(Some(UsageRow {
+        position: e.cursor.position,
+        account: account.to_string(),
+        day: r.at.format("%Y-%m-%d").to_string(),
+        at: ms(r.at),
+        endpoint: r.endpoint,
+        status: i64::from(r.status),
+        credits: r.credits as i64,
+        task: r.task_id.map(|t| t.to_string()),
+    }))
+}
+
+/// Writes and empties `pending`; a row already there (same position) is left as it is.
+async fn write_usage(conn: &mut AnyConnection, pending: &mut Vec<UsageRow>) -> Result<()> {
+    for chunk in pending.chunks(USAGE_ROWS_PER_STATEMENT) {
+        let values = (0..chunk.len())
+            .map(|r| {
+                let b = r * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO rm_usage (position, account_id, day, at, endpoint, status, credits, task_id)
+             VALUES {values} ON CONFLICT (position) DO NOTHING"
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.position)
+                .bind(r.account.as_str())
+                .bind(r.day.as_str())
+                .bind(r.at)
+                .bind(r.endpoint.as_str())
+                .bind(r.status)
+                .bind(r.credits)
+                .bind(r.task.as_deref());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    pending.clear();
+    Ok(())
 }

@@ -423,9 +423,13 @@ async fn the_ledger_history_rebuilds_to_the_rows_live_catch_up_wrote() {
     for (i, (account, task)) in tasks.iter().enumerate() {
         let credits = h.app.credits();
         let settled = if i % 2 == 0 {
-            credits.capture_credits(*account, *task, Actor::System, &c).await
+            credits
+                .capture_credits(*account, *task, Actor::System, &c)
+                .await
         } else {
-            credits.release_credits(*account, *task, Actor::System, &c).await
+            credits
+                .release_credits(*account, *task, Actor::System, &c)
+                .await
         };
         settled.unwrap();
     }
@@ -448,7 +452,11 @@ async fn the_ledger_history_rebuilds_to_the_rows_live_catch_up_wrote() {
         );
     }
     let live = scan::rows_as_text(&h.database_url, "rm_credit_entries").await;
-    assert_eq!(live.len(), 2 * (1 + 15 + 15), "grant, reserves, settles of two ledgers");
+    assert_eq!(
+        live.len(),
+        2 * (1 + 15 + 15),
+        "grant, reserves, settles of two ledgers"
+    );
     assert!(
         !live
             .iter()

@@ -11,6 +11,12 @@ use async_trait::async_trait;
 use sqlx::{AnyConnection, AnyPool};
 
 static POSTGRES: Dialect = Dialect {
+    // `read_range` orders by the table's columns (`events.txid`), not the output column of
+    // the same name (`txid::text::bigint AS txid`, which an unqualified `ORDER BY txid`
+    // would pick): only the columns' order is the index's, so the scan stops after
+    // `LIMIT` rows. Ordered by the output column, every read sorted all events up to
+    // `upto`, which made a projection rebuild quadratic (37 ms against 0.7 ms per batch of
+    // 1,000 at 150,000 of 200,000 events).
     // The Any driver has no xid8 or json types: read them as bigint and text.
     columns: "txid::text::bigint, position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata::text, committed_at",
     json: "::json",
@@ -19,7 +25,7 @@ static POSTGRES: Dialect = Dialect {
                  WHERE (txid, position) > ($2::text::xid8, $1)
                    AND (txid, position) <= ($4::text::xid8, $3)
                    AND txid < pg_snapshot_xmin(pg_current_snapshot())
-                 ORDER BY txid, position LIMIT $5",
+                 ORDER BY events.txid, events.position LIMIT $5",
     count_after: "SELECT count(*) FROM events WHERE (txid, position) > ($2::text::xid8, $1)",
     head: "SELECT txid::text::bigint, position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
            ORDER BY sequence DESC LIMIT 1",
