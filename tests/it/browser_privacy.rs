@@ -81,6 +81,10 @@ async fn billing_and_privacy_centre_in_chromium() {
     let html = nav(&c, "Privacy", "Privacy").await;
     assert!(html.contains("You have made no requests"));
     screenshot(&c, "privacy").await;
+    // Readable on a phone: the same page at 360 px.
+    c.set_window_size(360, 740).await.unwrap();
+    screenshot(&c, "privacy-360px").await;
+    c.set_window_size(1024, 768).await.unwrap();
     let marketing = || async { c.find(Locator::Css("#marketing_email")).await.unwrap() };
     assert!(!marketing().await.is_selected().await.unwrap());
     click(&c, "#marketing_email").await;
@@ -110,6 +114,7 @@ async fn billing_and_privacy_centre_in_chromium() {
         .await
         .unwrap();
     page(&c, "Preparing your data").await;
+    screenshot(&c, "export-progress").await;
     sqlx::query("UPDATE export_jobs SET status = 'failed' WHERE job_id = $1")
         .bind(&held)
         .execute(&h.app.db.any)
