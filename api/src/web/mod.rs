@@ -7,8 +7,10 @@
 //! every answer, failures included, is an HTML page (never JSON).
 
 mod assets;
+mod billing;
 mod home;
 mod keys;
+mod privacy;
 
 use crate::auth::{resolve_session, SessionAuth, SESSION_COOKIE};
 use crate::error::{ApiError, ServiceError};
@@ -78,6 +80,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(assets::stylesheet))
             .default_service(web::to(method_not_allowed)),
     );
+    billing::routes(cfg);
+    privacy::routes(cfg);
 }
 
 /// An HTML page. Never cached (pages show personal data, one shows a raw key), never

@@ -162,10 +162,24 @@ impl Credits<'_> {
         Ok(customer)
     }
 
+    /// A Checkout session that returns the browser to `GET /v1/billing`.
     pub async fn start_checkout(
         &self,
         account_id: Uuid,
         body: CheckoutBody,
+        ctx: &Ctx,
+    ) -> Result<RedirectUrl, ServiceError> {
+        self.start_checkout_returning(account_id, body, "/v1/billing", ctx)
+            .await
+    }
+
+    /// A Checkout session that returns the browser to `return_path` (a path of ours, e.g.
+    /// the dashboard's `/billing`) with `?checkout=success` or `?checkout=cancelled`.
+    pub async fn start_checkout_returning(
+        &self,
+        account_id: Uuid,
+        body: CheckoutBody,
+        return_path: &str,
         ctx: &Ctx,
     ) -> Result<RedirectUrl, ServiceError> {
         let purchase = match (body.pack, body.plan) {
@@ -213,8 +227,8 @@ impl Credits<'_> {
                 account_id,
                 customer_id: &customer,
                 purchase,
-                success_url: format!("{base}/v1/billing?checkout=success"),
-                cancel_url: format!("{base}/v1/billing?checkout=cancelled"),
+                success_url: format!("{base}{return_path}?checkout=success"),
+                cancel_url: format!("{base}{return_path}?checkout=cancelled"),
                 idempotency_key: format!("journey-checkout-{}", ctx.request_id),
             })
             .await
@@ -222,16 +236,31 @@ impl Credits<'_> {
         Ok(RedirectUrl { url })
     }
 
+    /// A customer-portal session that returns the browser to `GET /v1/billing`.
     pub async fn portal_url(
         &self,
         account_id: Uuid,
+        ctx: &Ctx,
+    ) -> Result<RedirectUrl, ServiceError> {
+        self.portal_url_returning(account_id, "/v1/billing", ctx)
+            .await
+    }
+
+    /// A customer-portal session that returns the browser to `return_path` (a path of ours).
+    pub async fn portal_url_returning(
+        &self,
+        account_id: Uuid,
+        return_path: &str,
         ctx: &Ctx,
     ) -> Result<RedirectUrl, ServiceError> {
         self.stripe_required()?;
         let customer = self.ensure_customer(account_id, ctx).await?;
         let url = self
             .stripe
-            .portal(&customer, &format!("{}/v1/billing", self.cfg.public_url()))
+            .portal(
+                &customer,
+                &format!("{}{return_path}", self.cfg.public_url()),
+            )
             .await
             .map_err(provider_down)?;
         Ok(RedirectUrl { url })
