@@ -78,8 +78,11 @@ impl EventStoreBackend for PostgresEventStore {
     }
 
     async fn held_back(&self) -> Result<bool, EventStoreError> {
+        // The newest txid (one probe of the txid index) against the horizon. An
+        // `EXISTS (… WHERE txid >= xmin)` was planned as a sequential scan that, in the
+        // usual case of nothing held back, read every event.
         Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE txid >= pg_snapshot_xmin(pg_current_snapshot()))",
+            "SELECT COALESCE((SELECT max(txid) FROM events) >= pg_snapshot_xmin(pg_current_snapshot()), false)",
         )
         .fetch_one(&self.pool)
         .await?)
