@@ -62,7 +62,10 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
         .unwrap()
         .expect("the raw key");
     let button = c.find(Locator::Css("#copy-key")).await.unwrap();
-    assert!(button.is_displayed().await.unwrap(), "shown when the script runs");
+    assert!(
+        button.is_displayed().await.unwrap(),
+        "shown when the script runs"
+    );
     button.click().await.unwrap();
     let mut said = String::new();
     for _ in 0..100 {
@@ -72,10 +75,19 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(said.starts_with("Copied") || said.starts_with("Could not copy"), "{said:?}");
+    assert!(
+        said.starts_with("Copied") || said.starts_with("Could not copy"),
+        "{said:?}"
+    );
 
     // An imagine with that key over the client API, finished by the provider.
-    let created = client_api(&h, &key, "imagine", json!({ "prompt": "a paper boat on a pond" })).await;
+    let created = client_api(
+        &h,
+        &key,
+        "imagine",
+        json!({ "prompt": "a paper boat on a pond" }),
+    )
+    .await;
     let task = created["task_id"].as_str().unwrap().to_string();
     h.mj.finish(&last_upstream(&h)).await;
     let mut done = Value::Null;
@@ -93,11 +105,11 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
     nav(&c, "Tasks").await;
     let html = page(&c, "Tasks").await;
     assert!(html.contains("a paper boat on a pond") && html.contains(&task));
-    let img = c
-        .find(Locator::Css("#tasks .thumbs img"))
-        .await
-        .unwrap();
-    assert_eq!(img.attr("src").await.unwrap().as_deref(), Some(thumb.as_str()));
+    let img = c.find(Locator::Css("#tasks .thumbs img")).await.unwrap();
+    assert_eq!(
+        img.attr("src").await.unwrap().as_deref(),
+        Some(thumb.as_str())
+    );
     assert_eq!(img.attr("loading").await.unwrap().as_deref(), Some("lazy"));
     screenshot(&c, "tasks").await;
     click(&c, "#tasks .task-title a").await;
@@ -124,7 +136,11 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(width, json!(720), "the SVG chart loads under the page's CSP");
+    assert_eq!(
+        width,
+        json!(720),
+        "the SVG chart loads under the page's CSP"
+    );
     screenshot(&c, "usage").await;
 
     // Support: open a ticket, reply, close it.
@@ -166,7 +182,10 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
     nav(&c, "Support").await;
     page(&c, "Support").await;
     let row = text(&c, "#tickets tbody tr").await;
-    assert!(row.contains("Invoice for November") && row.contains("closed"), "{row}");
+    assert!(
+        row.contains("Invoice for November") && row.contains("closed"),
+        "{row}"
+    );
 
     c.close().await.unwrap();
 }

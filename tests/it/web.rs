@@ -120,7 +120,10 @@ async fn pages_are_html_with_strict_headers_and_forms_need_the_csrf_token() {
     assert_eq!(r.status(), 201);
     // This page alone may run our own script (the copy button): `script-src 'self'`.
     let mut headers = r.headers().clone();
-    let csp = headers["content-security-policy"].to_str().unwrap().to_string();
+    let csp = headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(csp.ends_with("; script-src 'self'"), "{csp}");
     headers.insert(
         "content-security-policy",

@@ -17,8 +17,14 @@ fn assert_page(headers: &HeaderMap) {
     assert_eq!(h("cache-control").as_deref(), Some("no-store"));
     assert_eq!(h("x-frame-options").as_deref(), Some("DENY"));
     let csp = h("content-security-policy").expect("CSP");
-    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe"), "{csp}");
-    assert!(!csp.contains("script-src"), "no script on these pages: {csp}");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("script-src"),
+        "no script on these pages: {csp}"
+    );
 }
 
 /// The hidden CSRF field of a page's form.
@@ -147,12 +153,22 @@ async fn usage_and_tasks_pages_show_the_holders_own_activity_a_page_at_a_time() 
     assert!(page.contains("id=\"usage-days\""), "the table fallback");
     assert!(page.contains("/api/v1/account"), "the newest requests");
     assert!(!page.contains(&secret.to_string()));
-    assert_eq!(page.matches("<td><code>/api/v1/").count(), 50, "a page of the log");
+    assert_eq!(
+        page.matches("<td><code>/api/v1/").count(),
+        50,
+        "a page of the log"
+    );
     let older = link(&page, "older").expect("a link to older requests");
     let page = html(&ann.session, &h, &older, 200).await;
     assert!(page.contains("(older page)") && page.contains("Newest requests"));
-    assert!(page.contains("/api/v1/imagine"), "the oldest entries are here");
-    assert!(page.contains(&format!("href=\"/tasks/{t1}\"")), "linked to its task");
+    assert!(
+        page.contains("/api/v1/imagine"),
+        "the oldest entries are here"
+    );
+    assert!(
+        page.contains(&format!("href=\"/tasks/{t1}\"")),
+        "linked to its task"
+    );
     assert!(!page.contains(&secret.to_string()));
     let page = html(&ann.session, &h, "/usage?before=yesterday", 400).await;
     assert!(page.contains("Back to usage"));
@@ -186,12 +202,7 @@ async fn usage_and_tasks_pages_show_the_holders_own_activity_a_page_at_a_time() 
 }
 
 async fn tickets(h: &Harness, s: &Session) -> Vec<Value> {
-    let v: Value = s
-        .get(h, "/v1/support/tickets")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get(h, "/v1/support/tickets").await.json().await.unwrap();
     v["tickets"].as_array().unwrap().clone()
 }
 
@@ -213,7 +224,11 @@ async fn support_tickets_open_reply_close_and_delete_with_the_csrf_token() {
     assert!(page.contains("<h1>Support</h1>") && page.contains("id=\"no-tickets\""));
     assert!(page.contains("<label for=\"subject\">") && page.contains("<label for=\"message\">"));
     assert_eq!(csrf_field(&page), ann.csrf);
-    assert_eq!(page.matches("name=\"csrf\"").count(), 2, "sign-out and open");
+    assert_eq!(
+        page.matches("name=\"csrf\"").count(),
+        2,
+        "sign-out and open"
+    );
 
     // Without the token, or with bad input: a page, and no ticket.
     for body in [
@@ -252,7 +267,11 @@ async fn support_tickets_open_reply_close_and_delete_with_the_csrf_token() {
     let id = at.strip_prefix("/support/").unwrap().to_string();
     let page = html(&ann, &h, &at, 200).await;
     assert!(page.contains("<h1>Invoice question</h1>") && page.contains("Where is my invoice?"));
-    assert_eq!(page.matches("name=\"csrf\"").count(), 3, "sign-out, reply, close");
+    assert_eq!(
+        page.matches("name=\"csrf\"").count(),
+        3,
+        "sign-out, reply, close"
+    );
     let page = html(&ann, &h, "/support", 200).await;
     assert!(page.contains(&format!("href=\"/support/{id}\"")));
 
@@ -303,7 +322,13 @@ async fn support_tickets_open_reply_close_and_delete_with_the_csrf_token() {
     let r = post_form(&h, &ann, &format!("{at}/close"), "csrf=bad").await;
     assert_eq!(r.status(), 403);
     assert_eq!(ticket(&h, &ann, &id).await["status"], "open");
-    let r = post_form(&h, &ann, &format!("{at}/close"), &format!("csrf={}", ann.csrf)).await;
+    let r = post_form(
+        &h,
+        &ann,
+        &format!("{at}/close"),
+        &format!("csrf={}", ann.csrf),
+    )
+    .await;
     assert_eq!(r.status(), 303);
     assert_eq!(ticket(&h, &ann, &id).await["status"], "closed");
     let page = html(&ann, &h, &at, 200).await;
@@ -325,7 +350,13 @@ async fn support_tickets_open_reply_close_and_delete_with_the_csrf_token() {
     let r = post_form(&h, &ann, &format!("{at}/delete"), "csrf=").await;
     assert_eq!(r.status(), 403);
     assert_eq!(ticket(&h, &ann, &id).await["status"], "closed");
-    let r = post_form(&h, &ann, &format!("{at}/delete"), &format!("csrf={}", ann.csrf)).await;
+    let r = post_form(
+        &h,
+        &ann,
+        &format!("{at}/delete"),
+        &format!("csrf={}", ann.csrf),
+    )
+    .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/support");
     let t = ticket(&h, &ann, &id).await;
@@ -397,7 +428,10 @@ async fn the_sign_up_step_is_a_dashboard_page_and_refusals_change_nothing() {
         .json()
         .await
         .unwrap();
-    assert_eq!(me["email"], "newbie@example.com", "created by the good post only");
+    assert_eq!(
+        me["email"], "newbie@example.com",
+        "created by the good post only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,10 +130,7 @@ impl Tasks<'_> {
         let object = self.task_object(task_id, &task).await?;
         let prompt = match task.spec.as_ref() {
             Some(spec) => match self.vault.open(&spec.params).await? {
-                Opened::Value(p) => p
-                    .get("prompt")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
+                Opened::Value(p) => p.get("prompt").and_then(|v| v.as_str()).map(str::to_string),
                 Opened::Erased => Some("[erased]".to_string()),
             },
             None => None,

@@ -26,8 +26,20 @@ pub fn svg(days: &[Day]) -> Result<String, String> {
         let requests: Vec<i64> = days.iter().map(|d| d.requests).collect();
         let credits: Vec<i64> = days.iter().map(|d| d.credits).collect();
         // Colours with at least 4.5:1 contrast on white.
-        panel(&top, "Requests per day", first, &requests, RGBColor(11, 92, 173))?;
-        panel(&bottom, "Credits per day", first, &credits, RGBColor(154, 52, 18))?;
+        panel(
+            &top,
+            "Requests per day",
+            first,
+            &requests,
+            RGBColor(11, 92, 173),
+        )?;
+        panel(
+            &bottom,
+            "Credits per day",
+            first,
+            &credits,
+            RGBColor(154, 52, 18),
+        )?;
         root.present().map_err(|e| e.to_string())?;
     }
     // A title names the image for assistive technology when opened on its own.
