@@ -362,6 +362,7 @@ async fn support_tickets_open_reply_close_and_delete_with_the_csrf_token() {
     let t = ticket(&h, &ann, &id).await;
     assert_eq!(t["status"], "deleted", "{t}");
     let page = html(&ann, &h, &at, 200).await;
+    assert!(page.contains("<h1>Deleted ticket</h1>"));
     assert!(!page.contains("Where is my invoice?") && !page.contains("delete-link"));
 
     let r = ann

@@ -118,7 +118,17 @@ fn ticket_page(app: &Core, s: &crate::auth::SessionAuth, t: TicketView) -> HttpR
     render(
         StatusCode::OK,
         &TicketPage {
-            chrome: Chrome::signed_in(app, s, &t.subject, "support"),
+            // A deleted ticket's subject is gone with its key.
+            chrome: Chrome::signed_in(
+                app,
+                s,
+                if t.status == "deleted" {
+                    "Deleted ticket"
+                } else {
+                    &t.subject
+                },
+                "support",
+            ),
             csrf: app.identity().csrf_token(&s.token),
             id: t.ticket_id,
             status: t.status,

@@ -161,7 +161,7 @@ pub async fn chart(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
             .insert_header(("X-Content-Type-Options", "nosniff"))
             .insert_header((
                 "Content-Security-Policy",
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                "default-src 'none'; frame-ancestors 'none'",
             ))
             .body(svg),
         Err(e) => {
