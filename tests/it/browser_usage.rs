@@ -101,6 +101,19 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
     assert_eq!(done["status"], "finished", "{done}");
     let thumb = done["image_urls"][0].as_str().unwrap().to_string();
 
+    // The task list is a read model: wait until it has caught up with the finished task.
+    for _ in 0..200 {
+        let listed = h
+            .app
+            .tasks()
+            .task_page(account, Some("finished"), None, 5)
+            .await;
+        if listed.unwrap().tasks.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
     // /tasks: the task, its prompt and its thumbnails (the upstream URLs).
     nav(&c, "Tasks").await;
     let html = page(&c, "Tasks").await;
@@ -179,6 +192,12 @@ async fn a_holder_sees_tasks_usage_and_support_in_chromium() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, "closed");
+    for _ in 0..200 {
+        if h.app.legal().tickets(account, None).await.unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     nav(&c, "Support").await;
     page(&c, "Support").await;
     let row = text(&c, "#tickets tbody tr").await;

@@ -50,6 +50,20 @@ async fn html(s: &Session, h: &Harness, path: &str, status: u16) -> String {
     r.text().await.unwrap()
 }
 
+/// Waits until the page at `path` shows every one of `needles`: lists are read models,
+/// caught up after a write (on Postgres, behind any older transaction still in flight).
+async fn wait_shown(h: &Harness, s: &Session, path: &str, needles: &[&str]) {
+    let mut page = String::new();
+    for _ in 0..200 {
+        page = s.get(h, path).await.text().await.unwrap();
+        if needles.iter().all(|n| page.contains(n)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{path} never showed {needles:?}: {page}");
+}
+
 /// `href="…"` values of links whose id is `id`.
 fn link(html: &str, id: &str) -> Option<String> {
     let at = html.find(&format!("id=\"{id}\" href=\""))? + id.len() + 12;
@@ -100,6 +114,16 @@ async fn usage_and_tasks_pages_show_the_holders_own_activity_a_page_at_a_time() 
     for _ in 0..55 {
         ann.account(&h).await;
     }
+
+    wait_shown(
+        &h,
+        &ann.session,
+        "/tasks?status=finished",
+        &["a lighthouse at dusk"],
+    )
+    .await;
+    wait_shown(&h, &ann.session, "/tasks", &["a harbour at dawn"]).await;
+    wait_shown(&h, &bob.session, "/tasks", &["secret garden"]).await;
 
     // /tasks: newest first, prompt, status, thumbnails loaded lazily; nothing of Bob's.
     let page = html(&ann.session, &h, "/tasks", 200).await;
@@ -272,8 +296,7 @@ async fn support_tickets_open_reply_close_and_delete_with_the_csrf_token() {
         3,
         "sign-out, reply, close"
     );
-    let page = html(&ann, &h, "/support", 200).await;
-    assert!(page.contains(&format!("href=\"/support/{id}\"")));
+    wait_shown(&h, &ann, "/support", &[&format!("href=\"/support/{id}\"")]).await;
 
     // Bob can neither see nor touch it.
     let page = html(&bob, &h, "/support", 200).await;
