@@ -489,4 +489,22 @@ async fn the_copy_script_is_ours_and_only_the_new_key_page_may_run_it() {
     // Other pages still run no script.
     let r = s.get(&h, "/keys").await;
     assert_page(r.headers());
+
+    // These pages are not API operations.
+    let doc: Value = reqwest::get(h.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(
+        !paths
+            .keys()
+            .any(|p| ["/usage", "/tasks", "/support", "/assets"]
+                .iter()
+                .any(|page| p.starts_with(page))),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
 }
