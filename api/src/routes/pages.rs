@@ -5,8 +5,9 @@
 //! pages with a handful of dynamic strings, and a proc-macro dependency for them is not worth
 //! its weight. Escaping is structural instead: a `Body` takes markup only as `&'static str`
 //! (text written here) and everything else (`text`, `field`, `hidden`) goes through `escape`.
-//! Pages carry no script and nothing from another site (their CSP says so); they share the
-//! web pages' own style sheet (`crate::web`, `/assets/app.css`).
+//! Pages carry no script and nothing from another site (their CSP says so); they are shown
+//! in the web pages' frame (`crate::web`, `base.html`) with their style sheet
+//! (`/assets/app.css`).
 
 use crate::error::ApiError;
 use crate::error::ServiceError;
@@ -102,8 +103,9 @@ impl Body {
     }
 }
 
-/// An HTML response. Never cached, never framed, sends no referrer (confirmation URLs carry
-/// the token), loads only our style sheet and runs nothing.
+/// An HTML response in the dashboard's frame (`base.html`: header, skip link, heading).
+/// Never cached, never framed, sends no referrer (confirmation URLs carry the token), loads
+/// only our style sheet and runs nothing.
 pub fn page(status: StatusCode, title: &str, body: Body) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
@@ -114,13 +116,16 @@ pub fn page(status: StatusCode, title: &str, body: Body) -> HttpResponse {
             "Content-Security-Policy",
             crate::web::CSP,
         ))
-        .body(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{title}</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>{title}</h1>{}</main></body></html>",
-            body.0,
-            title = escape(title)
-        ))
+        // The dashboard's frame (`base.html`); the bare page only if that fails (a bug).
+        .body(crate::web::holder::framed(title, &body.0).unwrap_or_else(|| {
+            format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+                 <title>{title}</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>{title}</h1>{}</main></body></html>",
+                body.0,
+                title = escape(title)
+            )
+        }))
 }
 
 /// Whole minutes, rounded up, at least 1.

@@ -90,14 +90,19 @@ pub async fn create(
         .create_api_key(s.account_id, name, &ctx)
         .await
     {
-        Ok(created) => render(
-            StatusCode::CREATED,
-            &KeyCreated {
-                chrome: Chrome::signed_in(&app, &s, "Your new API key", "keys"),
-                name: created.name,
-                key: created.key,
-            },
-        ),
+        Ok(created) => {
+            let mut page = render(
+                StatusCode::CREATED,
+                &KeyCreated {
+                    chrome: Chrome::signed_in(&app, &s, "Your new API key", "keys"),
+                    name: created.name,
+                    key: created.key,
+                },
+            );
+            // The copy button's script.
+            super::holder::allow_script(&mut page);
+            page
+        }
         Err(e) => error_page(&e.into(), KEYS),
     }
 }

@@ -8,6 +8,7 @@
 
 mod assets;
 mod billing;
+pub(crate) mod holder;
 mod home;
 mod keys;
 mod privacy;
@@ -50,6 +51,13 @@ impl Chrome {
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https:; \
                        form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The policy of the few pages that load our own script (`/assets/app.js`, the new API
+/// key's copy button): `CSP` plus `script-src 'self'`, so still no inline script and
+/// nothing from another origin.
+pub const CSP_WITH_SCRIPT: &str = "default-src 'none'; style-src 'self'; img-src 'self' https:; \
+                                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
+                                   script-src 'self'";
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Each path answers its own methods; any other method gets an HTML 405 page (the
     // app's default service would answer JSON 404, as for unknown API paths).
@@ -82,6 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
     billing::routes(cfg);
     privacy::routes(cfg);
+    holder::routes(cfg);
 }
 
 /// An HTML page. Never cached (pages show personal data, one shows a raw key), never

@@ -105,6 +105,44 @@ impl Tasks<'_> {
     }
 }
 
+/// A task as its holder's dashboard shows it: the client view plus the prompt the client
+/// sent (opened from the sealed parameters; `[erased]` once its key is destroyed) and when
+/// it was created.
+#[derive(Debug)]
+pub struct TaskCard {
+    pub object: TaskObject,
+    /// `None` for tasks without a text prompt (blend, describe, upscales, ...).
+    pub prompt: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Tasks<'_> {
+    /// One of `account`'s tasks for the dashboard; a foreign or unknown id is `None`, as
+    /// for `owned_task`.
+    pub async fn task_card(
+        &self,
+        account: Uuid,
+        task_id: Uuid,
+    ) -> Result<Option<TaskCard>, ServiceError> {
+        let Some(task) = self.owned_task(account, task_id).await? else {
+            return Ok(None);
+        };
+        let object = self.task_object(task_id, &task).await?;
+        let prompt = match task.spec.as_ref() {
+            Some(spec) => match self.vault.open(&spec.params).await? {
+                Opened::Value(p) => p.get("prompt").and_then(|v| v.as_str()).map(str::to_string),
+                Opened::Erased => Some("[erased]".to_string()),
+            },
+            None => None,
+        };
+        Ok(Some(TaskCard {
+            object,
+            prompt,
+            created_at: task.created_at.unwrap_or_default(),
+        }))
+    }
+}
+
 /// Describe's suggestions as documented: each starts with its keycap number. Results are
 /// stored without them (the upstream's own text is split on those marks).
 fn numbered(content: Vec<String>) -> Vec<String> {
