@@ -1122,3 +1122,109 @@ async fn openapi_lists_the_html_answers_of_the_sign_in_pages() {
         );
     }
 }
+
+/// Google sign-in from the dashboard: the sign-in page's Google form (country and age for a
+/// first visit) may be sent on to the issuer (its origin is in `form-action`), and the
+/// callback answers a browser (`Accept: text/html`) with pages, success or failure, while
+/// other clients keep getting JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_sign_in_from_a_browser_gets_pages() {
+    let h = Harness::start().await;
+    let sign_in = reqwest::get(h.url("/")).await.unwrap();
+    let csp = sign_in.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let issuer = url::Url::parse(&h.oidc.issuer).unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' {}",
+            issuer.origin().ascii_serialization()
+        )),
+        "{csp}"
+    );
+    let html = sign_in.text().await.unwrap();
+    assert!(html.contains(r#"action="/v1/auth/google/start""#), "{html}");
+    assert!(html.contains(r#"name="age_confirmed" type="checkbox" value="true""#));
+
+    // What the form sends; then the callback as a browser asks for it.
+    let run = |start: &'static str, user: GoogleUser<'static>, forge: bool| {
+        let h = &h;
+        async move {
+            let browser = h.browser();
+            let start = browser.get(h.url(start)).send().await.unwrap();
+            assert_eq!(start.status(), 302);
+            let loc = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+            let q: std::collections::HashMap<String, String> =
+                loc.query_pairs().into_owned().collect();
+            let code = h
+                .oidc
+                .authorize(&q["code_challenge"], h.oidc.claims(&user, &q["nonce"]));
+            let state = if forge { "forged" } else { q["state"].as_str() };
+            browser
+                .get(h.url(&format!(
+                    "/v1/auth/google/callback?code={code}&state={state}"
+                )))
+                .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let user = |sub: &'static str, email: &'static str| GoogleUser {
+        sub,
+        email,
+        email_verified: true,
+        name: None,
+        picture: None,
+    };
+
+    // A first visit without the country and age: a page that says so; nothing created.
+    let r = run(
+        "/v1/auth/google/start?country=&age_confirmed=false",
+        user("g-1", "first@example.com"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.headers().get("set-cookie").is_none_or(|c| !c
+        .to_str()
+        .unwrap()
+        .starts_with("journey_session=")));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Google sign-in did not work"), "{page}");
+    assert!(page.contains("country"), "{page}");
+
+    // A forged state: a page, not JSON.
+    let r = run(
+        "/v1/auth/google/start?country=FR&age_confirmed=true",
+        user("g-1", "first@example.com"),
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("start again"));
+
+    // The form as a first visit fills it: signed in, with a link to the dashboard.
+    let r = run(
+        "/v1/auth/google/start?country=FR&age_confirmed=true",
+        user("g-1", "first@example.com"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .collect();
+    assert!(cookies.iter().any(|c| c.starts_with("journey_session=")), "{cookies:?}");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("You are signed in"), "{page}");
+    assert!(page.contains(r#"href="/""#));
+}

@@ -47,7 +47,7 @@ async fn pages_are_html_with_strict_headers_and_forms_need_the_csrf_token() {
         html.contains("action=\"/v1/auth/magic-link\"") && html.contains("<label for=\"email\">")
     );
     assert!(
-        html.contains("href=\"/v1/auth/google/start\""),
+        html.contains("action=\"/v1/auth/google/start\""),
         "Google is configured here"
     );
     assert!(!html.contains("<script") && !html.contains("style="));

@@ -711,15 +711,49 @@ pub struct CallbackQuery {
 /// verifies the ID token (signature, issuer, audience, expiry, nonce), then signs in.
 #[utoipa::path(get, path = "/v1/auth/google/callback", tag = "auth", params(CallbackQuery),
     responses(
-        (status = 200, description = "Signed in; session and CSRF cookies set", body = SignInResponse),
-        (status = 400, description = "State mismatch, denied consent or invalid token", body = ErrorBody),
-        (status = 403, description = "Account erased or pending deletion (JSON); or Google does not mark the account's email verified (`email_verified` false or missing): an HTML page that says so and offers an emailed sign-in link instead. Nothing is created, linked or claimed, also for an account already linked to that Google account",
+        (status = 200, description = "Signed in; session and CSRF cookies set. A browser (`Accept: text/html`) gets an HTML page linking to the dashboard",
+            content((SignInResponse = "application/json"), (String = "text/html"))),
+        (status = 400, description = "State mismatch, denied consent, invalid token, or a sign-up without `country` and `age_confirmed`. A browser (`Accept: text/html`) gets an HTML page",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 403, description = "Account erased or pending deletion (JSON; a browser gets an HTML page); or Google does not mark the account's email verified (`email_verified` false or missing): an HTML page that says so and offers an emailed sign-in link instead. Nothing is created, linked or claimed, also for an account already linked to that Google account",
             content((ErrorBody = "application/json"), (String = "text/html")))))]
 pub async fn google_callback(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
     q: web::Query<CallbackQuery>,
+) -> Result<HttpResponse, ApiError> {
+    // Google sends the person's browser here; a browser asks for HTML (`Accept:
+    // text/html`) and gets pages, any other client the JSON it always got.
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    match google_callback_steps(&app, &ctx, &req, &q, browser).await {
+        Err(e) if browser => {
+            let status = actix_web::ResponseError::status_code(&e);
+            let mut resp = page(
+                status,
+                "Google sign-in did not work",
+                Body::new()
+                    .markup("<p>")
+                    .text(&crate::routes::pages::sentence(&e.to_string()))
+                    .markup("</p><p><a href=\"/\">Back to sign in</a></p>"),
+            );
+            let _ = resp.add_cookie(&expired(OIDC_COOKIE, app.cfg.cookie_secure));
+            Ok(resp)
+        }
+        other => other,
+    }
+}
+
+async fn google_callback_steps(
+    app: &Core,
+    ctx: &Ctx,
+    req: &HttpRequest,
+    q: &CallbackQuery,
+    browser: bool,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(err) = &q.error {
         return Err(ApiError::bad(format!(
@@ -729,7 +763,7 @@ pub async fn google_callback(
     }
     let st = req
         .cookie(OIDC_COOKIE)
-        .and_then(|c| open_state(&app, c.value()))
+        .and_then(|c| open_state(app, c.value()))
         .ok_or_else(|| ApiError::bad("sign-in session missing or expired; start again"))?;
     if st.exp < app.clock.now().timestamp() {
         return Err(ApiError::bad("sign-in session expired; start again"));
@@ -756,8 +790,8 @@ pub async fn google_callback(
         let _ = resp.add_cookie(&expired(OIDC_COOKIE, app.cfg.cookie_secure));
         return Ok(resp);
     }
-    let signed_in = app.identity().google_sign_in(claims, &st.age, &ctx).await?;
-    let mut resp = signed_in_response(&app, signed_in, false);
+    let signed_in = app.identity().google_sign_in(claims, &st.age, ctx).await?;
+    let mut resp = signed_in_response(app, signed_in, browser);
     let _ = resp.add_cookie(&expired(OIDC_COOKIE, app.cfg.cookie_secure));
     Ok(resp)
 }

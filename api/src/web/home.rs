@@ -47,14 +47,39 @@ pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
             Ok(page) => render(StatusCode::OK, &page),
             Err(e) => error_page(&e, HOME),
         },
-        Ok(None) => render(
-            StatusCode::OK,
-            &SignIn {
-                chrome: Chrome::signed_out("Sign in to JourneyAPI"),
-                google: app.oidc.configured(),
-            },
-        ),
+        Ok(None) => {
+            let google = app.oidc.configured();
+            let mut page = render(
+                StatusCode::OK,
+                &SignIn {
+                    chrome: Chrome::signed_out("Sign in to JourneyAPI"),
+                    google,
+                },
+            );
+            if google {
+                allow_google_form(&app, &mut page);
+            }
+            page
+        }
         Err(e) => error_page(&e, HOME),
+    }
+}
+
+/// The Google form posts to us and we redirect to the issuer's sign-in page. Browsers
+/// apply `form-action` to that redirect too, so the sign-in page (only it) also allows the
+/// issuer's origin. Google serves its authorization endpoint from the issuer's origin
+/// (`https://accounts.google.com`), and so does any issuer configured in its place here.
+fn allow_google_form(app: &Core, page: &mut HttpResponse) {
+    let Ok(issuer) = url::Url::parse(&app.cfg.google_issuer) else {
+        return;
+    };
+    let origin = issuer.origin().ascii_serialization();
+    let csp = super::CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}"));
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&csp) {
+        page.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("content-security-policy"),
+            v,
+        );
     }
 }
 
