@@ -7,6 +7,7 @@
 //! every answer, failures included, is an HTML page (never JSON).
 
 mod assets;
+mod console;
 mod home;
 mod keys;
 
@@ -49,6 +50,7 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' http
                        form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    console::routes(cfg);
     // Each path answers its own methods; any other method gets an HTML 405 page (the
     // app's default service would answer JSON 404, as for unknown API paths).
     cfg.service(

@@ -32,6 +32,8 @@ pub struct AuditEntry {
 pub struct AuditFilter {
     pub actor: Option<Uuid>,
     pub subject: Option<Uuid>,
+    /// One action (`subject.events`, `audit.list`, …).
+    pub action: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub after: Option<i64>,
@@ -178,7 +180,7 @@ impl Identity<'_> {
         let rows = sqlx::query(
             "SELECT position, actor, subject, action, reason, at FROM rm_audit
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR subject = $2)
-               AND at >= $3 AND at <= $4 AND position > $5
+               AND at >= $3 AND at <= $4 AND position > $5 AND ($7 = '' OR action = $7)
              ORDER BY position LIMIT $6",
         )
         .bind(f.actor.map(|a| a.to_string()).unwrap_or_default())
@@ -187,6 +189,7 @@ impl Identity<'_> {
         .bind(f.to.map_or(i64::MAX, |t| t.timestamp_millis()))
         .bind(f.after.unwrap_or(0))
         .bind(i64::from(f.limit))
+        .bind(f.action.as_deref().unwrap_or_default())
         .fetch_all(&self.db.any)
         .await?;
         rows.iter()
