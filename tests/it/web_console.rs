@@ -1,0 +1,601 @@
+//! The compliance console (`/console`) over plain HTTP: holders get a 403 page, each staff
+//! role sees only its pages, every form needs the CSRF token, a subject's timeline is
+//! audited before it opens (no reason, nothing shown and nothing recorded), bad input
+//! gets an HTML 4xx page and changes nothing, the audit trail exports as CSV, and a
+//! request is worked to completion. The browser flow is in `browser_console.rs`.
+
+use crate::support::{Harness, Session};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn assert_page(headers: &HeaderMap) {
+    let h = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_string());
+    assert!(h("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(h("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(h("x-frame-options").as_deref(), Some("DENY"));
+    assert!(h("content-security-policy")
+        .unwrap()
+        .contains("default-src 'none'"));
+}
+
+/// A form post as a browser sends it; (status, headers, body).
+async fn post_form(
+    h: &Harness,
+    s: &Session,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, HeaderMap, String) {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let r = s
+        .client
+        .post(h.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+async fn get_page(h: &Harness, s: &Session, path: &str) -> (u16, String) {
+    let r = s.get(h, path).await;
+    let status = r.status().as_u16();
+    if status != 303 {
+        assert_page(r.headers());
+    }
+    (status, r.text().await.unwrap())
+}
+
+/// The audit trail as the JSON API gives it, filtered by actor.
+async fn trail(h: &Harness, reader: &Session, actor: &Session) -> Vec<Value> {
+    let v: Value = reader
+        .get(
+            h,
+            &format!(
+                "/admin/v1/audit?reason=test%20check&actor={}",
+                actor.account_id
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["entries"].as_array().unwrap().clone()
+}
+
+fn actions(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_are_refused_and_each_role_sees_only_its_pages() {
+    let h = Harness::start().await;
+
+    // Signed out: to the sign-in page.
+    let r = h.browser().get(h.url("/console")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+
+    // A holder: a 403 page (HTML, not JSON) on every console page and form.
+    let holder = h.sign_in("holder@example.com").await;
+    for path in ["/console", "/console/audit", "/console/requests"] {
+        let (status, html) = get_page(&h, &holder, path).await;
+        assert_eq!(status, 403, "{path}");
+        assert!(html.contains("no staff role"), "{path}: {html}");
+        assert!(!html.contains("Find a subject"));
+    }
+    let (status, headers, _) = post_form(
+        &h,
+        &holder,
+        "/console/find",
+        &[("csrf", &holder.csrf), ("email", "holder@example.com")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_page(&headers);
+
+    // Support: the console's home only; no subject, audit or request pages.
+    let support = h.sign_in("helper@example.com").await;
+    h.cli_ok(&["staff", "grant", "helper@example.com", "support"]);
+    let (status, html) = get_page(&h, &support, "/console").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("href=\"/console/audit\""), "{html}");
+    assert!(!html.contains("href=\"/console/requests\""));
+    assert!(!html.contains("Find a subject"));
+    assert!(!html.contains("<script") && !html.contains("style="));
+    for path in [
+        "/console/audit",
+        "/console/requests",
+        &format!("/console/subjects/{}", holder.account_id),
+    ] {
+        let (status, html) = get_page(&h, &support, path).await;
+        assert_eq!(status, 403, "{path}");
+        assert!(html.contains("admin, compliance"), "{html}");
+    }
+    let (status, _, _) = post_form(
+        &h,
+        &support,
+        &format!("/console/subjects/{}/timeline", holder.account_id),
+        &[("csrf", &support.csrf), ("reason", "curious")],
+    )
+    .await;
+    assert_eq!(status, 403, "support cannot open a timeline");
+
+    // Compliance: every page, and the navigation shows them.
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let (status, html) = get_page(&h, &officer, "/console").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<h1>Compliance console</h1>"));
+    assert!(
+        html.contains("href=\"/console/audit\"") && html.contains("href=\"/console/requests\"")
+    );
+    assert!(html.contains("Find a subject"));
+    for path in ["/console/audit", "/console/requests"] {
+        let (status, html) = get_page(&h, &officer, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(html.contains("aria-current=\"page\""));
+    }
+    // Another method on a console path: an HTML 405 page.
+    let r = officer
+        .write(&h, Method::DELETE, "/console/audit")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_page(r.headers());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_is_found_by_email_and_its_timeline_is_audited_before_it_opens() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("subject@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+
+    // Forms need the CSRF token: refused, nothing read or recorded.
+    for csrf in ["", "wrong"] {
+        let (status, headers, html) = post_form(
+            &h,
+            &officer,
+            "/console/find",
+            &[("csrf", csrf), ("email", "subject@example.com")],
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert_page(&headers);
+        assert!(html.contains("reload the page"));
+        let (status, _, html) = post_form(
+            &h,
+            &officer,
+            &format!("/console/subjects/{}/timeline", holder.account_id),
+            &[("csrf", csrf), ("reason", "DSR-1")],
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert!(!html.contains("subject@example.com"));
+    }
+
+    // Found by email (in the POST body): to the subject's page, whose URL holds the id only.
+    let (status, headers, _) = post_form(
+        &h,
+        &officer,
+        "/console/find",
+        &[("csrf", &officer.csrf), ("email", "Subject@Example.com")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let location = headers["location"].to_str().unwrap().to_string();
+    assert_eq!(location, format!("/console/subjects/{}", holder.account_id));
+    // Or by id.
+    let (status, headers, _) = post_form(
+        &h,
+        &officer,
+        "/console/find",
+        &[
+            ("csrf", &officer.csrf),
+            ("id", &holder.account_id.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"].to_str().unwrap(), location);
+    // Unknown address, bad id: HTML 4xx pages.
+    let (status, headers, html) = post_form(
+        &h,
+        &officer,
+        "/console/find",
+        &[("csrf", &officer.csrf), ("email", "nobody@example.com")],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_page(&headers);
+    assert!(html.contains("No account"), "{html}");
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        "/console/find",
+        &[("csrf", &officer.csrf), ("id", "not-a-uuid")],
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // The subject page asks for a reason and shows none of the subject's data.
+    let (status, html) = get_page(&h, &officer, &location).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<label for=\"reason\">Reason</label>"));
+    assert!(!html.contains("subject@example.com"));
+    assert!(trail(&h, &officer, &officer)
+        .await
+        .iter()
+        .all(|e| e["action"] != "subject.events"));
+
+    // No reason, or a bad date: a 400 page, nothing shown, nothing recorded.
+    let timeline = format!("{location}/timeline");
+    for fields in [
+        vec![("reason", "")],
+        vec![("reason", "DSR-2"), ("from", "29/11/2026")],
+        vec![
+            ("reason", "DSR-2"),
+            ("from", "2026-11-29"),
+            ("to", "2026-11-01"),
+        ],
+        vec![("reason", "DSR-2"), ("after", "-4")],
+    ] {
+        let mut f = vec![("csrf", officer.csrf.as_str())];
+        f.extend(fields.iter().copied());
+        let (status, headers, html) = post_form(&h, &officer, &timeline, &f).await;
+        assert_eq!(status, 400, "{fields:?}: {html}");
+        assert_page(&headers);
+        assert!(!html.contains("subject@example.com"), "{fields:?}");
+    }
+    let before = trail(&h, &officer, &officer).await;
+    assert!(
+        actions(&before).iter().all(|a| a != "subject.events"),
+        "{before:?}"
+    );
+
+    // With a reason: recorded, then shown with sealed fields opened.
+    let (status, headers, html) = post_form(
+        &h,
+        &officer,
+        &timeline,
+        &[("csrf", &officer.csrf), ("reason", "DSR-3 access request")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert_page(&headers);
+    assert!(html.contains("<h1>Subject timeline</h1>"));
+    assert!(html.contains("AccountRegistered") && html.contains("subject@example.com"));
+    assert!(
+        html.contains("<option value=\"session\""),
+        "categories offered"
+    );
+    let after = trail(&h, &officer, &officer).await;
+    let read = after
+        .iter()
+        .find(|e| e["action"] == "subject.events")
+        .expect("the read is recorded");
+    assert_eq!(read["subject"], holder.account_id.to_string());
+    assert_eq!(read["reason"], "DSR-3 access request");
+
+    // Filtered by category: only that category's events.
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        &timeline,
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "DSR-3 access request"),
+            ("category", "session"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("SessionStarted") && !html.contains("AccountRegistered"));
+    // A date window with nothing in it: the empty state.
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        &timeline,
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "DSR-3 access request"),
+            ("to", "2001-01-01"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"no-events\""));
+
+    // After erasure the timeline still opens, with the erased values shown as erased.
+    h.erase(&holder.account_id.to_string(), "DSR-4 erasure")
+        .await;
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        &timeline,
+        &[("csrf", &officer.csrf), ("reason", "DSR-4 check erasure")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<span class=\"erased\">[erased]</span>"));
+    assert!(!html.contains("subject@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_filters_and_exports_as_csv() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("watched@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let timeline = format!("/console/subjects/{}/timeline", holder.account_id);
+    for reason in ["DSR-9, \"quoted\"", "=HYPERLINK(\"x\")"] {
+        let (status, _, _) = post_form(
+            &h,
+            &officer,
+            &timeline,
+            &[("csrf", &officer.csrf), ("reason", reason)],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    // The page: no reason, nothing listed and nothing recorded.
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/audit",
+        &[("csrf", &officer.csrf), ("reason", "")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(!html.contains("audit-entries"));
+    for bad in [("actor", "bob"), ("from", "yesterday")] {
+        let (status, headers, _) = post_form(
+            &h,
+            &officer,
+            "/console/audit",
+            &[("csrf", &officer.csrf), ("reason", "review"), bad],
+        )
+        .await;
+        assert_eq!(status, 400, "{bad:?}");
+        assert_page(&headers);
+    }
+    assert_eq!(
+        actions(&trail(&h, &officer, &officer).await),
+        ["subject.events", "subject.events", "audit.list"],
+        "only the two reads and this check"
+    );
+
+    // Filtered by subject and action.
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/audit",
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "quarterly review"),
+            ("subject", &holder.account_id.to_string()),
+            ("action", "subject.events"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(html.matches("<code>subject.events</code>").count(), 2);
+    assert!(!html.contains("<code>audit.list</code>"));
+    let (_, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/audit",
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "quarterly review"),
+            ("action", "no.such.action"),
+        ],
+    )
+    .await;
+    assert!(html.contains("id=\"no-entries\""));
+
+    // CSV: a download, recorded first, fields quoted, formulas defused.
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", officer.csrf.as_str()),
+            ("reason", "regulator asked"),
+            ("actor", &officer.account_id.to_string()),
+        ])
+        .finish();
+    let r = officer
+        .client
+        .post(h.url("/console/audit/export"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "position,at,actor,subject,action,reason");
+    assert!(csv.contains(&format!(
+        "{},{},subject.events,\"DSR-9, \"\"quoted\"\"\"",
+        officer.account_id, holder.account_id
+    )));
+    assert!(
+        csv.contains(",subject.events,\"'=HYPERLINK(\"\"x\"\")\""),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains(",audit.export,regulator asked"),
+        "the export records itself first: {csv}"
+    );
+    // Without the token: refused.
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        "/console/audit/export",
+        &[("reason", "regulator asked")],
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+/// The six-digit code in the newest mail.
+async fn code_from_mail(h: &Harness, count: usize) -> String {
+    let mail = h.smtp.wait_for(count).await;
+    let at = mail.find("Verification code: ").expect("code in mail") + "Verification code: ".len();
+    mail[at..at + 6].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_worked_from_the_worklist() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("asker@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let mails = h.smtp.count();
+    let r = holder
+        .write(&h, Method::POST, "/v1/me/requests")
+        .json(&json!({ "type": "access" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let req: Value = r.json().await.unwrap();
+    let id = req["request_id"].as_str().unwrap().to_string();
+    let code = code_from_mail(&h, mails + 1).await;
+
+    // Listed with a reason (recorded per subject), its step offered.
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/requests",
+        &[("csrf", &officer.csrf), ("reason", "daily worklist")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("id=\"request-{id}\"")));
+    assert!(html.contains(&format!("action=\"/console/requests/{id}/verify\"")));
+    assert!(!html.contains("Overdue"));
+    assert!(html.contains("leads to the"), "access leads to the export");
+    let entries = trail(&h, &officer, &officer).await;
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "requests.list" && e["subject"] == holder.account_id.to_string()));
+
+    let step = |s: &'static str| format!("/console/requests/{id}/{s}");
+    // Bad input: an HTML 4xx page, and the request is unchanged.
+    for (path, fields, want) in [
+        (
+            step("verify"),
+            vec![("reason", "daily worklist"), ("code", "")],
+            400,
+        ),
+        (step("start"), vec![("reason", "daily worklist")], 409),
+        (step("teleport"), vec![("reason", "daily worklist")], 400),
+        (step("start"), vec![("reason", "")], 400),
+        (
+            "/console/requests/not-an-id/start".to_string(),
+            vec![("reason", "daily worklist")],
+            404,
+        ),
+    ] {
+        let mut f = vec![("csrf", officer.csrf.as_str())];
+        f.extend(fields.iter().copied());
+        let (status, headers, html) = post_form(&h, &officer, &path, &f).await;
+        assert_eq!(status, want, "{path} {fields:?}: {html}");
+        assert_page(&headers);
+    }
+    let mine: Value = holder
+        .get(&h, "/v1/me/requests")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["requests"][0]["status"], "received");
+    // Without the token: refused.
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        &step("verify"),
+        &[("reason", "daily worklist"), ("code", &code)],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Verify, start, complete: each a form, each answered with the worklist again.
+    for (s, fields, now) in [
+        ("verify", vec![("code", code.as_str())], "verified"),
+        ("start", vec![], "in progress"),
+        ("complete", vec![("note", "export sent")], "completed"),
+    ] {
+        let mut f = vec![
+            ("csrf", officer.csrf.as_str()),
+            ("reason", "daily worklist"),
+        ];
+        f.extend(fields.iter().copied());
+        let (status, _, html) = post_form(&h, &officer, &step(s), &f).await;
+        assert_eq!(status, 200, "{s}: {html}");
+        assert!(
+            html.contains(&format!("Request {id} is now {now}.")),
+            "{s}: {html}"
+        );
+    }
+    let mine: Value = holder
+        .get(&h, "/v1/me/requests")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["requests"][0]["status"], "completed");
+    let acts = actions(&trail(&h, &officer, &officer).await);
+    for a in ["request.verify", "request.start", "request.complete"] {
+        assert!(acts.iter().any(|x| x == a), "{a}: {acts:?}");
+    }
+
+    // Another request, left open past its due date: highlighted as overdue.
+    let r = holder
+        .write(&h, Method::POST, "/v1/me/requests")
+        .json(&json!({ "type": "deletion" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    h.clock.advance(chrono::Duration::days(31));
+    // Sessions last 30 days: sign in again.
+    let officer = h.sign_in("officer@example.com").await;
+    let (_, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/requests",
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "daily worklist"),
+            ("status", "received"),
+        ],
+    )
+    .await;
+    assert!(html.contains("class=\"request overdue\""), "{html}");
+    assert!(html.contains("Overdue"));
+    assert!(!html.contains(&format!("id=\"request-{id}\"")), "filtered");
+}
