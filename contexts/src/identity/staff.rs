@@ -27,6 +27,14 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
 }
 
+/// One staff role held (`staff_roster`).
+#[derive(Debug)]
+pub struct StaffGrant {
+    pub account_id: Uuid,
+    pub role: Role,
+    pub granted_at: DateTime<Utc>,
+}
+
 /// Filters for the audit trail; all optional.
 #[derive(Debug, Default)]
 pub struct AuditFilter {
@@ -91,6 +99,27 @@ impl Identity<'_> {
             .await?;
         self.settle::<StaffMember>(&id.to_string()).await?;
         Ok(id)
+    }
+
+    /// Who holds which staff role (`rm_staff_roles`), by account id: the role granted
+    /// and when. For the admin's roster page.
+    pub async fn staff_roster(&self) -> Result<Vec<StaffGrant>, ServiceError> {
+        self.runner.catch_up().await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT account_id, role, granted_at FROM rm_staff_roles ORDER BY account_id, role",
+        )
+        .fetch_all(&self.db.any)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, role, at)| {
+                Some(StaffGrant {
+                    account_id: Uuid::parse_str(&id).ok()?,
+                    role: Role::parse(&role)?,
+                    granted_at: from_ms(at),
+                })
+            })
+            .collect())
     }
 
     /// Records a staff read (or change) of one subject's data before the data is returned

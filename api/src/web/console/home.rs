@@ -18,6 +18,8 @@ struct Home {
     chrome: Chrome,
     /// May find subjects, read the audit trail and work requests.
     compliance: bool,
+    /// May set staff roles.
+    admin: bool,
 }
 
 pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
@@ -30,6 +32,7 @@ pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
         &Home {
             chrome: staff.chrome("Compliance console", "home"),
             compliance: staff.may(ADMIN_OR_COMPLIANCE),
+            admin: staff.may(super::ADMIN_ONLY),
         },
     )
 }

@@ -9,8 +9,11 @@
 //! ever appears in a URL.
 
 mod audit;
+mod breaches;
 mod home;
 mod requests;
+mod retention;
+mod staff;
 mod timeline;
 
 use super::{error_page, form_session, page_session, see_other, Form, Next};
@@ -24,6 +27,8 @@ use journey_domain::staff::Role;
 
 /// Subjects' data, the audit trail, requests: as `auth::AdminOrCompliance`.
 const ADMIN_OR_COMPLIANCE: &[Role] = &[Role::Admin, Role::Compliance];
+/// Staff roles: admin only.
+const ADMIN_ONLY: &[Role] = &[Role::Admin];
 /// Any staff role (the console's home).
 const ANY_STAFF: &[Role] = &[Role::Admin, Role::Compliance, Role::Support];
 
@@ -38,6 +43,18 @@ pub const AUDIT: Next = Next {
 pub const REQUESTS: Next = Next {
     href: "/console/requests",
     label: "Back to the request worklist",
+};
+pub const BREACHES: Next = Next {
+    href: "/console/breaches",
+    label: "Back to the breach register",
+};
+pub const RETENTION: Next = Next {
+    href: "/console/retention",
+    label: "Back to retention",
+};
+pub const STAFF: Next = Next {
+    href: "/console/staff",
+    label: "Back to staff roles",
 };
 
 /// One entry of the console's navigation, shown only to the roles that may open it.
@@ -61,6 +78,19 @@ const PAGES: &[(&str, &str, &str, &[Role])] = &[
         "requests",
         ADMIN_OR_COMPLIANCE,
     ),
+    (
+        "/console/retention",
+        "Retention",
+        "retention",
+        ADMIN_OR_COMPLIANCE,
+    ),
+    (
+        "/console/breaches",
+        "Breaches",
+        "breaches",
+        ADMIN_OR_COMPLIANCE,
+    ),
+    ("/console/staff", "Staff roles", "staff", ADMIN_ONLY),
 ];
 
 /// What every console page's frame (`console/base.html`) shows.
@@ -156,6 +186,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/console/requests/{id}/{step}")
             .route(web::post().to(requests::step))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/retention")
+            .route(web::get().to(retention::list))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/retention/preview")
+            .route(web::post().to(retention::preview))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/breaches")
+            .route(web::get().to(breaches::list))
+            .route(web::post().to(breaches::record))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/breaches/{id}/{action}")
+            .route(web::post().to(breaches::act))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/staff")
+            .route(web::get().to(staff::list))
+            .route(web::post().to(staff::change))
             .default_service(na()),
     );
 }
