@@ -599,3 +599,228 @@ async fn requests_are_worked_from_the_worklist() {
     assert!(html.contains("Overdue"));
     assert!(!html.contains(&format!("id=\"request-{id}\"")), "filtered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breach_register_records_notifies_and_tracks_the_72_hour_clock() {
+    let h = Harness::start().await;
+    let a = h.sign_in("victim-a@example.com").await;
+    let b = h.sign_in("victim-b@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let (status, html) = get_page(&h, &officer, "/console/breaches").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"no-breaches\""));
+    assert!(
+        html.contains("aria-current=\"page\">Breaches</a>"),
+        "{html}"
+    );
+
+    let discovered = (chrono::Utc::now() - chrono::Duration::hours(80))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let accounts = format!("{}\n{}", a.account_id, b.account_id);
+    let good: Vec<(&str, &str)> = vec![
+        ("discovered_at", &discovered),
+        ("description", "A backup bucket was readable for 2 hours."),
+        ("category", "account"),
+        ("category", "usage"),
+        ("affected", "accounts"),
+        ("accounts", &accounts),
+    ];
+    // Bad input: an HTML 400 page, nothing recorded. Without the token: 403.
+    for (drop, extra) in [
+        ("category", None),
+        ("discovered_at", Some(("discovered_at", "yesterday"))),
+        ("accounts", Some(("accounts", "not-an-id"))),
+        ("affected", None),
+    ] {
+        let mut f: Vec<(&str, &str)> = vec![("csrf", &officer.csrf)];
+        f.extend(good.iter().copied().filter(|(k, _)| *k != drop));
+        f.extend(extra);
+        let (status, headers, html) = post_form(&h, &officer, "/console/breaches", &f).await;
+        assert_eq!(status, 400, "without {drop}: {html}");
+        assert_page(&headers);
+    }
+    let (status, _, _) = post_form(&h, &officer, "/console/breaches", &good).await;
+    assert_eq!(status, 403);
+    let (_, html) = get_page(&h, &officer, "/console/breaches").await;
+    assert!(html.contains("id=\"no-breaches\""), "nothing recorded");
+
+    let mut f: Vec<(&str, &str)> = vec![("csrf", &officer.csrf)];
+    f.extend(good.iter().copied());
+    let (status, headers, _) = post_form(&h, &officer, "/console/breaches", &f).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/console/breaches");
+    let (_, html) = get_page(&h, &officer, "/console/breaches").await;
+    assert!(html.contains("Regulator deadline passed"), "80 h > 72 h");
+    assert!(html.contains("overdue by 8 h"), "{html}");
+    assert!(html.contains("2 (listed accounts); 0 told") || html.contains("; 0 told"));
+    let start = html.find("id=\"breach-").unwrap() + "id=\"breach-".len();
+    let id = html[start..start + 36].to_string();
+
+    // Notify the holders: each emailed once.
+    let mails = h.smtp.count();
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        &format!("/console/breaches/{id}/notify-holders"),
+        &[("csrf", &officer.csrf)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    h.smtp.wait_for(mails + 2).await;
+    // The regulator: a reference is needed, then marked once.
+    let regulator = format!("/console/breaches/{id}/regulator-notified");
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        &regulator,
+        &[("csrf", &officer.csrf), ("reference", " ")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        &regulator,
+        &[("csrf", &officer.csrf), ("reference", "CNIL-2026-0042")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        &regulator,
+        &[("csrf", &officer.csrf), ("reference", "again")],
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (_, html) = get_page(&h, &officer, "/console/breaches").await;
+    assert!(html.contains("CNIL-2026-0042") && html.contains("regulator notified"));
+    assert!(html.contains("2 told"));
+    assert!(!html.contains("notify-holders\""), "everyone told");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_previews_and_staff_roles_are_for_their_roles() {
+    let h = Harness::start().await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let boss = h.sign_in("boss@example.com").await;
+    h.cli_ok(&["staff", "grant", "boss@example.com", "admin"]);
+    let newcomer = h.sign_in("newcomer@example.com").await;
+
+    // Retention: the runs and a dry-run preview.
+    let (status, html) = get_page(&h, &officer, "/console/retention").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Preview a run"));
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/retention/preview",
+        &[("csrf", &officer.csrf), ("as_of", "")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("id=\"preview\"") && html.contains("Dry run as of"));
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        "/console/retention/preview",
+        &[("csrf", &officer.csrf), ("as_of", "soon")],
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Staff roles: admin only, and only the admin's navigation shows it.
+    let (_, html) = get_page(&h, &officer, "/console").await;
+    assert!(!html.contains("href=\"/console/staff\""));
+    assert!(
+        html.contains("href=\"/console/breaches\"") && html.contains("href=\"/console/retention\"")
+    );
+    let (status, _) = get_page(&h, &officer, "/console/staff").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        "/console/staff",
+        &[
+            ("csrf", &officer.csrf),
+            ("email", "newcomer@example.com"),
+            ("role", "admin"),
+            ("change", "grant"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "compliance cannot grant roles");
+    let (status, html) = get_page(&h, &boss, "/console").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("href=\"/console/staff\""));
+    let (status, html) = get_page(&h, &boss, "/console/staff").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&officer.account_id.to_string()));
+    assert!(!html.contains(&newcomer.account_id.to_string()));
+
+    // Bad input changes nothing.
+    for (email, role, change, want) in [
+        ("newcomer@example.com", "superuser", "grant", 400),
+        ("newcomer@example.com", "support", "promote", 400),
+        ("nobody@example.com", "support", "grant", 404),
+    ] {
+        let (status, headers, _) = post_form(
+            &h,
+            &boss,
+            "/console/staff",
+            &[
+                ("csrf", &boss.csrf),
+                ("email", email),
+                ("role", role),
+                ("change", change),
+            ],
+        )
+        .await;
+        assert_eq!(status, want, "{email} {role} {change}");
+        assert_page(&headers);
+    }
+    let (status, _) = get_page(&h, &newcomer, "/console").await;
+    assert_eq!(status, 403, "still a holder");
+
+    // Granted: the console opens for them at once, with support's pages only; revoked: gone.
+    let (status, headers, _) = post_form(
+        &h,
+        &boss,
+        "/console/staff",
+        &[
+            ("csrf", &boss.csrf),
+            ("email", "newcomer@example.com"),
+            ("role", "support"),
+            ("change", "grant"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/console/staff");
+    let (_, html) = get_page(&h, &boss, "/console/staff").await;
+    assert!(html.contains(&newcomer.account_id.to_string()));
+    let (status, html) = get_page(&h, &newcomer, "/console").await;
+    assert_eq!(status, 200);
+    assert!(
+        !html.contains("href=\"/console/breaches\"") && !html.contains("href=\"/console/staff\"")
+    );
+    let (status, _) = get_page(&h, &newcomer, "/console/breaches").await;
+    assert_eq!(status, 403);
+    post_form(
+        &h,
+        &boss,
+        "/console/staff",
+        &[
+            ("csrf", &boss.csrf),
+            ("email", "newcomer@example.com"),
+            ("role", "support"),
+            ("change", "revoke"),
+        ],
+    )
+    .await;
+    let (status, _) = get_page(&h, &newcomer, "/console").await;
+    assert_eq!(status, 403);
+}
