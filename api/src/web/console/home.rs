@@ -20,6 +20,8 @@ struct Home {
     compliance: bool,
     /// May set staff roles.
     admin: bool,
+    /// May work support tickets.
+    support: bool,
 }
 
 pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
@@ -33,6 +35,7 @@ pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
             chrome: staff.chrome("Compliance console", "home"),
             compliance: staff.may(ADMIN_OR_COMPLIANCE),
             admin: staff.may(super::ADMIN_ONLY),
+            support: staff.may(super::SUPPORT_OR_ADMIN),
         },
     )
 }

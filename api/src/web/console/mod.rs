@@ -10,10 +10,12 @@
 
 mod audit;
 mod breaches;
+mod cases;
 mod home;
 mod requests;
 mod retention;
 mod staff;
+mod tickets;
 mod timeline;
 
 use super::{error_page, form_session, page_session, see_other, Form, Next};
@@ -29,6 +31,8 @@ use journey_domain::staff::Role;
 const ADMIN_OR_COMPLIANCE: &[Role] = &[Role::Admin, Role::Compliance];
 /// Staff roles: admin only.
 const ADMIN_ONLY: &[Role] = &[Role::Admin];
+/// Support tickets: as `auth::SupportOrAdmin`.
+const SUPPORT_OR_ADMIN: &[Role] = &[Role::Support, Role::Admin];
 /// Any staff role (the console's home).
 const ANY_STAFF: &[Role] = &[Role::Admin, Role::Compliance, Role::Support];
 
@@ -51,6 +55,10 @@ pub const BREACHES: Next = Next {
 pub const RETENTION: Next = Next {
     href: "/console/retention",
     label: "Back to retention",
+};
+pub const TICKETS: Next = Next {
+    href: "/console/tickets",
+    label: "Back to support tickets",
 };
 pub const STAFF: Next = Next {
     href: "/console/staff",
@@ -90,6 +98,19 @@ const PAGES: &[(&str, &str, &str, &[Role])] = &[
         "breaches",
         ADMIN_OR_COMPLIANCE,
     ),
+    (
+        "/console/takedowns",
+        "Takedowns",
+        "takedowns",
+        ADMIN_OR_COMPLIANCE,
+    ),
+    (
+        "/console/child-reports",
+        "Child reports",
+        "child-reports",
+        ADMIN_OR_COMPLIANCE,
+    ),
+    ("/console/tickets", "Tickets", "tickets", SUPPORT_OR_ADMIN),
     ("/console/staff", "Staff roles", "staff", ADMIN_ONLY),
 ];
 
@@ -207,6 +228,52 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/console/breaches/{id}/{action}")
             .route(web::post().to(breaches::act))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/takedowns")
+            .route(web::get().to(|app, req| cases::form(app, req, cases::Register::Takedowns)))
+            .route(web::post().to(|app, ctx, req, body| {
+                cases::list(app, ctx, req, body, cases::Register::Takedowns)
+            }))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/takedowns/{id}/{decision}")
+            .route(web::post().to(|app, ctx, req, path, body| {
+                cases::decide(app, ctx, req, path, body, cases::Register::Takedowns)
+            }))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/child-reports")
+            .route(web::get().to(|app, req| cases::form(app, req, cases::Register::ChildReports)))
+            .route(web::post().to(|app, ctx, req, body| {
+                cases::list(app, ctx, req, body, cases::Register::ChildReports)
+            }))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/child-reports/{id}/{decision}")
+            .route(web::post().to(|app, ctx, req, path, body| {
+                cases::decide(app, ctx, req, path, body, cases::Register::ChildReports)
+            }))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/tickets")
+            .route(web::get().to(tickets::form))
+            .route(web::post().to(tickets::list))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/tickets/{id}")
+            .route(web::post().to(tickets::open))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/tickets/{id}/{action}")
+            .route(web::post().to(tickets::act))
             .default_service(na()),
     )
     .service(
