@@ -824,3 +824,236 @@ async fn retention_previews_and_staff_roles_are_for_their_roles() {
     let (status, _) = get_page(&h, &newcomer, "/console").await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_reports_and_takedowns_are_decided_from_their_registers() {
+    let h = Harness::start().await;
+    let kid = h.sign_in("kid@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let r = reqwest::Client::new()
+        .post(h.url("/v1/legal/child-report"))
+        .json(&json!({ "account_email": "kid@example.com", "reporter_contact": "parent@example.net", "details": "my son is 11" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let report = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The list opens the reporter's details only with a reason.
+    let (status, html) = get_page(&h, &officer, "/console/child-reports").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("parent@example.net"));
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/child-reports",
+        &[("csrf", &officer.csrf), ("reason", "")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(!html.contains("parent@example.net"));
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/child-reports",
+        &[("csrf", &officer.csrf), ("reason", "weekly review")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("parent@example.net") && html.contains(&kid.account_id.to_string()));
+
+    // A decision needs a why; another word than confirm/reject is not a decision.
+    let base = format!("/console/child-reports/{report}");
+    for (path, note, want) in [
+        (format!("{base}/confirm"), "", 400),
+        (format!("{base}/ban"), "age 11", 404),
+    ] {
+        let (status, headers, _) = post_form(
+            &h,
+            &officer,
+            &path,
+            &[
+                ("csrf", &officer.csrf),
+                ("reason", "weekly review"),
+                ("note", note),
+            ],
+        )
+        .await;
+        assert_eq!(status, want, "{path}");
+        assert_page(&headers);
+    }
+    assert_eq!(kid.get(&h, "/v1/me").await.status(), 200, "still there");
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        &format!("{base}/confirm"),
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "weekly review"),
+            ("note", "the holder confirmed the age"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("Case {report} is now confirmed.")));
+    assert_ne!(kid.get(&h, "/v1/me").await.status(), 200, "erased");
+
+    // A takedown that matched no task can only be rejected.
+    let r = reqwest::Client::new()
+        .post(h.url("/v1/legal/takedown"))
+        .json(&json!({ "claimant_email": "legal@brand.example", "claimant_name": "Brand Legal", "image_url": "https://cdn.example/none.png", "grounds": "our trademark" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let case = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/takedowns",
+        &[("csrf", &officer.csrf), ("reason", "takedown desk")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("legal@brand.example") && html.contains("none matched"));
+    let (status, _, _) = post_form(
+        &h,
+        &officer,
+        &format!("/console/takedowns/{case}/action"),
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "takedown desk"),
+            ("note", "infringing"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409, "no task to take down");
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        &format!("/console/takedowns/{case}/reject"),
+        &[
+            ("csrf", &officer.csrf),
+            ("reason", "takedown desk"),
+            ("note", "no such image"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("Case {case} is now rejected.")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_reads_answers_and_closes_tickets() {
+    let h = Harness::start().await;
+    let holder = h.sign_in("stuck@example.com").await;
+    let helper = h.sign_in("helper@example.com").await;
+    h.cli_ok(&["staff", "grant", "helper@example.com", "support"]);
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let r = holder
+        .write(&h, Method::POST, "/v1/support/tickets")
+        .json(&json!({ "subject": "Key refused", "message": "My key gets 401 since Monday." }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Compliance does not work tickets; support's navigation shows them.
+    let (status, _) = get_page(&h, &officer, "/console/tickets").await;
+    assert_eq!(status, 403);
+    let (_, html) = get_page(&h, &helper, "/console").await;
+    assert!(html.contains("href=\"/console/tickets\""));
+
+    // The list and the ticket are read with a reason, audited.
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        "/console/tickets",
+        &[("csrf", &helper.csrf), ("reason", "")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(!html.contains("Key refused"));
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        "/console/tickets",
+        &[
+            ("csrf", &helper.csrf),
+            ("reason", "support queue"),
+            ("status", "open"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Key refused") && html.contains(&format!("action=\"/console/tickets/{id}\""))
+    );
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        &format!("/console/tickets/{id}"),
+        &[("csrf", &helper.csrf), ("reason", "support queue")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("My key gets 401 since Monday."));
+    let acts = actions(&trail(&h, &officer, &helper).await);
+    assert_eq!(acts, ["tickets.list", "ticket.read"], "{acts:?}");
+
+    // Reply (an empty one is refused), then close.
+    let (status, _, _) = post_form(
+        &h,
+        &helper,
+        &format!("/console/tickets/{id}/reply"),
+        &[
+            ("csrf", &helper.csrf),
+            ("reason", "support queue"),
+            ("message", " "),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        &format!("/console/tickets/{id}/reply"),
+        &[
+            ("csrf", &helper.csrf),
+            ("reason", "support queue"),
+            ("message", "Your key was revoked; create a new one."),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Your reply was sent.") && html.contains("create a new one"));
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        &format!("/console/tickets/{id}/close"),
+        &[("csrf", &helper.csrf), ("reason", "support queue")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("The ticket is closed.") && !html.contains("id=\"reply-form\""));
+    let mine: Value = holder
+        .get(&h, &format!("/v1/support/tickets/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["status"], "closed");
+    assert_eq!(mine["messages"].as_array().unwrap().len(), 2);
+}
