@@ -1057,3 +1057,64 @@ async fn support_reads_answers_and_closes_tickets() {
     assert_eq!(mine["status"], "closed");
     assert_eq!(mine["messages"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_versions_are_published_with_the_30_day_notice_rule() {
+    let h = Harness::start().await;
+    let _holder = h.sign_in("reader@example.com").await;
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let (status, html) = get_page(&h, &officer, "/console/policies").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"no-policies\""));
+
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let later = (chrono::Utc::now() + chrono::Duration::days(31))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    // A material change within 30 days, or no document: refused, nothing published.
+    for fields in [
+        vec![
+            ("version", "2027-a"),
+            ("url", "https://example.com/p"),
+            ("effective_at", soon.as_str()),
+            ("material", "yes"),
+        ],
+        vec![("version", "2027-a"), ("effective_at", later.as_str())],
+        vec![
+            ("version", "2027-a"),
+            ("url", "https://example.com/p"),
+            ("effective_at", "next month"),
+        ],
+    ] {
+        let mut f = vec![("csrf", officer.csrf.as_str())];
+        f.extend(fields.iter().copied());
+        let (status, headers, html) = post_form(&h, &officer, "/console/policies", &f).await;
+        assert_eq!(status, 400, "{fields:?}: {html}");
+        assert_page(&headers);
+    }
+    let (_, html) = get_page(&h, &officer, "/console/policies").await;
+    assert!(html.contains("id=\"no-policies\""));
+
+    let mails = h.smtp.count();
+    let (status, headers, _) = post_form(
+        &h,
+        &officer,
+        "/console/policies",
+        &[
+            ("csrf", &officer.csrf),
+            ("version", "2027-a"),
+            ("url", "https://example.com/p"),
+            ("effective_at", &later),
+            ("material", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/console/policies");
+    let (_, html) = get_page(&h, &officer, "/console/policies").await;
+    assert!(html.contains("<code>2027-a</code>") && html.contains("upcoming"));
+    h.smtp.wait_for(mails + 1).await;
+}

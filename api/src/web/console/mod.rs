@@ -12,6 +12,7 @@ mod audit;
 mod breaches;
 mod cases;
 mod home;
+mod policies;
 mod requests;
 mod retention;
 mod staff;
@@ -59,6 +60,10 @@ pub const RETENTION: Next = Next {
 pub const TICKETS: Next = Next {
     href: "/console/tickets",
     label: "Back to support tickets",
+};
+pub const POLICIES: Next = Next {
+    href: "/console/policies",
+    label: "Back to policy versions",
 };
 pub const STAFF: Next = Next {
     href: "/console/staff",
@@ -108,6 +113,12 @@ const PAGES: &[(&str, &str, &str, &[Role])] = &[
         "/console/child-reports",
         "Child reports",
         "child-reports",
+        ADMIN_OR_COMPLIANCE,
+    ),
+    (
+        "/console/policies",
+        "Policies",
+        "policies",
         ADMIN_OR_COMPLIANCE,
     ),
     ("/console/tickets", "Tickets", "tickets", SUPPORT_OR_ADMIN),
@@ -274,6 +285,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/console/tickets/{id}/{action}")
             .route(web::post().to(tickets::act))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/policies")
+            .route(web::get().to(policies::list))
+            .route(web::post().to(policies::publish))
             .default_service(na()),
     )
     .service(
