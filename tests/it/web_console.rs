@@ -1118,3 +1118,103 @@ async fn policy_versions_are_published_with_the_30_day_notice_rule() {
     assert!(html.contains("<code>2027-a</code>") && html.contains("upcoming"));
     h.smtp.wait_for(mails + 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deletion_queue_and_erasure_certificates() {
+    let h = Harness::start().await;
+    let leaving = h.sign_in("leaving@example.com").await;
+    let erased = h.sign_in("erased@example.com").await;
+    let helper = h.sign_in("helper@example.com").await;
+    h.cli_ok(&["staff", "grant", "helper@example.com", "support"]);
+    let officer = h.sign_in("officer@example.com").await;
+    h.cli_ok(&["staff", "grant", "officer@example.com", "compliance"]);
+    let r = leaving
+        .write(&h, Method::DELETE, "/v1/me")
+        .json(&json!({ "confirm": "delete my account" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    h.erase(&erased.account_id.to_string(), "DSR-7 erasure")
+        .await;
+
+    // Compliance: the queue (audited per account listed) and the certificates.
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/erasure",
+        &[("csrf", &officer.csrf), ("reason", "")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(!html.contains(&leaving.account_id.to_string()));
+    let (status, _, html) = post_form(
+        &h,
+        &officer,
+        "/console/erasure",
+        &[("csrf", &officer.csrf), ("reason", "monthly check")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("id=\"deletion-{}\"", leaving.account_id)));
+    assert!(html.contains(&erased.account_id.to_string()) && html.contains("DSR-7 erasure"));
+    let entries = trail(&h, &officer, &officer).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "deletions.list"
+                && e["subject"] == leaving.account_id.to_string())
+    );
+
+    // Support: the queue without the certificates; cancels with a why.
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        "/console/erasure",
+        &[("csrf", &helper.csrf), ("reason", "ticket 12")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("Erasure certificates"));
+    let cancel = format!("/console/erasure/{}/cancel", leaving.account_id);
+    let (status, _, _) = post_form(
+        &h,
+        &helper,
+        &cancel,
+        &[
+            ("csrf", &helper.csrf),
+            ("reason", "ticket 12"),
+            ("note", ""),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, html) = post_form(
+        &h,
+        &helper,
+        &cancel,
+        &[
+            ("csrf", &helper.csrf),
+            ("reason", "ticket 12"),
+            ("note", "ticket 12: the holder changed their mind"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("is cancelled.") && html.contains("id=\"no-deletions\""));
+    let (status, _, _) = post_form(
+        &h,
+        &helper,
+        &cancel,
+        &[
+            ("csrf", &helper.csrf),
+            ("reason", "ticket 12"),
+            ("note", "again"),
+        ],
+    )
+    .await;
+    assert!(
+        (400..500).contains(&status),
+        "nothing left to cancel: {status}"
+    );
+}

@@ -11,6 +11,7 @@
 mod audit;
 mod breaches;
 mod cases;
+mod erasure;
 mod home;
 mod policies;
 mod requests;
@@ -64,6 +65,10 @@ pub const TICKETS: Next = Next {
 pub const POLICIES: Next = Next {
     href: "/console/policies",
     label: "Back to policy versions",
+};
+pub const ERASURE: Next = Next {
+    href: "/console/erasure",
+    label: "Back to deletion and erasure",
 };
 pub const STAFF: Next = Next {
     href: "/console/staff",
@@ -291,6 +296,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/console/policies")
             .route(web::get().to(policies::list))
             .route(web::post().to(policies::publish))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/erasure")
+            .route(web::get().to(erasure::form))
+            .route(web::post().to(erasure::list))
+            .default_service(na()),
+    )
+    .service(
+        web::resource("/console/erasure/{id}/cancel")
+            .route(web::post().to(erasure::cancel))
             .default_service(na()),
     )
     .service(
