@@ -1175,6 +1175,10 @@ async fn the_deletion_queue_and_erasure_certificates() {
     )
     .await;
     assert_eq!(status, 200);
+    assert!(
+        html.contains("aria-current=\"page\">Erasure</a>"),
+        "in support's navigation"
+    );
     assert!(!html.contains("Erasure certificates"));
     let cancel = format!("/console/erasure/{}/cancel", leaving.account_id);
     let (status, _, _) = post_form(

@@ -102,6 +102,7 @@ const PAGES: &[(&str, &str, &str, &[Role])] = &[
         "retention",
         ADMIN_OR_COMPLIANCE,
     ),
+    ("/console/erasure", "Erasure", "erasure", ANY_STAFF),
     (
         "/console/breaches",
         "Breaches",
