@@ -123,6 +123,47 @@ pub async fn read_subject(
         .collect()
 }
 
+/// `read_subject` narrowed to one aggregate type (`""` for all) and a commit-time window
+/// (ms since the epoch, both ends included), for the console's timeline filters.
+pub async fn read_subject_filtered(
+    db: &Db,
+    subject: &str,
+    aggregate_type: &str,
+    committed_from_ms: i64,
+    committed_to_ms: i64,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    // Fenced as in `read_subject`.
+    let fence = match db.backend {
+        Backend::Sqlite => "LIMIT -1 OFFSET 0",
+        Backend::Postgres => "OFFSET 0",
+    };
+    let sql = format!(
+        "SELECT {} FROM (
+             SELECT * FROM events
+             WHERE (aggregate_type, aggregate_id) IN
+                   (SELECT aggregate_type, aggregate_id FROM subject_streams
+                     WHERE subject = $1 AND ($2 = '' OR aggregate_type = $2))
+               AND position > $3 AND committed_at >= $4 AND committed_at <= $5
+             {fence}) events
+         ORDER BY position LIMIT $6",
+        columns(db)
+    );
+    sqlx::query(&sql)
+        .bind(subject)
+        .bind(aggregate_type)
+        .bind(after_position)
+        .bind(committed_from_ms)
+        .bind(committed_to_ms)
+        .bind(limit)
+        .fetch_all(&db.any)
+        .await?
+        .iter()
+        .map(|row| journey_commands::event_store::decode_row(row).map_err(anyhow::Error::from))
+        .collect()
+}
+
 /// The query of `subject_events` (build it once, keep it while the stream lives).
 /// `streams` is a constant SQL condition on the subject's `subject_streams` rows (`""` for
 /// all of them, or e.g. `"AND aggregate_type = $2"` with the type passed to

@@ -193,6 +193,7 @@ pub async fn audit(
     let filter = AuditFilter {
         actor: q.actor,
         subject: q.subject,
+        action: None,
         from: q.from,
         to: q.to,
         after: q.after,

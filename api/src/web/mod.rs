@@ -9,6 +9,7 @@
 mod assets;
 mod billing;
 pub(crate) mod holder;
+mod console;
 mod home;
 mod keys;
 mod privacy;
@@ -59,6 +60,7 @@ pub const CSP_WITH_SCRIPT: &str = "default-src 'none'; style-src 'self'; img-src
                                    script-src 'self'";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    console::routes(cfg);
     // Each path answers its own methods; any other method gets an HTML 405 page (the
     // app's default service would answer JSON 404, as for unknown API paths).
     cfg.service(

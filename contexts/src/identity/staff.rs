@@ -27,11 +27,21 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
 }
 
+/// One staff role held (`staff_roster`).
+#[derive(Debug)]
+pub struct StaffGrant {
+    pub account_id: Uuid,
+    pub role: Role,
+    pub granted_at: DateTime<Utc>,
+}
+
 /// Filters for the audit trail; all optional.
 #[derive(Debug, Default)]
 pub struct AuditFilter {
     pub actor: Option<Uuid>,
     pub subject: Option<Uuid>,
+    /// One action (`subject.events`, `audit.list`, …).
+    pub action: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub after: Option<i64>,
@@ -89,6 +99,27 @@ impl Identity<'_> {
             .await?;
         self.settle::<StaffMember>(&id.to_string()).await?;
         Ok(id)
+    }
+
+    /// Who holds which staff role (`rm_staff_roles`), by account id: the role granted
+    /// and when. For the admin's roster page.
+    pub async fn staff_roster(&self) -> Result<Vec<StaffGrant>, ServiceError> {
+        self.runner.catch_up().await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT account_id, role, granted_at FROM rm_staff_roles ORDER BY account_id, role",
+        )
+        .fetch_all(&self.db.any)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, role, at)| {
+                Some(StaffGrant {
+                    account_id: Uuid::parse_str(&id).ok()?,
+                    role: Role::parse(&role)?,
+                    granted_at: from_ms(at),
+                })
+            })
+            .collect())
     }
 
     /// Records a staff read (or change) of one subject's data before the data is returned
@@ -178,7 +209,7 @@ impl Identity<'_> {
         let rows = sqlx::query(
             "SELECT position, actor, subject, action, reason, at FROM rm_audit
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR subject = $2)
-               AND at >= $3 AND at <= $4 AND position > $5
+               AND at >= $3 AND at <= $4 AND position > $5 AND ($7 = '' OR action = $7)
              ORDER BY position LIMIT $6",
         )
         .bind(f.actor.map(|a| a.to_string()).unwrap_or_default())
@@ -187,6 +218,7 @@ impl Identity<'_> {
         .bind(f.to.map_or(i64::MAX, |t| t.timestamp_millis()))
         .bind(f.after.unwrap_or(0))
         .bind(i64::from(f.limit))
+        .bind(f.action.as_deref().unwrap_or_default())
         .fetch_all(&self.db.any)
         .await?;
         rows.iter()

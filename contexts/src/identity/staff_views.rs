@@ -31,6 +31,31 @@ pub struct EventPage {
     pub next_after: Option<i64>,
 }
 
+/// Narrows a subject's history (the console's timeline filters); the default is all of it.
+#[derive(Debug, Default, Clone)]
+pub struct HistoryFilter {
+    /// One aggregate type (`account`, `session`, `dsr`, …): the event's category.
+    pub category: Option<String>,
+    /// Committed at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Committed at or before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl HistoryFilter {
+    fn is_all(&self) -> bool {
+        self.category.is_none() && self.from.is_none() && self.to.is_none()
+    }
+}
+
+/// A page of a subject's history and the categories (aggregate types) the subject has
+/// streams of, to filter by.
+#[derive(Debug)]
+pub struct SubjectTimeline {
+    pub page: EventPage,
+    pub categories: Vec<String>,
+}
+
 impl Identity<'_> {
     /// A subject's history across all of its streams, opened for staff.
     pub async fn subject_history(
@@ -42,6 +67,38 @@ impl Identity<'_> {
         limit: u32,
         ctx: &Ctx,
     ) -> Result<EventPage, ServiceError> {
+        Ok(self
+            .subject_timeline(
+                staff,
+                subject,
+                reason,
+                &HistoryFilter::default(),
+                after,
+                limit,
+                ctx,
+            )
+            .await?
+            .page)
+    }
+
+    /// `subject_history` with filters (the console's timeline): audited the same way
+    /// (`subject.events`) before anything is read.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn subject_timeline(
+        &self,
+        staff: &StaffAuth,
+        subject: Uuid,
+        reason: Option<&str>,
+        filter: &HistoryFilter,
+        after: i64,
+        limit: u32,
+        ctx: &Ctx,
+    ) -> Result<SubjectTimeline, ServiceError> {
+        if let (Some(f), Some(t)) = (filter.from, filter.to) {
+            if f > t {
+                return Err(ServiceError::bad("the start date is after the end date"));
+            }
+        }
         self.audit_read(
             staff.account_id,
             Some(subject),
@@ -51,13 +108,27 @@ impl Identity<'_> {
         )
         .await?;
         self.runner.catch_up().await?;
-        let events = journey_projections::events::read_subject(
-            &self.db,
-            &subject.to_string(),
-            after,
-            i64::from(limit) + 1,
-        )
-        .await?;
+        let subject_id = subject.to_string();
+        let events = if filter.is_all() {
+            journey_projections::events::read_subject(
+                &self.db,
+                &subject_id,
+                after,
+                i64::from(limit) + 1,
+            )
+            .await?
+        } else {
+            journey_projections::events::read_subject_filtered(
+                &self.db,
+                &subject_id,
+                filter.category.as_deref().unwrap_or_default(),
+                filter.from.map_or(i64::MIN, |t| t.timestamp_millis()),
+                filter.to.map_or(i64::MAX, |t| t.timestamp_millis()),
+                after,
+                i64::from(limit) + 1,
+            )
+            .await?
+        };
         let more = events.len() > limit as usize;
         let mut out = Vec::with_capacity(events.len().min(limit as usize));
         for e in events.into_iter().take(limit as usize) {
@@ -72,13 +143,23 @@ impl Identity<'_> {
                 committed_at: from_ms(e.committed_at),
             });
         }
-        Ok(EventPage {
-            next_after: if more {
-                out.last().map(|e| e.position)
-            } else {
-                None
+        let categories: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT aggregate_type FROM subject_streams WHERE subject = $1
+             ORDER BY aggregate_type",
+        )
+        .bind(&subject_id)
+        .fetch_all(&self.db.any)
+        .await?;
+        Ok(SubjectTimeline {
+            page: EventPage {
+                next_after: if more {
+                    out.last().map(|e| e.position)
+                } else {
+                    None
+                },
+                events: out,
             },
-            events: out,
+            categories: categories.into_iter().map(|(c,)| c).collect(),
         })
     }
 }

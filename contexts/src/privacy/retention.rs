@@ -505,6 +505,61 @@ impl Privacy<'_> {
         .rows_affected())
     }
 
+    /// Accounts waiting for their purge (`deletion_queue`), soonest first: account id,
+    /// when the deletion was requested, when the purge is due.
+    pub async fn deletion_queue(
+        &self,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>, ServiceError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT account_id, requested_at, purge_after FROM deletion_queue
+             ORDER BY purge_after, account_id",
+        )
+        .fetch_all(&self.db.any)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, requested, purge)| {
+                Some((
+                    Uuid::parse_str(&id).ok()?,
+                    DateTime::from_timestamp_millis(requested)?,
+                    DateTime::from_timestamp_millis(purge)?,
+                ))
+            })
+            .collect())
+    }
+
+    /// Erasure certificates (`ErasureCertified`), newest first: the subject's account id
+    /// and the certificate (categories, counts, reason, requester, times; never content).
+    pub async fn erasure_certificates(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, journey_domain::account::ErasureCertificate)>, ServiceError> {
+        let rows = sqlx::query(self.db.pick(
+            "SELECT aggregate_id, payload FROM events WHERE aggregate_type = 'account'
+             AND event_type = 'ErasureCertified' ORDER BY position DESC LIMIT $1",
+            "SELECT aggregate_id, payload::text FROM events WHERE aggregate_type = 'account'
+             AND event_type = 'ErasureCertified' ORDER BY position DESC LIMIT $1",
+        ))
+        .bind(limit)
+        .fetch_all(&self.db.any)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get(0)?;
+            let text: String = r.try_get(1)?;
+            let event: journey_domain::account::AccountEvent =
+                serde_json::from_str(&text).map_err(|e| ServiceError::Internal(e.into()))?;
+            if let (
+                Ok(id),
+                journey_domain::account::AccountEvent::ErasureCertified { certificate },
+            ) = (Uuid::parse_str(&id), event)
+            {
+                out.push((id, certificate));
+            }
+        }
+        Ok(out)
+    }
+
     /// Recorded runs, newest first.
     pub async fn retention_runs(&self, limit: i64) -> Result<Vec<Value>, ServiceError> {
         let rows = sqlx::query(self.db.pick(

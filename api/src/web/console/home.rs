@@ -1,0 +1,63 @@
+//! `/console`: the console's home, and finding a subject by email (through the identity
+//! index, in a POST body) or by account id.
+
+use super::{
+    field, form_staff, page_staff, see_other_to, uuid_field, Chrome, ADMIN_OR_COMPLIANCE,
+    ANY_STAFF, CONSOLE,
+};
+use crate::error::ApiError;
+use crate::web::{error_page, render, Form};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use journey_contexts::app::Core;
+
+#[derive(Template)]
+#[template(path = "console/home.html")]
+struct Home {
+    chrome: Chrome,
+    /// May find subjects, read the audit trail and work requests.
+    compliance: bool,
+    /// May set staff roles.
+    admin: bool,
+    /// May work support tickets.
+    support: bool,
+}
+
+pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
+    let staff = match page_staff(&app, &req, ANY_STAFF).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    render(
+        StatusCode::OK,
+        &Home {
+            chrome: staff.chrome("Compliance console", "home"),
+            compliance: staff.may(ADMIN_OR_COMPLIANCE),
+            admin: staff.may(super::ADMIN_ONLY),
+            support: staff.may(super::SUPPORT_OR_ADMIN),
+        },
+    )
+}
+
+/// `POST /console/find`: `email` (looked up through the identity index, as
+/// `POST /admin/v1/requests` does) or `id`; then to the subject's page, whose URL holds the
+/// account id only.
+pub async fn find(app: web::Data<Core>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let form = Form::parse(&body);
+    if let Err(resp) = form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
+        return resp;
+    }
+    let found: Result<uuid::Uuid, ApiError> = async {
+        if let Some(email) = field(&form, "email") {
+            return Ok(app.identity().account_by_email(email).await?);
+        }
+        uuid_field(&form, "id", "account id")?
+            .ok_or_else(|| super::bad("give an email address or an account id"))
+    }
+    .await;
+    match found {
+        Ok(id) => see_other_to(format!("/console/subjects/{id}")),
+        Err(e) => error_page(&e, CONSOLE),
+    }
+}
