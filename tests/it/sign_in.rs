@@ -1191,10 +1191,10 @@ async fn google_sign_in_from_a_browser_gets_pages() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert!(r.headers().get("set-cookie").is_none_or(|c| !c
-        .to_str()
-        .unwrap()
-        .starts_with("journey_session=")));
+    assert!(r
+        .headers()
+        .get("set-cookie")
+        .is_none_or(|c| !c.to_str().unwrap().starts_with("journey_session=")));
     let page = r.text().await.unwrap();
     assert!(page.contains("Google sign-in did not work"), "{page}");
     assert!(page.contains("country"), "{page}");
@@ -1223,7 +1223,10 @@ async fn google_sign_in_from_a_browser_gets_pages() {
         .iter()
         .map(|c| c.to_str().unwrap().to_string())
         .collect();
-    assert!(cookies.iter().any(|c| c.starts_with("journey_session=")), "{cookies:?}");
+    assert!(
+        cookies.iter().any(|c| c.starts_with("journey_session=")),
+        "{cookies:?}"
+    );
     let page = r.text().await.unwrap();
     assert!(page.contains("You are signed in"), "{page}");
     assert!(page.contains(r#"href="/""#));

@@ -74,7 +74,10 @@ fn allow_google_form(app: &Core, page: &mut HttpResponse) {
         return;
     };
     let origin = issuer.origin().ascii_serialization();
-    let csp = super::CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}"));
+    let csp = super::CSP.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {origin}"),
+    );
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&csp) {
         page.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("content-security-policy"),

@@ -8,8 +8,8 @@
 
 mod assets;
 mod billing;
-pub(crate) mod holder;
 mod console;
+pub(crate) mod holder;
 mod home;
 mod keys;
 mod privacy;
