@@ -63,6 +63,7 @@ async fn staff_find_a_subject_read_the_timeline_and_work_a_request_in_chromium()
     c.goto(&h.url("/console")).await.unwrap();
     page(&c, "Compliance console").await;
     fill(&c, "#find-email-address", "dana@example.com").await;
+    fill(&c, "#find-email-reason", "DSR access request").await;
     screenshot(&c, "console-find").await;
     click(&c, "#find-email button[type=submit]").await;
     let html = page(&c, "Subject").await;

@@ -5,6 +5,7 @@
 //! request is worked to completion. The browser flow is in `browser_console.rs`.
 
 use crate::support::{Harness, Session};
+use journey_contexts::identity::staff::AuditFilter;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -184,15 +185,43 @@ async fn a_subject_is_found_by_email_and_its_timeline_is_audited_before_it_opens
         assert!(!html.contains("subject@example.com"));
     }
 
-    // Found by email (in the POST body): to the subject's page, whose URL holds the id only.
-    let (status, headers, _) = post_form(
+    // A lookup by email needs a reason (it says whether the address holds an account).
+    let (status, _, html) = post_form(
         &h,
         &officer,
         "/console/find",
         &[("csrf", &officer.csrf), ("email", "Subject@Example.com")],
     )
     .await;
+    assert_eq!(status, 400);
+    assert!(html.contains("Give a reason"), "{html}");
+    // Found by email (in the POST body): to the subject's page, whose URL holds the id only;
+    // the lookup is in the audit trail with its reason and subject.
+    let (status, headers, _) = post_form(
+        &h,
+        &officer,
+        "/console/find",
+        &[
+            ("csrf", &officer.csrf),
+            ("email", "Subject@Example.com"),
+            ("reason", "ticket 77"),
+        ],
+    )
+    .await;
     assert_eq!(status, 303);
+    let finds = h
+        .app
+        .identity()
+        .audit_trail(&AuditFilter {
+            subject: Some(holder.account_id),
+            action: Some("subject.find".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(finds.len(), 1, "{finds:?}");
+    assert!(format!("{finds:?}").contains("ticket 77"), "{finds:?}");
     let location = headers["location"].to_str().unwrap().to_string();
     assert_eq!(location, format!("/console/subjects/{}", holder.account_id));
     // Or by id.
@@ -213,7 +242,11 @@ async fn a_subject_is_found_by_email_and_its_timeline_is_audited_before_it_opens
         &h,
         &officer,
         "/console/find",
-        &[("csrf", &officer.csrf), ("email", "nobody@example.com")],
+        &[
+            ("csrf", &officer.csrf),
+            ("email", "nobody@example.com"),
+            ("reason", "ticket 78"),
+        ],
     )
     .await;
     assert_eq!(status, 404);

@@ -6,9 +6,7 @@
 //! audited by the service too. After a decision the list is shown again, read with the
 //! list's reason (the hidden `reason` field).
 
-use super::{
-    field, form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE,
-};
+use super::{form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::{error_page, render, when, Form, Next};
@@ -202,9 +200,7 @@ pub async fn decide(
                 ))))
             }
         };
-        if field(&form, "reason").is_none() {
-            return Err(reason_error(super::bad("`reason`")));
-        }
+        super::check_reason(form.get("reason").unwrap_or_default())?;
         let note = form.get("note").unwrap_or_default();
         let me = staff.staff.account_id;
         let status = match reg {

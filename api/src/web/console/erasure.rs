@@ -5,8 +5,8 @@
 //! (`deletions.list`).
 
 use super::{
-    field, form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE,
-    ANY_STAFF, ERASURE,
+    form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE, ANY_STAFF,
+    ERASURE,
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
@@ -78,39 +78,43 @@ async fn read(
 ) -> Result<ErasurePage, ApiError> {
     let reason = form.get("reason").unwrap_or_default().trim().to_string();
     let queue = app.privacy().deletion_queue().await?;
+    let page = empty(staff);
+    let certificates = if page.compliance {
+        app.privacy().erasure_certificates(CERTIFICATES).await?
+    } else {
+        Vec::new()
+    };
+    // Everyone the page names is recorded as read before it is shown: the queue's accounts
+    // and the certified ones.
     app.identity()
         .audit_reads(
             staff.staff.account_id,
-            queue.iter().map(|(id, _, _)| *id),
+            queue
+                .iter()
+                .map(|(id, _, _)| *id)
+                .chain(certificates.iter().map(|(account, _)| *account)),
             "deletions.list",
             Some(&reason),
             ctx,
         )
         .await
         .map_err(|e| reason_error(e.into()))?;
-    let page = empty(staff);
-    let certificates = if page.compliance {
-        app.privacy()
-            .erasure_certificates(CERTIFICATES)
-            .await?
-            .into_iter()
-            .map(|(account, c)| CertificateRow {
-                account,
-                erased: when(c.erased_at),
-                requested: when(c.requested_at),
-                requested_by: c.requested_by,
-                reason: c.reason,
-                categories: c.categories.join(", "),
-                counts: format!(
-                    "{} keys destroyed, {} events tombstoned, {} sessions ended, {} API keys revoked",
-                    c.keys_destroyed, c.events_tombstoned, c.sessions_ended, c.api_keys_revoked
-                ),
-                retained: c.retained.join("; "),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let certificates = certificates
+        .into_iter()
+        .map(|(account, c)| CertificateRow {
+            account,
+            erased: when(c.erased_at),
+            requested: when(c.requested_at),
+            requested_by: c.requested_by,
+            reason: c.reason,
+            categories: c.categories.join(", "),
+            counts: format!(
+                "{} keys destroyed, {} events tombstoned, {} sessions ended, {} API keys revoked",
+                c.keys_destroyed, c.events_tombstoned, c.sessions_ended, c.api_keys_revoked
+            ),
+            retained: c.retained.join("; "),
+        })
+        .collect();
     Ok(ErasurePage {
         shown: true,
         reason,
@@ -164,9 +168,7 @@ pub async fn cancel(
         let subject = Uuid::parse_str(&id).map_err(|_| {
             ApiError::Service(ServiceError::NotFound("no such pending deletion".into()))
         })?;
-        if field(&form, "reason").is_none() {
-            return Err(reason_error(super::bad("`reason`")));
-        }
+        super::check_reason(form.get("reason").unwrap_or_default())?;
         let note = form.get("note").unwrap_or_default().trim();
         journey_contexts::error::require_reason(note)?;
         app.identity()

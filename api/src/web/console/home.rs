@@ -5,6 +5,7 @@ use super::{
     field, form_staff, page_staff, see_other_to, uuid_field, Chrome, ADMIN_OR_COMPLIANCE,
     ANY_STAFF, CONSOLE,
 };
+use crate::auth::Ctx;
 use crate::error::ApiError;
 use crate::web::{error_page, render, Form};
 use actix_web::http::StatusCode;
@@ -43,14 +44,37 @@ pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
 /// `POST /console/find`: `email` (looked up through the identity index, as
 /// `POST /admin/v1/requests` does) or `id`; then to the subject's page, whose URL holds the
 /// account id only.
-pub async fn find(app: web::Data<Core>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub async fn find(
+    app: web::Data<Core>,
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let form = Form::parse(&body);
-    if let Err(resp) = form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
-        return resp;
-    }
+    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
     let found: Result<uuid::Uuid, ApiError> = async {
         if let Some(email) = field(&form, "email") {
-            return Ok(app.identity().account_by_email(email).await?);
+            // Whether an address holds an account is itself personal data: the lookup
+            // needs a reason and is recorded (`subject.find`, with the subject when one
+            // was found) before the answer is shown, as `POST /admin/v1/requests` records
+            // its lookup.
+            let reason = form.get("reason").unwrap_or_default().trim().to_string();
+            super::check_reason(&reason)?;
+            let found = app.identity().account_by_email(email).await;
+            let subject = found.as_ref().ok().copied();
+            app.identity()
+                .audit_read(
+                    staff.staff.account_id,
+                    subject,
+                    "subject.find",
+                    Some(&reason),
+                    &ctx,
+                )
+                .await?;
+            return Ok(found?);
         }
         uuid_field(&form, "id", "account id")?
             .ok_or_else(|| super::bad("give an email address or an account id"))

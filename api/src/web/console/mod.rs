@@ -441,6 +441,17 @@ fn position_field(form: &Form, name: &str) -> Result<i64, ApiError> {
     }
 }
 
+/// The reason rule of every audited read (1 to `MAX_REASON_LEN` characters, trimmed),
+/// checked before a form's action runs, so that an action is never done and then
+/// answered with a refusal of its reason.
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    let n = reason.trim().chars().count();
+    if n == 0 || n > journey_domain::staff::MAX_REASON_LEN {
+        return Err(reason_error(bad("`reason` is required")));
+    }
+    Ok(())
+}
+
 /// The staff API's wording about the `reason` query parameter means little at a form.
 fn reason_error(e: ApiError) -> ApiError {
     match e {

@@ -193,9 +193,7 @@ pub async fn step(
             .map_err(|_| ApiError::Service(ServiceError::NotFound("no such request".into())))?;
         // The list shown afterwards is a read that needs its reason: checked before the
         // step, so that a form without one changes nothing.
-        if field(&form, "reason").is_none() {
-            return Err(reason_error(super::bad("`reason`")));
-        }
+        super::check_reason(form.get("reason").unwrap_or_default())?;
         let note = form.get("note").unwrap_or_default().trim().to_string();
         let me = staff.staff.account_id;
         let view = match step.as_str() {

@@ -210,9 +210,7 @@ pub async fn act(
     let me = staff.staff.account_id;
     let done: Result<(Uuid, String), ApiError> = async {
         let id = ticket_id(&id)?;
-        if field(&form, "reason").is_none() {
-            return Err(reason_error(super::bad("`reason`")));
-        }
+        super::check_reason(form.get("reason").unwrap_or_default())?;
         let notice = match action.as_str() {
             "reply" => {
                 let message = NewMessage {

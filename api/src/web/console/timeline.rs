@@ -244,6 +244,8 @@ pub async fn export(
                 .content_type(format.content_type())
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .insert_header(("X-Content-Type-Options", "nosniff"))
+                // As the holder's download: an HTML copy opened in place runs nothing.
+                .insert_header(("Content-Security-Policy", "default-src 'none'; sandbox"))
                 .insert_header((
                     header::CONTENT_DISPOSITION,
                     format!(
