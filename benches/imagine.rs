@@ -221,6 +221,12 @@ async fn main() {
         c.max_tasks_in_flight = 1_000_000;
         c.api_requests_per_key_per_minute = 10_000_000;
         c.task_poll_interval_secs = 3600;
+        // BENCH_REDIS_URL keeps the shared rate limits in Redis (as a multi-instance
+        // deployment may) instead of the Postgres table: one transaction less per request.
+        if let Ok(url) = std::env::var("BENCH_REDIS_URL") {
+            c.redis_url = Some(url);
+            c.redis_key_prefix = format!("bench-{}:", uuid::Uuid::new_v4().simple());
+        }
     })
     .await;
     let url = app.cfg.database_url();
@@ -231,7 +237,10 @@ async fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!("imagine over HTTP on Postgres, fake midjourney-proxy on loopback; {cores} cores; {seconds} s per level");
+    println!(
+        "imagine over HTTP on Postgres, fake midjourney-proxy on loopback; {cores} cores; {seconds} s per level; rate limits in {}",
+        app.limits.backend_name()
+    );
     let most = *levels.iter().max().unwrap_or(&1);
     let mut keys = Vec::new();
     for _ in 0..most {
