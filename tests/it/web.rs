@@ -105,6 +105,18 @@ async fn pages_are_html_with_strict_headers_and_forms_need_the_csrf_token() {
         assert_page_headers(r.headers());
         assert!(r.text().await.unwrap().contains("reload the page"));
     }
+    // A body past the 64 KiB the JSON API takes: the HTML 413 page, nothing created.
+    let r = s
+        .client
+        .post(h.url("/keys"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&name={}", s.csrf, "k".repeat(70 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_page_headers(r.headers());
+    assert!(r.text().await.unwrap().contains("<h1>"));
     let keys: serde_json::Value = s.get(&h, "/v1/api-keys").await.json().await.unwrap();
     assert_eq!(keys["api_keys"].as_array().unwrap().len(), 0);
 

@@ -6,6 +6,7 @@
 use super::{error_page, form_session, page_session, render, see_other, when, Chrome, Form, Next};
 use crate::auth::{Ctx, SessionAuth};
 use crate::error::ApiError;
+use crate::web::FormBody;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -243,7 +244,7 @@ pub async fn checkout(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {
@@ -271,7 +272,7 @@ pub async fn portal(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {

@@ -4,6 +4,7 @@ use super::{error_page, form_session, page_session, render, see_other, when, Chr
 use crate::auth::{Ctx, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::routes::expired;
+use crate::web::FormBody;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -124,7 +125,7 @@ pub async fn logout(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {

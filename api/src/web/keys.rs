@@ -4,6 +4,7 @@
 use super::{error_page, form_session, page_session, render, see_other, when, Chrome, Form, KEYS};
 use crate::auth::{Ctx, SessionAuth};
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -77,7 +78,7 @@ pub async fn create(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {
@@ -160,7 +161,7 @@ pub async fn revoke(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {

@@ -230,6 +230,59 @@ async fn page_session(app: &Core, req: &HttpRequest) -> Result<Option<SessionAut
     }
 }
 
+/// A page form's body, read up to `JSON_LIMIT` (what the JSON API takes for the same use
+/// cases, so a policy text too long for one is too long for the other). Beyond it the
+/// answer is the HTML 413 page, not actix's plain-text one.
+pub struct FormBody(web::Bytes);
+
+impl std::ops::Deref for FormBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A failure met before a page's handler runs (an extractor's), answered as a page.
+#[derive(Debug)]
+struct PageFailure(ApiError);
+
+impl std::fmt::Display for PageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for PageFailure {
+    fn status_code(&self) -> StatusCode {
+        actix_web::ResponseError::status_code(&self.0)
+    }
+    fn error_response(&self) -> HttpResponse {
+        error_page(&self.0, HOME)
+    }
+}
+
+impl actix_web::FromRequest for FormBody {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<FormBody, actix_web::Error>>;
+
+    fn from_request(_: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        use futures::StreamExt;
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let limit = crate::error::JSON_LIMIT;
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk?;
+                if body.len() + chunk.len() > limit {
+                    return Err(PageFailure(ApiError::PayloadTooLarge(limit)).into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(FormBody(body.freeze()))
+        })
+    }
+}
+
 /// A posted form (`application/x-www-form-urlencoded`), read field by field.
 struct Form(Vec<(String, String)>);
 

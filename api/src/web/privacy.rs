@@ -10,6 +10,7 @@ use super::{error_page, form_session, page_session, render, see_other, when, Chr
 use crate::auth::{Ctx, SessionAuth, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, ServiceError};
 use crate::routes::expired;
+use crate::web::FormBody;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -311,7 +312,7 @@ pub async fn consents(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -341,7 +342,7 @@ pub async fn objection(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -356,7 +357,7 @@ pub async fn restriction(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -372,7 +373,7 @@ pub async fn start_export(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -548,7 +549,7 @@ pub async fn delete(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -589,7 +590,7 @@ pub async fn submit_request(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -694,7 +695,7 @@ pub async fn verify_request(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);
@@ -735,7 +736,7 @@ pub async fn resend_code(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form);

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -100,7 +101,7 @@ pub async fn trail(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, AUDIT).await {
@@ -178,7 +179,7 @@ pub async fn export_csv(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, AUDIT).await {

@@ -7,6 +7,7 @@
 use super::{field, form_staff, page_staff, see_other_to, Chrome, ADMIN_OR_COMPLIANCE, BREACHES};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -155,7 +156,7 @@ pub async fn record(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, BREACHES).await {
@@ -183,7 +184,7 @@ pub async fn act(
     ctx: Ctx,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, BREACHES).await {

@@ -9,6 +9,7 @@
 use super::{form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form, Next};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -158,7 +159,7 @@ pub async fn list(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
     reg: Register,
 ) -> HttpResponse {
     let form = Form::parse(&body);
@@ -178,7 +179,7 @@ pub async fn decide(
     ctx: Ctx,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    body: FormBody,
     reg: Register,
 ) -> HttpResponse {
     let form = Form::parse(&body);

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -137,7 +138,7 @@ pub async fn list(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ANY_STAFF, ERASURE).await {
@@ -156,7 +157,7 @@ pub async fn cancel(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ANY_STAFF, ERASURE).await {

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::FormBody;
 use crate::web::{error_page, render, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -48,7 +49,7 @@ pub async fn find(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {

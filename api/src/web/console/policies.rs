@@ -5,6 +5,7 @@
 use super::{field, form_staff, page_staff, see_other_to, Chrome, ADMIN_OR_COMPLIANCE, POLICIES};
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -83,7 +84,7 @@ pub async fn publish(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, POLICIES).await {

@@ -6,6 +6,7 @@
 use super::{date_field, form_staff, page_staff, Chrome, ADMIN_OR_COMPLIANCE, RETENTION};
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -108,7 +109,7 @@ pub async fn preview(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, RETENTION).await {

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -74,7 +75,7 @@ pub async fn list(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, SUPPORT_OR_ADMIN, TICKETS).await {
@@ -175,7 +176,7 @@ pub async fn open(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, SUPPORT_OR_ADMIN, TICKETS).await {
@@ -199,7 +200,7 @@ pub async fn act(
     ctx: Ctx,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, SUPPORT_OR_ADMIN, TICKETS).await {

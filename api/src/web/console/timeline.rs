@@ -9,6 +9,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -132,7 +133,7 @@ pub async fn timeline(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
@@ -214,7 +215,7 @@ pub async fn export(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {

@@ -5,6 +5,7 @@
 use super::{see_other_to, SUPPORT};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::FormBody;
 use crate::web::{error_page, form_session, page_session, render, see_other, when, Chrome, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -97,7 +98,7 @@ pub async fn open(
     app: web::Data<Core>,
     ctx: Ctx,
     req: HttpRequest,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {
@@ -174,7 +175,7 @@ pub async fn reply(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {
@@ -204,7 +205,7 @@ pub async fn close(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {
@@ -260,7 +261,7 @@ pub async fn delete(
     ctx: Ctx,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = match form_session(&app, &req, &form).await {
