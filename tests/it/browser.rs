@@ -121,3 +121,39 @@ async fn sign_up_create_use_and_revoke_a_key_in_chromium() {
 
     c.close().await.unwrap();
 }
+
+/// Google sign-in in the browser: the sign-in page's Google form (country and age for a
+/// first visit) goes to the issuer (the fake consents at once for the user it was told is
+/// signed in there) and back to the callback, which shows the "signed in" page; the
+/// dashboard then opens on the new account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_with_google_in_chromium() {
+    let h = Harness::start().await;
+    h.oidc.sign_in_as(
+        &support::oidc::GoogleUser {
+            sub: "google-ada",
+            email: "ada.g@example.com",
+            email_verified: true,
+            name: Some("Ada"),
+            picture: None,
+        },
+        &h.url("/"),
+    );
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    c.goto(&h.url("/")).await.unwrap();
+    page(&c, "Sign in to JourneyAPI").await;
+    fill(&c, "#google-country", "DE").await;
+    click(&c, "#google-age").await;
+    click(&c, "#google button[type=submit]").await;
+    page(&c, "You are signed in").await;
+    c.find(Locator::LinkText("Go to your dashboard"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let html = page(&c, "Overview").await;
+    assert!(html.contains("ada.g@example.com"), "{html}");
+    c.close().await.unwrap();
+}

@@ -1,6 +1,9 @@
 //! A fake OpenID Connect issuer on loopback: discovery, JWKS, and a token endpoint that
 //! checks the PKCE verifier and returns an RS256-signed ID token. Tests play the user's
-//! part by calling `authorize` with the nonce and challenge the app put in its redirect.
+//! part by calling `authorize` with the nonce and challenge the app put in its redirect;
+//! or, for a real browser, say who is signed in at the issuer (`sign_in_as`) and let the
+//! browser follow the app's redirect to `/authorize`, which consents at once and sends it
+//! back to the app with a code.
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,8 +18,13 @@ const KEY_PEM: &str = include_str!("../../fixtures/oidc-test-key.pem");
 const KEY_N: &str = include_str!("../../fixtures/oidc-test-key.n");
 pub const KID: &str = "test-key-1";
 
-/// What the issuer's handlers share: its URL and the outstanding grants by code.
-type IssuerState = web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>)>;
+/// What the issuer's handlers share: its URL, the outstanding grants by code, and who is
+/// signed in at the issuer (the claims `/authorize` grants, without nonce and times).
+type IssuerState = web::Data<(String, Arc<Mutex<HashMap<String, Grant>>>, SignedIn)>;
+/// (claims, the app's base URL: the harness binds port 0, so the `redirect_uri` the app
+/// was configured with names port 0; the issuer sends the browser to this base instead,
+/// with the redirect URI's path).
+type SignedIn = Arc<Mutex<Option<(Value, String)>>>;
 
 #[derive(Clone)]
 struct Grant {
@@ -29,6 +37,7 @@ pub struct FakeIssuer {
     pub issuer: String,
     pub client_id: String,
     grants: Arc<Mutex<HashMap<String, Grant>>>,
+    signed_in: SignedIn,
 }
 
 /// What the user "is" at Google for one sign-in.
@@ -45,16 +54,17 @@ impl FakeIssuer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let grants: Arc<Mutex<HashMap<String, Grant>>> = Arc::default();
-        let state = (issuer.clone(), grants.clone());
+        let signed_in: SignedIn = Arc::default();
+        let state = (issuer.clone(), grants.clone(), signed_in.clone());
         let server = HttpServer::new(move || {
-            let (iss, grants) = state.clone();
             App::new()
-                .app_data(web::Data::new((iss, grants)))
+                .app_data(web::Data::new(state.clone()))
                 .route(
                     "/.well-known/openid-configuration",
                     web::get().to(discovery),
                 )
                 .route("/jwks", web::get().to(jwks))
+                .route("/authorize", web::get().to(authorize))
                 .route("/token", web::post().to(token))
         })
         .workers(1)
@@ -66,7 +76,20 @@ impl FakeIssuer {
             issuer,
             client_id: client_id.to_string(),
             grants,
+            signed_in,
         }
+    }
+
+    /// The user a browser is signed in as at this issuer: `/authorize` grants their claims
+    /// and sends the browser back to the app at `app_base`.
+    pub fn sign_in_as(&self, user: &GoogleUser<'_>, app_base: &str) {
+        let mut claims = self.claims(user, "");
+        if let Some(c) = claims.as_object_mut() {
+            for k in ["nonce", "iat", "exp"] {
+                c.remove(k);
+            }
+        }
+        *self.signed_in.lock().unwrap() = Some((claims, app_base.to_string()));
     }
 
     /// Standard claims for `user`, as Google would issue them for this client.
@@ -92,6 +115,37 @@ impl FakeIssuer {
         );
         code
     }
+}
+
+/// The browser's stop at the issuer: consents for whoever `sign_in_as` named and sends
+/// the browser back to the app's `redirect_uri` with a code and the app's `state`.
+async fn authorize(s: IssuerState, q: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let Some((mut claims, app_base)) = s.2.lock().unwrap().clone() else {
+        return HttpResponse::BadRequest().body("no one is signed in at the fake issuer");
+    };
+    let now = chrono::Utc::now().timestamp();
+    claims["nonce"] = json!(q.get("nonce").cloned().unwrap_or_default());
+    claims["iat"] = json!(now);
+    claims["exp"] = json!(now + 3600);
+    let code = uuid::Uuid::new_v4().simple().to_string();
+    s.1.lock().unwrap().insert(
+        code.clone(),
+        Grant {
+            challenge: q.get("code_challenge").cloned().unwrap_or_default(),
+            claims,
+        },
+    );
+    let registered = url::Url::parse(q.get("redirect_uri").map_or("", String::as_str)).unwrap();
+    let mut back = url::Url::parse(&app_base)
+        .unwrap()
+        .join(registered.path())
+        .unwrap();
+    back.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", q.get("state").map_or("", String::as_str));
+    HttpResponse::Found()
+        .insert_header(("location", back.to_string()))
+        .finish()
 }
 
 async fn discovery(s: IssuerState) -> HttpResponse {
