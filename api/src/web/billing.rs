@@ -3,7 +3,7 @@
 //! Stripe), and the credit ledger, paged. The same use cases as `/v1/billing*` and
 //! `/v1/credits/ledger`.
 
-use super::{error_page, form_session, page_session, render, see_other, when, Chrome, Form, Next};
+use super::{error_page, render, when, Chrome, Form, Next};
 use crate::auth::{Ctx, SessionAuth};
 use crate::error::ApiError;
 use crate::web::FormBody;
@@ -117,11 +117,7 @@ fn expiry(days: Option<u32>) -> String {
 
 /// `GET /billing[?before=N][&checkout=success|cancelled]`.
 pub async fn page(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, BILLING),
-    };
+    let s = page_holder!(app, req, BILLING);
     let q = Form::parse(req.query_string().as_bytes());
     // The same paging rule as `GET /v1/credits/ledger`.
     let before = match q.get("before").filter(|b| !b.is_empty()) {
@@ -247,10 +243,7 @@ pub async fn checkout(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, BILLING),
-    };
+    let s = form_holder!(app, req, form, BILLING);
     let pick = |name: &str| form.get(name).filter(|v| !v.is_empty()).map(str::to_string);
     let body = CheckoutBody {
         pack: pick("pack"),
@@ -275,10 +268,7 @@ pub async fn portal(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, BILLING),
-    };
+    let s = form_holder!(app, req, form, BILLING);
     match app
         .credits()
         .portal_url_returning(s.account_id, "/billing", &ctx)

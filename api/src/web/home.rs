@@ -1,6 +1,6 @@
 //! `/`: the sign-in page for visitors, the overview for signed-in holders; and sign-out.
 
-use super::{error_page, form_session, page_session, render, see_other, when, Chrome, Form, HOME};
+use super::{error_page, page_session, render, see_other, when, Chrome, Form, HOME};
 use crate::auth::{Ctx, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::routes::expired;
@@ -128,10 +128,7 @@ pub async fn logout(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, HOME),
-    };
+    let s = form_holder!(app, req, form, HOME);
     if let Err(e) = app.identity().logout(&s.token, s.account_id, &ctx).await {
         return error_page(&e.into(), HOME);
     }

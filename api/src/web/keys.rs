@@ -1,7 +1,7 @@
 //! `/keys`: the holder's API keys: list, create (the raw key shown once), revoke after a
 //! confirmation page. The same use cases as `/v1/api-keys`.
 
-use super::{error_page, form_session, page_session, render, see_other, when, Chrome, Form, KEYS};
+use super::{error_page, render, see_other, when, Chrome, Form, KEYS};
 use crate::auth::{Ctx, SessionAuth};
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
@@ -46,11 +46,7 @@ struct ConfirmRevoke {
 }
 
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, KEYS),
-    };
+    let s = page_holder!(app, req, KEYS);
     match app.identity().list_api_keys(s.account_id).await {
         Ok(keys) => render(
             StatusCode::OK,
@@ -81,10 +77,7 @@ pub async fn create(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, KEYS),
-    };
+    let s = form_holder!(app, req, form, KEYS);
     let name = form.get("name").unwrap_or_default();
     match app
         .identity()
@@ -135,11 +128,7 @@ pub async fn confirm_revoke(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, KEYS),
-    };
+    let s = page_holder!(app, req, KEYS);
     match own_key(&app, &s, &id).await {
         Ok(key) => render(
             StatusCode::OK,
@@ -164,10 +153,7 @@ pub async fn revoke(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, KEYS),
-    };
+    let s = form_holder!(app, req, form, KEYS);
     let Ok(key_id) = Uuid::parse_str(&id) else {
         return error_page(
             &ApiError::Service(ServiceError::NotFound(

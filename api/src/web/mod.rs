@@ -6,6 +6,29 @@
 //! These routes are not API operations: they are kept out of the OpenAPI document, and
 //! every answer, failures included, is an HTML page (never JSON).
 
+/// The signed-in holder behind a page view (`page_session`); signed out goes to the
+/// sign-in page, a failure is the error page with `$next` as the way on.
+macro_rules! page_holder {
+    ($app:expr, $req:expr, $next:expr) => {
+        match $crate::web::page_session(&$app, &$req).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return $crate::web::see_other("/"),
+            Err(e) => return $crate::web::error_page(&e, $next),
+        }
+    };
+}
+
+/// The holder behind a posted form (`form_session`: session and CSRF token), or the error
+/// page with `$next` as the way on.
+macro_rules! form_holder {
+    ($app:expr, $req:expr, $form:expr, $next:expr) => {
+        match $crate::web::form_session(&$app, &$req, &$form).await {
+            Ok(s) => s,
+            Err(e) => return $crate::web::error_page(&e, $next),
+        }
+    };
+}
+
 mod assets;
 mod billing;
 mod console;

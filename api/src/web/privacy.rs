@@ -6,7 +6,7 @@
 //! the policy versions notified and accepted (as `/v1/me/policy`) and the sub-processor
 //! registry (as `/v1/legal/subprocessors`).
 
-use super::{error_page, form_session, page_session, render, see_other, when, Chrome, Form, Next};
+use super::{error_page, page_session, render, see_other, when, Chrome, Form, Next};
 use crate::auth::{Ctx, SessionAuth, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, ServiceError};
 use crate::routes::expired;
@@ -122,27 +122,6 @@ fn not_found(what: &str) -> ApiError {
     ApiError::Service(ServiceError::NotFound(format!("no such {what} of yours")))
 }
 
-/// The signed-in holder behind a form, or the error page.
-macro_rules! form_holder {
-    ($app:expr, $req:expr, $form:expr) => {
-        match form_session(&$app, &$req, &$form).await {
-            Ok(s) => s,
-            Err(e) => return error_page(&e, PRIVACY),
-        }
-    };
-}
-
-/// The signed-in holder behind a page view; signed out goes to the sign-in page.
-macro_rules! page_holder {
-    ($app:expr, $req:expr) => {
-        match page_session(&$app, &$req).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return see_other("/"),
-            Err(e) => return error_page(&e, PRIVACY),
-        }
-    };
-}
-
 pub struct HistoryRow {
     pub at: String,
     pub change: String,
@@ -210,7 +189,7 @@ struct CentrePage {
 /// `GET /privacy`: the same reads as `GET /v1/me/consents`, `GET /v1/me/requests`,
 /// `GET /v1/me/policy` and `GET /v1/legal/subprocessors`.
 pub async fn centre(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = page_holder!(app, req);
+    let s = page_holder!(app, req, PRIVACY);
     let saved = req.query_string() == "saved=consents";
     match build_centre(&app, &s, saved).await {
         Ok(p) => render(StatusCode::OK, &p),
@@ -315,7 +294,7 @@ pub async fn consents(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     let update = match (
         checkbox(&form, "analytics_cookies"),
         checkbox(&form, "marketing_email"),
@@ -345,7 +324,7 @@ pub async fn objection(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     match app.privacy().object_to_marketing(s.account_id, &ctx).await {
         Ok(_) => see_other("/privacy#objection"),
         Err(e) => error_page(&e.into(), PRIVACY),
@@ -360,7 +339,7 @@ pub async fn restriction(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     match app.privacy().restrict_processing(s.account_id, &ctx).await {
         Ok(_) => see_other("/privacy#restriction"),
         Err(e) => error_page(&e.into(), PRIVACY),
@@ -376,7 +355,7 @@ pub async fn start_export(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     let Some(format) = ExportFormat::parse(form.get("format").unwrap_or("json")) else {
         return error_page(&ApiError::bad("format must be json or html"), PRIVACY);
     };
@@ -412,7 +391,7 @@ pub async fn export_page(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let s = page_holder!(app, req);
+    let s = page_holder!(app, req, PRIVACY);
     let job = match job_id(&id) {
         Ok(j) => j,
         Err(e) => return error_page(&e, PRIVACY),
@@ -512,7 +491,7 @@ struct DeletePage {
 
 /// `GET /privacy/delete`: what deletion does, and the typed confirmation. Changes nothing.
 pub async fn confirm_delete(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = page_holder!(app, req);
+    let s = page_holder!(app, req, PRIVACY);
     match app.identity().me(s.account_id).await {
         Ok(me) => render(
             StatusCode::OK,
@@ -552,7 +531,7 @@ pub async fn delete(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     match app
         .privacy()
         .request_deletion(s.account_id, form.get("confirm"), &ctx)
@@ -593,7 +572,7 @@ pub async fn submit_request(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     let kind: RequestType =
         match serde_json::from_value(serde_json::json!(form.get("type").unwrap_or_default())) {
             Ok(k) => k,
@@ -683,7 +662,7 @@ pub async fn request_page(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let s = page_holder!(app, req);
+    let s = page_holder!(app, req, PRIVACY);
     let resent = req.query_string() == "code=sent";
     show_request(&app, &s, &id, StatusCode::OK, String::new(), resent).await
 }
@@ -698,7 +677,7 @@ pub async fn verify_request(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     let request = match Uuid::parse_str(&id) {
         Ok(r) => r,
         Err(_) => return error_page(&not_found("request"), PRIVACY),
@@ -739,7 +718,7 @@ pub async fn resend_code(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = form_holder!(app, req, form);
+    let s = form_holder!(app, req, form, PRIVACY);
     let request = match Uuid::parse_str(&id) {
         Ok(r) => r,
         Err(_) => return error_page(&not_found("request"), PRIVACY),

@@ -6,7 +6,7 @@ use super::{see_other_to, SUPPORT};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
-use crate::web::{error_page, form_session, page_session, render, see_other, when, Chrome, Form};
+use crate::web::{error_page, render, see_other, when, Chrome, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -67,11 +67,7 @@ fn ticket_id(id: &str) -> Result<Uuid, ApiError> {
 
 /// `GET /support`.
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = page_holder!(app, req, SUPPORT);
     match app.legal().tickets(s.account_id, None).await {
         Ok(tickets) => render(
             StatusCode::OK,
@@ -101,10 +97,7 @@ pub async fn open(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = form_holder!(app, req, form, SUPPORT);
     let ticket = NewTicket {
         subject: form.get("subject").unwrap_or_default().to_string(),
         message: form.get("message").unwrap_or_default().to_string(),
@@ -154,11 +147,7 @@ fn ticket_page(app: &Core, s: &crate::auth::SessionAuth, t: TicketView) -> HttpR
 
 /// `GET /support/{id}`: one of the holder's tickets with its messages.
 pub async fn one(app: web::Data<Core>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = page_holder!(app, req, SUPPORT);
     let id = match ticket_id(&id) {
         Ok(id) => id,
         Err(e) => return error_page(&e, SUPPORT),
@@ -178,10 +167,7 @@ pub async fn reply(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = form_holder!(app, req, form, SUPPORT);
     let id = match ticket_id(&id) {
         Ok(id) => id,
         Err(e) => return error_page(&e, SUPPORT),
@@ -208,10 +194,7 @@ pub async fn close(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = form_holder!(app, req, form, SUPPORT);
     let id = match ticket_id(&id) {
         Ok(id) => id,
         Err(e) => return error_page(&e, SUPPORT),
@@ -232,11 +215,7 @@ pub async fn confirm_delete(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = page_holder!(app, req, SUPPORT);
     let id = match ticket_id(&id) {
         Ok(id) => id,
         Err(e) => return error_page(&e, SUPPORT),
@@ -264,10 +243,7 @@ pub async fn delete(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let s = match form_session(&app, &req, &form).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e, SUPPORT),
-    };
+    let s = form_holder!(app, req, form, SUPPORT);
     let id = match ticket_id(&id) {
         Ok(id) => id,
         Err(e) => return error_page(&e, SUPPORT),

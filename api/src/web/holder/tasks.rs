@@ -5,7 +5,7 @@
 
 use super::{query, TASKS};
 use crate::error::{ApiError, ServiceError};
-use crate::web::{error_page, page_session, render, see_other, when, Chrome};
+use crate::web::{error_page, render, when, Chrome};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -88,11 +88,7 @@ fn thumbnails(card: &TaskCard) -> Vec<String> {
 
 /// `GET /tasks[?status=…][&before=<cursor>]`.
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, TASKS),
-    };
+    let s = page_holder!(app, req, TASKS);
     let status = query(&req, "status");
     let before = query(&req, "before");
     let page = match app
@@ -147,11 +143,7 @@ pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
 
 /// `GET /tasks/{id}`: one of the holder's tasks; another account's, or none, is a 404.
 pub async fn one(app: web::Data<Core>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, TASKS),
-    };
+    let s = page_holder!(app, req, TASKS);
     let not_found = || ApiError::Service(ServiceError::NotFound("no such task of yours".into()));
     let Ok(task_id) = Uuid::parse_str(&id) else {
         return error_page(&not_found(), TASKS);

@@ -5,7 +5,7 @@
 use super::chart::{self, Day};
 use super::{query, USAGE};
 use crate::error::ApiError;
-use crate::web::{error_page, page_session, render, see_other, when, Chrome};
+use crate::web::{error_page, render, when, Chrome};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -73,11 +73,7 @@ async fn usage(
 
 /// `GET /usage[?before=<cursor>]`.
 pub async fn page(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, USAGE),
-    };
+    let s = page_holder!(app, req, USAGE);
     let before = match query(&req, "before").map(|b| b.parse::<i64>()) {
         None => None,
         Some(Ok(b)) => Some(b),
@@ -130,11 +126,7 @@ pub async fn page(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
 /// `GET /usage/chart.svg`: the page's chart. Personal (it is this holder's activity), so
 /// never cached; served as SVG that runs nothing even when opened on its own.
 pub async fn chart(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let s = match page_session(&app, &req).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return see_other("/"),
-        Err(e) => return error_page(&e, USAGE),
-    };
+    let s = page_holder!(app, req, USAGE);
     // The per-day totals cover the whole window whatever the page size.
     let page = match usage(&app, s.account_id, None, 1).await {
         Ok(p) => p,
