@@ -59,14 +59,6 @@ fn query(req: &HttpRequest, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// `303 See Other` to a page whose path is built at run time (a ticket's page).
-fn see_other_to(to: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
 const APP_JS: &str = include_str!("../../assets/app.js");
 
 /// `GET /assets/app.js`: progressive touches only (the pages work without it). Loaded

@@ -147,8 +147,10 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
     }
 }
 
-/// `303 See Other` to a page of ours (after a form post, or to the sign-in page).
-fn see_other(to: &'static str) -> HttpResponse {
+/// `303 See Other` to a page of ours (after a form post, or to the sign-in page). Paths
+/// built at run time hold ids only, never personal data.
+fn see_other(to: impl Into<String>) -> HttpResponse {
+    let to: String = to.into();
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -110,14 +110,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// `303 See Other` to a page of ours whose path is built at run time.
-fn see(to: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
 fn not_found(what: &str) -> ApiError {
     ApiError::Service(ServiceError::NotFound(format!("no such {what} of yours")))
 }
@@ -360,7 +352,7 @@ pub async fn start_export(
         return error_page(&ApiError::bad("format must be json or html"), PRIVACY);
     };
     match export_jobs::start(&app, s.account_id, format, &ctx).await {
-        Ok(job) => see(format!("/privacy/exports/{}", job.job_id)),
+        Ok(job) => see_other(format!("/privacy/exports/{}", job.job_id)),
         Err(e) => error_page(&e.into(), PRIVACY),
     }
 }
@@ -594,7 +586,7 @@ pub async fn submit_request(
         )
         .await
     {
-        Ok(v) => see(format!("/privacy/requests/{}", v.request_id)),
+        Ok(v) => see_other(format!("/privacy/requests/{}", v.request_id)),
         Err(e) => error_page(&e.into(), PRIVACY),
     }
 }
@@ -693,7 +685,7 @@ pub async fn verify_request(
         )
         .await
     {
-        Ok(_) => see(format!("/privacy/requests/{request}")),
+        Ok(_) => see_other(format!("/privacy/requests/{request}")),
         Err(ServiceError::BadRequest(msg)) => {
             show_request(
                 &app,
@@ -733,7 +725,7 @@ pub async fn resend_code(
         )
         .await
     {
-        Ok(_) => see(format!("/privacy/requests/{request}?code=sent")),
+        Ok(_) => see_other(format!("/privacy/requests/{request}?code=sent")),
         Err(e) => error_page(&e.into(), PRIVACY),
     }
 }

@@ -3,8 +3,8 @@
 //! (`audit.list`, with the subject filter as the subject); the export as `audit.export`.
 
 use super::{
-    date_field, day, field, form_staff, page_staff, position_field, reason_error, uuid_field,
-    Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE, AUDIT,
+    date_field, day, field, page_staff, position_field, reason_error, uuid_field, Chrome,
+    ConsoleStaff, ADMIN_OR_COMPLIANCE, AUDIT,
 };
 use crate::auth::Ctx;
 use crate::error::ApiError;
@@ -104,10 +104,7 @@ pub async fn trail(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, AUDIT).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, AUDIT);
     let page: Result<AuditPage, ApiError> = async {
         let f = filter(&form, PAGE)?;
         let reason = form.get("reason").unwrap_or_default().trim().to_string();
@@ -182,10 +179,7 @@ pub async fn export_csv(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, AUDIT).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, AUDIT);
     let csv: Result<String, ApiError> = async {
         let mut f = filter(&form, EXPORT_BATCH)?;
         f.after = Some(0);

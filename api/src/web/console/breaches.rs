@@ -4,9 +4,10 @@
 //! (`…/notify-holders`, audited per holder by the service) and marking the regulator
 //! notified (`…/regulator-notified`).
 
-use super::{field, form_staff, page_staff, see_other_to, Chrome, ADMIN_OR_COMPLIANCE, BREACHES};
+use super::{field, Chrome, ADMIN_OR_COMPLIANCE, BREACHES};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::see_other;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -54,10 +55,7 @@ fn clock(now: DateTime<Utc>, deadline: DateTime<Utc>) -> String {
 }
 
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let staff = match page_staff(&app, &req, ADMIN_OR_COMPLIANCE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_page!(app, req, ADMIN_OR_COMPLIANCE);
     let now = app.clock.now();
     match app.legal().breaches().await {
         Ok(list) => render(
@@ -159,10 +157,7 @@ pub async fn record(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, BREACHES).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, BREACHES);
     let done: Result<(), ApiError> = async {
         let r = record_of(&form)?;
         app.legal()
@@ -172,7 +167,7 @@ pub async fn record(
     }
     .await;
     match done {
-        Ok(()) => see_other_to("/console/breaches".into()),
+        Ok(()) => see_other("/console/breaches"),
         Err(e) => error_page(&e, BREACHES),
     }
 }
@@ -187,10 +182,7 @@ pub async fn act(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, BREACHES).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, BREACHES);
     let (id, action) = path.into_inner();
     let me = staff.staff.account_id;
     let done: Result<(), ApiError> = async {
@@ -220,7 +212,7 @@ pub async fn act(
     }
     .await;
     match done {
-        Ok(()) => see_other_to("/console/breaches".into()),
+        Ok(()) => see_other("/console/breaches"),
         Err(e) => error_page(&e, BREACHES),
     }
 }

@@ -6,7 +6,7 @@
 //! audited by the service too. After a decision the list is shown again, read with the
 //! list's reason (the hidden `reason` field).
 
-use super::{form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE};
+use super::{page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
@@ -163,10 +163,7 @@ pub async fn list(
     reg: Register,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, reg.next()).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, reg.next());
     match read(&app, &staff, reg, &form, String::new(), &ctx).await {
         Ok(p) => render(StatusCode::OK, &p),
         Err(e) => error_page(&e, reg.next()),
@@ -183,10 +180,7 @@ pub async fn decide(
     reg: Register,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, reg.next()).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, reg.next());
     let (id, decision) = path.into_inner();
     let done: Result<String, ApiError> = async {
         let not_found = || ApiError::Service(ServiceError::NotFound("no such case".into()));

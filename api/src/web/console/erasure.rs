@@ -5,8 +5,7 @@
 //! (`deletions.list`).
 
 use super::{
-    form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE, ANY_STAFF,
-    ERASURE,
+    page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE, ANY_STAFF, ERASURE,
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
@@ -141,10 +140,7 @@ pub async fn list(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ANY_STAFF, ERASURE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ANY_STAFF, ERASURE);
     match read(&app, &staff, &form, String::new(), &ctx).await {
         Ok(p) => render(StatusCode::OK, &p),
         Err(e) => error_page(&e, ERASURE),
@@ -160,10 +156,7 @@ pub async fn cancel(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ANY_STAFF, ERASURE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ANY_STAFF, ERASURE);
     let me = staff.staff.account_id;
     let done: Result<String, ApiError> = async {
         let subject = Uuid::parse_str(&id).map_err(|_| {

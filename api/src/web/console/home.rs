@@ -1,12 +1,10 @@
 //! `/console`: the console's home, and finding a subject by email (through the identity
 //! index, in a POST body) or by account id.
 
-use super::{
-    field, form_staff, page_staff, see_other_to, uuid_field, Chrome, ADMIN_OR_COMPLIANCE,
-    ANY_STAFF, CONSOLE,
-};
+use super::{field, uuid_field, Chrome, ADMIN_OR_COMPLIANCE, ANY_STAFF, CONSOLE};
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::see_other;
 use crate::web::FormBody;
 use crate::web::{error_page, render, Form};
 use actix_web::http::StatusCode;
@@ -27,10 +25,7 @@ struct Home {
 }
 
 pub async fn home(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let staff = match page_staff(&app, &req, ANY_STAFF).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_page!(app, req, ANY_STAFF);
     render(
         StatusCode::OK,
         &Home {
@@ -52,10 +47,7 @@ pub async fn find(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, CONSOLE);
     let found: Result<uuid::Uuid, ApiError> = async {
         if let Some(email) = field(&form, "email") {
             // Whether an address holds an account is itself personal data: the lookup
@@ -82,7 +74,7 @@ pub async fn find(
     }
     .await;
     match found {
-        Ok(id) => see_other_to(format!("/console/subjects/{id}")),
+        Ok(id) => see_other(format!("/console/subjects/{id}")),
         Err(e) => error_page(&e, CONSOLE),
     }
 }

@@ -8,6 +8,28 @@
 //! it (with the filters) in a POST body, so that neither the reason nor an email address
 //! ever appears in a URL.
 
+/// The staff member behind a console page view holding one of `$roles`, or the page to
+/// answer (sign-in, 403, error).
+macro_rules! staff_page {
+    ($app:expr, $req:expr, $roles:expr) => {
+        match $crate::web::console::page_staff(&$app, &$req, $roles).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        }
+    };
+}
+
+/// The staff member behind a posted console form (session, CSRF token, one of `$roles`),
+/// or the page to answer.
+macro_rules! staff_form {
+    ($app:expr, $req:expr, $form:expr, $roles:expr, $next:expr) => {
+        match $crate::web::console::form_staff(&$app, &$req, &$form, $roles, $next).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        }
+    };
+}
+
 mod audit;
 mod breaches;
 mod cases;
@@ -23,7 +45,6 @@ mod timeline;
 use super::{error_page, form_session, page_session, see_other, Form, Next};
 use crate::auth::{SessionAuth, StaffAuth};
 use crate::error::{ApiError, ServiceError};
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use journey_contexts::app::Core;
@@ -375,14 +396,6 @@ async fn form_staff(
     staff_of(app, s, roles)
         .await
         .map_err(|e| error_page(&e, next))
-}
-
-/// `303 See Other` to a console path built from ids (never from personal data).
-fn see_other_to(to: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {

@@ -2,9 +2,10 @@
 //! publishing a new one (as `POST /admin/v1/policies`: a material change must take effect
 //! at least 30 days after publication; every holder is emailed).
 
-use super::{field, form_staff, page_staff, see_other_to, Chrome, ADMIN_OR_COMPLIANCE, POLICIES};
+use super::{field, Chrome, ADMIN_OR_COMPLIANCE, POLICIES};
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::see_other;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -34,10 +35,7 @@ struct PoliciesPage {
 }
 
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let staff = match page_staff(&app, &req, ADMIN_OR_COMPLIANCE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_page!(app, req, ADMIN_OR_COMPLIANCE);
     let now = app.clock.now();
     match app.legal().policies().await {
         Ok(list) => {
@@ -87,10 +85,7 @@ pub async fn publish(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, POLICIES).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, POLICIES);
     let done: Result<(), ApiError> = async {
         let effective_at = field(&form, "effective_at")
             .and_then(|v| {
@@ -116,7 +111,7 @@ pub async fn publish(
     }
     .await;
     match done {
-        Ok(()) => see_other_to("/console/policies".into()),
+        Ok(()) => see_other("/console/policies"),
         Err(e) => error_page(&e, POLICIES),
     }
 }

@@ -5,10 +5,7 @@
 //! `GET /admin/v1/requests` (`requests.list`, one entry per subject listed); each step as
 //! `POST /admin/v1/requests/{id}/…` (`request.verify`, `request.start`, …).
 
-use super::{
-    field, form_staff, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE,
-    REQUESTS,
-};
+use super::{field, page_staff, reason_error, Chrome, ConsoleStaff, ADMIN_OR_COMPLIANCE, REQUESTS};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
@@ -163,10 +160,7 @@ pub async fn worklist(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, REQUESTS).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, REQUESTS);
     match list(&app, &staff, &form, String::new(), &ctx).await {
         Ok(p) => render(StatusCode::OK, &p),
         Err(e) => error_page(&e, REQUESTS),
@@ -184,10 +178,7 @@ pub async fn step(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, REQUESTS).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, REQUESTS);
     let (id, step) = path.into_inner();
     let done: Result<String, ApiError> = async {
         let id = Uuid::parse_str(&id)

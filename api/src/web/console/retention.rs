@@ -3,7 +3,7 @@
 //! `journey retention run --dry-run`): what a run at a given day would purge, destroy and
 //! compact, changing nothing.
 
-use super::{date_field, form_staff, page_staff, Chrome, ADMIN_OR_COMPLIANCE, RETENTION};
+use super::{date_field, Chrome, ADMIN_OR_COMPLIANCE, RETENTION};
 use crate::auth::Ctx;
 use crate::error::ApiError;
 use crate::web::FormBody;
@@ -94,10 +94,7 @@ async fn page(
 }
 
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let staff = match page_staff(&app, &req, ADMIN_OR_COMPLIANCE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_page!(app, req, ADMIN_OR_COMPLIANCE);
     match page(&app, &staff, None).await {
         Ok(p) => render(StatusCode::OK, &p),
         Err(e) => error_page(&e, RETENTION),
@@ -112,10 +109,7 @@ pub async fn preview(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, RETENTION).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, RETENTION);
     let done: Result<RetentionPage, ApiError> = async {
         let as_of = date_field(&form, "as_of", "day", true)?.unwrap_or(ctx.at);
         let report = app

@@ -2,9 +2,10 @@
 //! role by the member's email address (in the form body), through `identity().set_role`
 //! as `journey staff grant|revoke` does, recorded with the admin as the actor.
 
-use super::{field, form_staff, page_staff, see_other_to, Chrome, ADMIN_ONLY, STAFF};
+use super::{field, Chrome, ADMIN_ONLY, STAFF};
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::see_other;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -29,10 +30,7 @@ struct StaffPage {
 }
 
 pub async fn list(app: web::Data<Core>, req: HttpRequest) -> HttpResponse {
-    let staff = match page_staff(&app, &req, ADMIN_ONLY).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_page!(app, req, ADMIN_ONLY);
     match app.identity().staff_roster().await {
         Ok(grants) => render(
             StatusCode::OK,
@@ -61,10 +59,7 @@ pub async fn change(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_ONLY, STAFF).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_ONLY, STAFF);
     let done: Result<(), ApiError> = async {
         let role = field(&form, "role")
             .and_then(Role::parse)
@@ -88,7 +83,7 @@ pub async fn change(
     }
     .await;
     match done {
-        Ok(()) => see_other_to("/console/staff".into()),
+        Ok(()) => see_other("/console/staff"),
         Err(e) => error_page(&e, STAFF),
     }
 }

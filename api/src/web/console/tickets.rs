@@ -3,9 +3,7 @@
 //! with a reason and audited before anything is shown; replying and closing call the same
 //! methods as the API, then the ticket is shown again, read with the same reason.
 
-use super::{
-    field, form_staff, page_staff, reason_error, Chrome, ConsoleStaff, SUPPORT_OR_ADMIN, TICKETS,
-};
+use super::{field, page_staff, reason_error, Chrome, ConsoleStaff, SUPPORT_OR_ADMIN, TICKETS};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
@@ -78,10 +76,7 @@ pub async fn list(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, SUPPORT_OR_ADMIN, TICKETS).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, SUPPORT_OR_ADMIN, TICKETS);
     let page: Result<TicketsPage, ApiError> = async {
         let status = field(&form, "status");
         if let Some(s) = status {
@@ -179,10 +174,7 @@ pub async fn open(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, SUPPORT_OR_ADMIN, TICKETS).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, SUPPORT_OR_ADMIN, TICKETS);
     let page = match ticket_id(&id) {
         Ok(id) => read(&app, &staff, id, &form, String::new(), &ctx).await,
         Err(e) => Err(e),
@@ -203,10 +195,7 @@ pub async fn act(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, SUPPORT_OR_ADMIN, TICKETS).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, SUPPORT_OR_ADMIN, TICKETS);
     let (id, action) = path.into_inner();
     let me = staff.staff.account_id;
     let done: Result<(Uuid, String), ApiError> = async {

@@ -4,8 +4,7 @@
 //! `POST …/export` (the subject's export document, as `GET /admin/v1/subjects/{id}/export`).
 
 use super::{
-    date_field, day, field, form_staff, page_staff, position_field, reason_error, Chrome,
-    ADMIN_OR_COMPLIANCE, CONSOLE,
+    date_field, day, field, position_field, reason_error, Chrome, ADMIN_OR_COMPLIANCE, CONSOLE,
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
@@ -43,10 +42,7 @@ pub async fn subject(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let staff = match page_staff(&app, &req, ADMIN_OR_COMPLIANCE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_page!(app, req, ADMIN_OR_COMPLIANCE);
     match subject_id(&id) {
         Ok(id) => render(
             StatusCode::OK,
@@ -136,10 +132,7 @@ pub async fn timeline(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, CONSOLE);
     let page: Result<TimelinePage, ApiError> = async {
         let subject = subject_id(&id)?;
         let filter = HistoryFilter {
@@ -218,10 +211,7 @@ pub async fn export(
     body: FormBody,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let staff = match form_staff(&app, &req, &form, ADMIN_OR_COMPLIANCE, CONSOLE).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let staff = staff_form!(app, req, form, ADMIN_OR_COMPLIANCE, CONSOLE);
     let done: Result<HttpResponse, ApiError> = async {
         let subject = subject_id(&id)?;
         let format = match field(&form, "format") {

@@ -2,7 +2,7 @@
 //! close it, delete its correspondence after a confirmation page. The same use cases as
 //! `/v1/support/tickets…`.
 
-use super::{see_other_to, SUPPORT};
+use super::SUPPORT;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
@@ -103,7 +103,7 @@ pub async fn open(
         message: form.get("message").unwrap_or_default().to_string(),
     };
     match app.legal().open_ticket(s.account_id, ticket, &ctx).await {
-        Ok(t) => see_other_to(format!("/support/{}", t.ticket_id)),
+        Ok(t) => see_other(format!("/support/{}", t.ticket_id)),
         Err(e) => error_page(&e.into(), SUPPORT),
     }
 }
@@ -180,7 +180,7 @@ pub async fn reply(
         .post_ticket_message(Some(s.account_id), None, id, message, &ctx)
         .await
     {
-        Ok(t) => see_other_to(format!("/support/{}", t.ticket_id)),
+        Ok(t) => see_other(format!("/support/{}", t.ticket_id)),
         Err(e) => error_page(&e.into(), SUPPORT),
     }
 }
@@ -204,7 +204,7 @@ pub async fn close(
         .close_ticket(Some(s.account_id), None, id, &ctx)
         .await
     {
-        Ok(t) => see_other_to(format!("/support/{}", t.ticket_id)),
+        Ok(t) => see_other(format!("/support/{}", t.ticket_id)),
         Err(e) => error_page(&e.into(), SUPPORT),
     }
 }
