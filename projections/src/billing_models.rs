@@ -231,11 +231,11 @@ async fn last_balances<'a>(
     accounts: &BTreeSet<&'a str>,
 ) -> Result<HashMap<&'a str, i64>> {
     let mut balances = HashMap::with_capacity(accounts.len());
-    let accounts: Vec<&'a str> = accounts.iter().copied().collect();
-    for chunk in accounts.chunks(ACCOUNTS_PER_READ) {
+    let ids: Vec<&'a str> = accounts.iter().copied().collect();
+    for chunk in ids.chunks(ACCOUNTS_PER_READ) {
         // One backward probe of the primary key per account (`ORDER BY seq DESC LIMIT 1`);
         // a `seq = (SELECT max(seq) …)` filter instead read every row of the accounts.
-        let list = (1..=chunk.len())
+        let rows = (1..=chunk.len())
             .map(|i| format!("(${i})"))
             .collect::<Vec<_>>()
             .join(", ");
@@ -243,7 +243,7 @@ async fn last_balances<'a>(
             "SELECT v.column1,
                     (SELECT balance_after FROM rm_credit_entries
                      WHERE account_id = v.column1 ORDER BY seq DESC LIMIT 1)
-             FROM (VALUES {list}) v"
+             FROM (VALUES {rows}) v"
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for a in chunk {
@@ -252,7 +252,7 @@ async fn last_balances<'a>(
         for row in q.fetch_all(&mut *conn).await? {
             let id: String = row.try_get(0)?;
             let balance: Option<i64> = row.try_get(1)?;
-            if let (Some(a), Some(balance)) = (chunk.iter().find(|a| **a == id), balance) {
+            if let (Some(a), Some(balance)) = (accounts.get(id.as_str()), balance) {
                 balances.insert(*a, balance);
             }
         }
@@ -264,25 +264,7 @@ async fn last_balances<'a>(
 /// that exists already (same account and sequence) is left as it is.
 async fn write_entries(conn: &mut AnyConnection, pending: &mut Vec<Entry<'_>>) -> Result<()> {
     for chunk in pending.chunks(ENTRY_ROWS_PER_STATEMENT) {
-        let values = (0..chunk.len())
-            .map(|r| {
-                let b = r * 10;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = crate::read_models::row_placeholders(chunk.len(), 10);
         let sql = format!(
             "INSERT INTO rm_credit_entries
              (account_id, seq, kind, amount, balance_after, task_id, grant_id, source, expires_at, at)

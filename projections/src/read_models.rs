@@ -35,6 +35,21 @@ pub(crate) fn erased_account(e: &StoredEvent) -> Option<&str> {
         .then_some(e.aggregate_id.as_str())
 }
 
+/// `($1, $2, …), ($k+1, …), …`: the placeholders of a multi-row `VALUES` list of `rows`
+/// rows of `cols` values each (the set-based projections' inserts).
+pub(crate) fn row_placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row = (1..=cols)
+                .map(|c| format!("${}", r * cols + c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({row})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }

@@ -102,13 +102,7 @@ impl Projection for SubjectStreams {
             }
         }
         for chunk in rows.chunks(STREAM_ROWS_PER_STATEMENT) {
-            let values = (0..chunk.len())
-                .map(|r| {
-                    let b = r * 4;
-                    format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = crate::read_models::row_placeholders(chunk.len(), 4);
             let sql = format!(
                 "INSERT INTO subject_streams (subject, aggregate_type, aggregate_id, first_position)
                  VALUES {values} ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING"

@@ -296,23 +296,7 @@ fn usage_row(e: &StoredEvent) -> Result<Option<UsageRow>> {
 /// Writes and empties `pending`; a row already there (same position) is left as it is.
 async fn write_usage(conn: &mut AnyConnection, pending: &mut Vec<UsageRow>) -> Result<()> {
     for chunk in pending.chunks(USAGE_ROWS_PER_STATEMENT) {
-        let values = (0..chunk.len())
-            .map(|r| {
-                let b = r * 8;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = crate::read_models::row_placeholders(chunk.len(), 8);
         let sql = format!(
             "INSERT INTO rm_usage (position, account_id, day, at, endpoint, status, credits, task_id)
              VALUES {values} ON CONFLICT (position) DO NOTHING"

@@ -147,6 +147,14 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
     }
 }
 
+/// A page a use case built (200), or its failure as the error page.
+fn page_or_error(page: Result<impl Template, ApiError>, next: Next) -> HttpResponse {
+    match page {
+        Ok(p) => render(StatusCode::OK, &p),
+        Err(e) => error_page(&e, next),
+    }
+}
+
 /// `303 See Other` to a page of ours (after a form post, or to the sign-in page). Paths
 /// built at run time hold ids only, never personal data.
 fn see_other(to: impl Into<String>) -> HttpResponse {

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::page_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::{header, StatusCode};
@@ -149,10 +150,7 @@ pub async fn trail(
         })
     }
     .await;
-    match page {
-        Ok(p) => render(StatusCode::OK, &p),
-        Err(e) => error_page(&e, AUDIT),
-    }
+    page_or_error(page, AUDIT)
 }
 
 /// One CSV field (RFC 4180 quoting). A value a spreadsheet would run as a formula

@@ -6,6 +6,7 @@
 use super::{date_field, Chrome, ADMIN_OR_COMPLIANCE, RETENTION};
 use crate::auth::Ctx;
 use crate::error::ApiError;
+use crate::web::page_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -122,8 +123,5 @@ pub async fn preview(
         page(&app, &staff, Some(row(&v))).await
     }
     .await;
-    match done {
-        Ok(p) => render(StatusCode::OK, &p),
-        Err(e) => error_page(&e, RETENTION),
-    }
+    page_or_error(done, RETENTION)
 }

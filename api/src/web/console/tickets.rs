@@ -6,6 +6,7 @@
 use super::{field, page_staff, reason_error, Chrome, ConsoleStaff, SUPPORT_OR_ADMIN, TICKETS};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::page_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -108,10 +109,7 @@ pub async fn list(
         })
     }
     .await;
-    match page {
-        Ok(p) => render(StatusCode::OK, &p),
-        Err(e) => error_page(&e, TICKETS),
-    }
+    page_or_error(page, TICKETS)
 }
 
 /// The ticket, read as `GET /admin/v1/tickets/{id}` reads it (audited `ticket.read`).
@@ -179,10 +177,7 @@ pub async fn open(
         Ok(id) => read(&app, &staff, id, &form, String::new(), &ctx).await,
         Err(e) => Err(e),
     };
-    match page {
-        Ok(p) => render(StatusCode::OK, &p),
-        Err(e) => error_page(&e, TICKETS),
-    }
+    page_or_error(page, TICKETS)
 }
 
 /// `POST /console/tickets/{id}/{action}`: `reply` (`message`) or `close`; `reason` for

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
+use crate::web::page_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::{header, StatusCode};
@@ -194,10 +195,7 @@ pub async fn timeline(
         })
     }
     .await;
-    match page {
-        Ok(p) => render(StatusCode::OK, &p),
-        Err(e) => error_page(&e, CONSOLE),
-    }
+    page_or_error(page, CONSOLE)
 }
 
 /// `POST /console/subjects/{id}/export`: reason, format (json or html). The same calls as
