@@ -84,7 +84,16 @@ async fn imagine_runs_to_a_finished_grid_and_charges_once() {
     assert_eq!(c.fetch(&h, task).await["status"], "finished");
     assert_eq!(c.balance(&h).await, (6, 0));
 
-    let account = c.account(&h).await;
+    // `total_images` is a read model: on Postgres its projection may still be behind the
+    // horizon (another test's open transaction) when the task is already finished.
+    let mut account = c.account(&h).await;
+    for _ in 0..200 {
+        if account["total_images"] == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        account = c.account(&h).await;
+    }
     assert_eq!(account["credits"], 6);
     assert_eq!(account["total_images"], 4);
 }
