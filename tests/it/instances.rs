@@ -271,3 +271,65 @@ async fn three_instances_with_redis_share_limits_and_periodic_jobs() {
     )))
     .await;
 }
+
+/// The Postgres limiter answers the checks queued in an instance with one statement, so
+/// several checks of one key share a batch: they must be answered exactly as the same
+/// checks one after another would be. Three limiters (three instances' worth) on one
+/// database, 300 checks of one key at once under a burst of 50 per hour (one refill every
+/// 72 s, so none during the test): exactly 50 pass, and every refusal says to wait about
+/// one refill. A second key in the same batches keeps its own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_postgres_checks_of_one_key_allow_exactly_its_budget() {
+    use journey_commands::limits::{Decision, KeyKind, Quota, Quotas, RateLimiter, Settings};
+    if !support::is_postgres() {
+        eprintln!("instances: skipped on SQLite, whose limits stay in memory");
+        return;
+    }
+    let h = Harness::start().await;
+    let quotas = Quotas {
+        email: Quota::per_hour(5),
+        ip: Quota::per_hour(5),
+        api_key: Quota::per_hour(50),
+    };
+    let pepper = uuid::Uuid::new_v4().to_string();
+    let mut limiters = Vec::new();
+    for _ in 0..3 {
+        let l = RateLimiter::connect(
+            &h.app.db,
+            Settings {
+                quotas,
+                redis_url: None,
+                redis_prefix: "",
+                pepper: pepper.as_bytes(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(l.backend_name(), "postgres");
+        limiters.push(l);
+    }
+    let checks = (0..300).map(|i| {
+        let l = limiters[i % 3].clone();
+        let key = if i % 10 == 9 { "other-key" } else { "hot-key" };
+        async move { (key, l.check(KeyKind::ApiKey, key).await) }
+    });
+    let answers = futures::future::join_all(checks).await;
+    for key in ["hot-key", "other-key"] {
+        let mine: Vec<Decision> = answers
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, d)| *d)
+            .collect();
+        let allowed = mine.iter().filter(|d| **d == Decision::Allowed).count();
+        assert_eq!(allowed, mine.len().min(50), "{key}: {mine:?}");
+        for d in &mine {
+            if let Decision::Limited { retry_after } = d {
+                assert!(
+                    *retry_after > Duration::from_secs(60)
+                        && *retry_after <= Duration::from_secs(72),
+                    "{key}: a refusal waits for one refill (72 s), not {retry_after:?}"
+                );
+            }
+        }
+    }
+}

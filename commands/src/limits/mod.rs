@@ -14,7 +14,9 @@
 //! **Backends**, chosen once at start-up (`connect`, logged):
 //! - `redis` when a Redis URL is configured: one Lua script per check, TAT keys that
 //!   expire by themselves;
-//! - `postgres` when the database is Postgres: one upsert per check on an unlogged table;
+//! - `postgres` when the database is Postgres: an unlogged table, the checks queued in an
+//!   instance answered together by one upsert (several checks of a key in one batch are
+//!   answered as the same checks in a row would be);
 //! - `memory` otherwise (SQLite is single-instance): governor, in process.
 //!
 //! Shared backends read the time from the shared server (Redis `TIME`, Postgres
