@@ -325,13 +325,13 @@ impl Privacy<'_> {
     ///
     /// The document groups events by section (sections in key order) and repeats every
     /// event in `usage_log`, so one pass in position order cannot write it front to back.
-    /// This reads the subject's history once per section, restricted to the section's
-    /// aggregate type (every section is fed by one type), opening payloads only, and once
-    /// more for `usage_log`, opening metadata only: about twice the rows read, the same
-    /// values opened, one entry in memory at a time. `unmapped` (event types this version
-    /// does not know; none unless a newer version wrote them) is gathered in memory.
-    /// Every pass stops at the position the export started at, so an event appended while
-    /// it runs is left out of every part alike. `progress(done, total)` counts both passes.
+    /// The history is read once and each entry is written, as it is made, to its part's
+    /// spill file (one per section and one for `usage_log`, unlinked at creation, so
+    /// nothing outlives the process); the parts are then copied into `out` in document
+    /// order. Memory holds one entry at a time and the files' buffers. (Reading the history
+    /// once per part, as an earlier version did, read every row twice.) The pass stops at
+    /// the position the export started at, so an event appended while it runs is left out
+    /// of every part alike. `progress(done, total)` counts events.
     pub async fn write_export_json(
         &self,
         subject: Uuid,
@@ -339,105 +339,71 @@ impl Privacy<'_> {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), ServiceError> {
         use journey_projections::events::{subject_events, subject_events_sql};
+        let io = |e: std::io::Error| ServiceError::Internal(e.into());
         let started = self.export_start(subject).await?;
         let upto: i64 = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM events")
             .fetch_one(&self.db.any)
             .await?
             .try_get(0)?;
-        let total = 2 * started.total;
-        let mut done = 0u64;
-        let mut tick = |done: &mut u64| {
-            *done += 1;
-            if done.is_multiple_of(PROGRESS_EVERY) {
-                progress(*done, total.max(*done));
-            }
-        };
-        let mut ring = KeyRing::default();
+        let total = started.total;
         let fields = self.export_fields(subject).await?;
-        let io = |e: std::io::Error| ServiceError::Internal(e.into());
-        let of_type = subject_events_sql(&self.db, "AND aggregate_type = $2");
-        let known: Vec<String> = SECTION_TYPES
+        let mut sections: std::collections::BTreeMap<&str, Spill> = SECTIONS
             .iter()
-            .map(|(_, t)| format!("'{t}'"))
-            .collect();
-        let other_types = subject_events_sql(
-            &self.db,
-            &format!("AND aggregate_type NOT IN ({})", known.join(",")),
-        );
-        let all = subject_events_sql(&self.db, "");
+            .map(|name| Ok((*name, Spill::new(3)?)))
+            .collect::<std::io::Result<_>>()
+            .map_err(io)?;
+        let mut usage = Some(Spill::new(2).map_err(io)?);
+        let mut ring = KeyRing::default();
+        let sql = subject_events_sql(&self.db, "");
+        let mut events = subject_events(&self.db, &sql, &started.id, None);
+        let mut done = 0u64;
+        while let Some(e) = events.next().await {
+            let e = e?;
+            if e.cursor.position > upto {
+                break;
+            }
+            let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
+            let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
+            let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
+            let spill = sections
+                .get_mut(section)
+                .expect("every section has a spill");
+            spill
+                .push(&section_entry(&e, data, &started.taken_down))
+                .map_err(io)?;
+            if let Some(usage) = usage.as_mut() {
+                usage.push(&usage_entry(&e, &meta)).map_err(io)?;
+            }
+            done += 1;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                progress(done, total.max(done));
+            }
+        }
+        drop(events);
         let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
         keys.extend(["sections", "usage_log"]);
         keys.sort_unstable();
-        let mut names = SECTIONS.to_vec();
-        names.sort_unstable();
-        // Entries of no section, by position: found by the typed passes (an unknown event
-        // type of a known aggregate) and by the last one (an unknown aggregate type).
-        debug_assert_eq!(names.last(), Some(&"unmapped"));
-        let mut unmapped: std::collections::BTreeMap<i64, Value> = Default::default();
         out.write_all(b"{\n").map_err(io)?;
         for (i, key) in keys.iter().enumerate() {
             write!(out, "  {}: ", Value::from(*key)).map_err(io)?;
             match *key {
                 "sections" => {
                     out.write_all(b"{\n").map_err(io)?;
-                    for (j, name) in names.iter().enumerate() {
-                        write!(out, "    {}: ", Value::from(*name)).map_err(io)?;
-                        let mut array = PrettyArray::new(3);
-                        let ty = SECTION_TYPES
-                            .iter()
-                            .find(|(s, _)| s == name)
-                            .map(|(_, t)| *t);
-                        let sql = if ty.is_some() { &of_type } else { &other_types };
-                        let mut events = subject_events(&self.db, sql, &started.id, ty);
-                        while let Some(e) = events.next().await {
-                            let e = e?;
-                            if e.cursor.position > upto {
-                                break;
-                            }
-                            match section_of(&e.aggregate_type, &e.event_type) {
-                                Some(s) if s == *name => {
-                                    tick(&mut done);
-                                    let data =
-                                        self.vault.open_json_with(&e.payload, &mut ring).await?;
-                                    let entry = section_entry(&e, data, &started.taken_down);
-                                    array.push(out, &entry).map_err(io)?;
-                                }
-                                Some(_) => {}
-                                None => {
-                                    tick(&mut done);
-                                    let data =
-                                        self.vault.open_json_with(&e.payload, &mut ring).await?;
-                                    let entry = section_entry(&e, data, &started.taken_down);
-                                    unmapped.insert(e.cursor.position, entry);
-                                }
-                            }
-                        }
-                        drop(events);
-                        if *name == "unmapped" {
-                            for entry in unmapped.values() {
-                                array.push(out, entry).map_err(io)?;
-                            }
-                        }
-                        array.finish(out).map_err(io)?;
-                        let comma = if j + 1 < names.len() { "," } else { "" };
+                    let count = sections.len();
+                    // BTreeMap: sections in key order, as serde_json writes a Map.
+                    for (j, (name, spill)) in std::mem::take(&mut sections).into_iter().enumerate()
+                    {
+                        write!(out, "    {}: ", Value::from(name)).map_err(io)?;
+                        spill.copy_to(out).map_err(io)?;
+                        let comma = if j + 1 < count { "," } else { "" };
                         writeln!(out, "{comma}").map_err(io)?;
                     }
                     out.write_all(b"  }").map_err(io)?;
                 }
                 "usage_log" => {
-                    let mut array = PrettyArray::new(2);
-                    let mut events = subject_events(&self.db, &all, &started.id, None);
-                    while let Some(e) = events.next().await {
-                        let e = e?;
-                        if e.cursor.position > upto {
-                            break;
-                        }
-                        tick(&mut done);
-                        let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
-                        array.push(out, &usage_entry(&e, &meta)).map_err(io)?;
+                    if let Some(usage) = usage.take() {
+                        usage.copy_to(out).map_err(io)?;
                     }
-                    drop(events);
-                    array.finish(out).map_err(io)?;
                 }
                 other => {
                     let text = serde_json::to_string_pretty(&fields[other])
@@ -476,25 +442,6 @@ impl Privacy<'_> {
             .map_err(ServiceError::from)
     }
 }
-
-/// The aggregate type that feeds each section (all but `unmapped`; see `section_of`).
-const SECTION_TYPES: [(&str, &str); 15] = [
-    ("profile", "account"),
-    ("erasure", "account"),
-    ("sign_in_links", "magic_link"),
-    ("sessions", "session"),
-    ("api_keys", "api_key"),
-    ("credit_ledger", "credit_ledger"),
-    ("billing", "billing"),
-    ("consents", "consent"),
-    ("tasks", "task"),
-    ("api_requests", "usage"),
-    ("support", "ticket"),
-    ("policy", "policy_ack"),
-    ("staff_roles", "staff"),
-    ("staff_activity", "staff"),
-    ("requests", "dsr"),
-];
 
 /// What `export_start` found.
 struct Started {
@@ -579,6 +526,35 @@ impl PrettyArray {
         } else {
             write!(out, "\n{}]", "  ".repeat(self.indent - 1))
         }
+    }
+}
+
+/// One part of a streamed export (a section's array, or `usage_log`), laid out as
+/// `PrettyArray` writes it, kept in an unlinked temporary file until it is its turn.
+struct Spill {
+    file: std::io::BufWriter<std::fs::File>,
+    array: PrettyArray,
+}
+
+impl Spill {
+    fn new(indent: usize) -> std::io::Result<Spill> {
+        Ok(Spill {
+            file: std::io::BufWriter::new(tempfile::tempfile()?),
+            array: PrettyArray::new(indent),
+        })
+    }
+
+    fn push(&mut self, v: &Value) -> std::io::Result<()> {
+        self.array.push(&mut self.file, v)
+    }
+
+    /// The whole array, closed, into `out`.
+    fn copy_to(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        use std::io::Seek;
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        std::io::copy(&mut file, out)?;
+        self.array.finish(out)
     }
 }
 
@@ -694,12 +670,7 @@ mod tests {
         for (a, e) in journey_domain::all_event_types() {
             if let Some(s) = section_of(a, e) {
                 assert!(SECTIONS.contains(&s), "{a}/{e}");
-                // The streamed writer reads each section from its one aggregate type.
-                assert!(SECTION_TYPES.contains(&(s, a)), "{a}/{e} → {s}");
             }
-        }
-        for (s, _) in SECTION_TYPES {
-            assert!(SECTIONS.contains(&s), "{s}");
         }
     }
 
