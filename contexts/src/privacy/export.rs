@@ -512,10 +512,17 @@ impl PrettyArray {
     fn push(&mut self, out: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
         let pad = "  ".repeat(self.indent);
         out.write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
-        let text = serde_json::to_string_pretty(v).map_err(std::io::Error::other)?;
-        // JSON text holds no raw newline inside a string, so every '\n' is layout.
         out.write_all(pad.as_bytes())?;
-        out.write_all(text.replace('\n', &format!("\n{pad}")).as_bytes())?;
+        // Pretty-printed straight into `out`, each line indented as it passes (no string
+        // of the entry built and then copied with its newlines replaced).
+        serde_json::to_writer_pretty(
+            Indented {
+                out,
+                pad: pad.as_bytes(),
+            },
+            v,
+        )
+        .map_err(std::io::Error::other)?;
         self.written += 1;
         Ok(())
     }
@@ -526,6 +533,29 @@ impl PrettyArray {
         } else {
             write!(out, "\n{}]", "  ".repeat(self.indent - 1))
         }
+    }
+}
+
+/// Writes through to `out`, putting `pad` after every newline. JSON text holds no raw
+/// newline inside a string, so every `\n` serde_json writes is layout.
+struct Indented<'a, W> {
+    out: &'a mut W,
+    pad: &'a [u8],
+}
+
+impl<W: std::io::Write> std::io::Write for Indented<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for line in buf.split_inclusive(|b| *b == b'\n') {
+            self.out.write_all(line)?;
+            if line.ends_with(b"\n") {
+                self.out.write_all(self.pad)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
