@@ -1,7 +1,7 @@
 //! `/keys`: the holder's API keys: list, create (the raw key shown once), revoke after a
 //! confirmation page. The same use cases as `/v1/api-keys`.
 
-use super::{error_page, render, see_other, when, Chrome, Form, KEYS};
+use super::{error_page, render, see_other_or_error, when, Chrome, Form, KEYS};
 use crate::auth::{Ctx, SessionAuth};
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
@@ -162,12 +162,11 @@ pub async fn revoke(
             KEYS,
         );
     };
-    match app
-        .identity()
-        .revoke_api_key(s.account_id, key_id, &ctx)
-        .await
-    {
-        Ok(()) => see_other("/keys"),
-        Err(e) => error_page(&e.into(), KEYS),
-    }
+    see_other_or_error(
+        app.identity()
+            .revoke_api_key(s.account_id, key_id, &ctx)
+            .await,
+        "/keys",
+        KEYS,
+    )
 }

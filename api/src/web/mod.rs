@@ -155,6 +155,18 @@ fn page_or_error(page: Result<impl Template, ApiError>, next: Next) -> HttpRespo
     }
 }
 
+/// After a form's one service call: `303` to `to` when it succeeded, else the error page.
+fn see_other_or_error<T, E: Into<ApiError>>(
+    done: Result<T, E>,
+    to: impl Into<String>,
+    next: Next,
+) -> HttpResponse {
+    match done {
+        Ok(_) => see_other(to),
+        Err(e) => error_page(&e.into(), next),
+    }
+}
+
 /// `303 See Other` to a page of ours (after a form post, or to the sign-in page). Paths
 /// built at run time hold ids only, never personal data.
 fn see_other(to: impl Into<String>) -> HttpResponse {

@@ -6,7 +6,9 @@
 //! the policy versions notified and accepted (as `/v1/me/policy`) and the sub-processor
 //! registry (as `/v1/legal/subprocessors`).
 
-use super::{error_page, page_session, render, see_other, when, Chrome, Form, Next};
+use super::{
+    error_page, page_session, render, see_other, see_other_or_error, when, Chrome, Form, Next,
+};
 use crate::auth::{Ctx, SessionAuth, CSRF_COOKIE, SESSION_COOKIE};
 use crate::error::{ApiError, ServiceError};
 use crate::routes::expired;
@@ -298,14 +300,13 @@ pub async fn consents(
         },
         (Err(e), _) | (_, Err(e)) => return error_page(&e, PRIVACY),
     };
-    match app
-        .privacy()
-        .update_consents(s.account_id, update, &ctx)
-        .await
-    {
-        Ok(_) => see_other("/privacy?saved=consents#consents"),
-        Err(e) => error_page(&e.into(), PRIVACY),
-    }
+    see_other_or_error(
+        app.privacy()
+            .update_consents(s.account_id, update, &ctx)
+            .await,
+        "/privacy?saved=consents#consents",
+        PRIVACY,
+    )
 }
 
 /// `POST /privacy/objection`: as `POST /v1/me/objection`.
@@ -317,10 +318,11 @@ pub async fn objection(
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form, PRIVACY);
-    match app.privacy().object_to_marketing(s.account_id, &ctx).await {
-        Ok(_) => see_other("/privacy#objection"),
-        Err(e) => error_page(&e.into(), PRIVACY),
-    }
+    see_other_or_error(
+        app.privacy().object_to_marketing(s.account_id, &ctx).await,
+        "/privacy#objection",
+        PRIVACY,
+    )
 }
 
 /// `POST /privacy/restriction`: as `POST /v1/me/restriction`.
@@ -332,10 +334,11 @@ pub async fn restriction(
 ) -> HttpResponse {
     let form = Form::parse(&body);
     let s = form_holder!(app, req, form, PRIVACY);
-    match app.privacy().restrict_processing(s.account_id, &ctx).await {
-        Ok(_) => see_other("/privacy#restriction"),
-        Err(e) => error_page(&e.into(), PRIVACY),
-    }
+    see_other_or_error(
+        app.privacy().restrict_processing(s.account_id, &ctx).await,
+        "/privacy#restriction",
+        PRIVACY,
+    )
 }
 
 /// `POST /privacy/export` (`format`: `json` or `html`): starts an export as
@@ -715,17 +718,16 @@ pub async fn resend_code(
         Ok(r) => r,
         Err(_) => return error_page(&not_found("request"), PRIVACY),
     };
-    match app
-        .privacy()
-        .resend_code(
-            request,
-            Some(s.account_id),
-            Actor::Account(s.account_id),
-            &ctx,
-        )
-        .await
-    {
-        Ok(_) => see_other(format!("/privacy/requests/{request}?code=sent")),
-        Err(e) => error_page(&e.into(), PRIVACY),
-    }
+    see_other_or_error(
+        app.privacy()
+            .resend_code(
+                request,
+                Some(s.account_id),
+                Actor::Account(s.account_id),
+                &ctx,
+            )
+            .await,
+        format!("/privacy/requests/{request}?code=sent"),
+        PRIVACY,
+    )
 }

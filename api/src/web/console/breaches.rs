@@ -7,7 +7,7 @@
 use super::{field, Chrome, ADMIN_OR_COMPLIANCE, BREACHES};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
-use crate::web::see_other;
+use crate::web::see_other_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -166,10 +166,7 @@ pub async fn record(
         Ok(())
     }
     .await;
-    match done {
-        Ok(()) => see_other("/console/breaches"),
-        Err(e) => error_page(&e, BREACHES),
-    }
+    see_other_or_error(done, "/console/breaches", BREACHES)
 }
 
 /// `POST /console/breaches/{id}/{action}`: `notify-holders` or `regulator-notified`
@@ -211,8 +208,5 @@ pub async fn act(
         Ok(())
     }
     .await;
-    match done {
-        Ok(()) => see_other("/console/breaches"),
-        Err(e) => error_page(&e, BREACHES),
-    }
+    see_other_or_error(done, "/console/breaches", BREACHES)
 }

@@ -5,7 +5,7 @@
 use super::{field, Chrome, ADMIN_OR_COMPLIANCE, POLICIES};
 use crate::auth::Ctx;
 use crate::error::ApiError;
-use crate::web::see_other;
+use crate::web::see_other_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -110,8 +110,5 @@ pub async fn publish(
         Ok::<_, ApiError>(())
     }
     .await;
-    match done {
-        Ok(()) => see_other("/console/policies"),
-        Err(e) => error_page(&e, POLICIES),
-    }
+    see_other_or_error(done, "/console/policies", POLICIES)
 }

@@ -5,7 +5,7 @@
 use super::{field, Chrome, ADMIN_ONLY, STAFF};
 use crate::auth::Ctx;
 use crate::error::ApiError;
-use crate::web::see_other;
+use crate::web::see_other_or_error;
 use crate::web::FormBody;
 use crate::web::{error_page, render, when, Form};
 use actix_web::http::StatusCode;
@@ -82,8 +82,5 @@ pub async fn change(
         Ok(())
     }
     .await;
-    match done {
-        Ok(()) => see_other("/console/staff"),
-        Err(e) => error_page(&e, STAFF),
-    }
+    see_other_or_error(done, "/console/staff", STAFF)
 }

@@ -6,7 +6,7 @@ use super::SUPPORT;
 use crate::auth::Ctx;
 use crate::error::{ApiError, ServiceError};
 use crate::web::FormBody;
-use crate::web::{error_page, render, see_other, when, Chrome, Form};
+use crate::web::{error_page, render, see_other, see_other_or_error, when, Chrome, Form};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -248,8 +248,9 @@ pub async fn delete(
         Ok(id) => id,
         Err(e) => return error_page(&e, SUPPORT),
     };
-    match app.legal().delete_ticket(s.account_id, id, &ctx).await {
-        Ok(_) => see_other("/support"),
-        Err(e) => error_page(&e.into(), SUPPORT),
-    }
+    see_other_or_error(
+        app.legal().delete_ticket(s.account_id, id, &ctx).await,
+        "/support",
+        SUPPORT,
+    )
 }
