@@ -237,8 +237,19 @@ impl Runner {
             tx.rollback().await?;
             return Ok(batch);
         }
-        // Move the checkpoints: one statement per distinct new checkpoint (one, unless some
-        // projection is still catching up).
+        self.commit_batch(tx, &start, &at).await?;
+        Ok(batch)
+    }
+
+    /// Moves the checkpoints that changed from `start` to `at` (one statement per distinct
+    /// new checkpoint: one, unless some projection is still catching up), commits the
+    /// batch and tells waiters.
+    async fn commit_batch(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        start: &[Cursor],
+        at: &[Cursor],
+    ) -> Result<()> {
         let mut moved: BTreeMap<Cursor, Vec<&'static str>> = BTreeMap::new();
         for (i, p) in self.projections.iter().enumerate() {
             if at[i] != start[i] {
@@ -263,7 +274,7 @@ impl Runner {
         }
         tx.commit().await?;
         self.progress.send_modify(|v| *v += 1);
-        Ok(batch)
+        Ok(())
     }
 
     /// Applies `events` to every projection whose checkpoint (in `at`) is behind them, and
@@ -525,38 +536,23 @@ impl Runner {
                 }
             }
         });
-        let p = &self.projections[i];
         let (mut expected, mut done) = (start, 0u64);
         while let Some(events) = batches.recv().await {
             let events = events?;
-            let last = events.last().expect("empty reads are not sent").cursor;
             let mut tx = self.db.any.begin().await?;
-            if self.lock_checkpoints(&mut tx).await?[i] != expected {
+            let mut at = self.lock_checkpoints(&mut tx).await?;
+            if at[i] != expected {
                 tx.rollback().await?;
                 break;
             }
-            p.apply(&mut tx, &events).await.with_context(|| {
-                format!(
-                    "projection {} failed on events at positions {}..={}",
-                    p.name(),
-                    events[0].cursor.position,
-                    last.position
-                )
-            })?;
-            sqlx::query(
-                "UPDATE projection_checkpoints SET txid = $1, position = $2, updated_at = $3
-                 WHERE name = $4",
-            )
-            .bind(last.txid)
-            .bind(last.position)
-            .bind(chrono::Utc::now().timestamp_millis())
-            .bind(p.name())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            self.progress.send_modify(|v| *v += 1);
-            expected = last;
-            done += events.len() as u64;
+            // The others stand at or past these events, so only this projection (and any
+            // other one as far behind) applies them.
+            let before = at.clone();
+            let mut applied = vec![0; self.projections.len()];
+            self.apply(&mut tx, &events, &mut at, &mut applied).await?;
+            self.commit_batch(tx, &before, &at).await?;
+            expected = at[i];
+            done += applied[i] as u64;
             progress(done, total.max(done));
         }
         Ok(done)
