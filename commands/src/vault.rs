@@ -231,14 +231,19 @@ impl Vault {
     /// Replaces every sealed envelope in a JSON tree with its opened value, or
     /// `"[erased]"` where the key is gone (audits, exports).
     pub async fn open_json(&self, v: &Value) -> Result<Value, VaultError> {
-        self.open_json_with(v, &mut KeyRing::default()).await
+        self.open_json_with(v.clone(), &mut KeyRing::default())
+            .await
     }
 
     /// `open_json` reusing data keys already fetched into `ring` (exports open many
     /// values under few keys). A key destroyed after it entered the ring still opens
-    /// values for the ring's short life: keep rings per export, not longer.
-    pub async fn open_json_with(&self, v: &Value, ring: &mut KeyRing) -> Result<Value, VaultError> {
-        let mut out = v.clone();
+    /// values for the ring's short life: keep rings per export, not longer. Takes the tree
+    /// and opens it in place (an export opens every event's payload and metadata once).
+    pub async fn open_json_with(
+        &self,
+        mut out: Value,
+        ring: &mut KeyRing,
+    ) -> Result<Value, VaultError> {
         // Fetch the keys first (I/O), then open every value without awaiting.
         let mut ids = Vec::new();
         map_sealed(&mut out, &mut |env, _| {

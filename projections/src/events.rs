@@ -165,47 +165,51 @@ pub async fn read_subject_filtered(
 }
 
 /// The query of `subject_events` (build it once, keep it while the stream lives).
-/// `streams` is a constant SQL condition on the subject's `subject_streams` rows (`""` for
-/// all of them, or e.g. `"AND aggregate_type = $2"` with the type passed to
-/// `subject_events`); never build it from input.
-pub fn subject_events_sql(db: &Db, streams: &str) -> String {
-    // Fenced like `read_subject`: planned through subject_streams and the primary key.
-    let fence = match db.backend {
-        Backend::Sqlite => "LIMIT -1 OFFSET 0",
-        Backend::Postgres => "OFFSET 0",
-    };
-    format!(
-        "SELECT {} FROM (
-             SELECT * FROM events
-             WHERE (aggregate_type, aggregate_id) IN
-                   (SELECT aggregate_type, aggregate_id FROM subject_streams
-                    WHERE subject = $1 {streams})
-             {fence}) events
-         ORDER BY position",
-        columns(db)
-    )
+pub fn subject_events_sql(db: &Db) -> String {
+    let subject_streams = "(aggregate_type, aggregate_id) IN
+             (SELECT aggregate_type, aggregate_id FROM subject_streams WHERE subject = $1)";
+    match db.backend {
+        // Fenced like `read_subject`: planned through subject_streams and the primary key.
+        Backend::Sqlite => format!(
+            "SELECT {COLUMNS_SQLITE} FROM (
+                 SELECT * FROM events WHERE {subject_streams} LIMIT -1 OFFSET 0) events
+             ORDER BY position"
+        ),
+        // Only the positions are sorted; each row is then fetched by the position index in
+        // that order (the fenced LATERAL keeps it a nested loop, so the rows stream out
+        // already ordered). Sorting whole rows, payloads included, spilled a 100k-event
+        // subject to disk (a 50 MB external merge at the default `work_mem`) and sent
+        // nothing until it ended; joined without the fence, Postgres chose to hash-join a
+        // sequential scan of the whole store.
+        Backend::Postgres => format!(
+            "SELECT {COLUMNS_PG} FROM (
+                 SELECT position AS at FROM events WHERE {subject_streams}
+                 ORDER BY position OFFSET 0) ordered,
+             LATERAL (SELECT * FROM events WHERE events.position = ordered.at OFFSET 0) events
+             ORDER BY ordered.at"
+        ),
+    }
 }
 
-/// Every event of a subject (`subject_streams`), in position order, as one query whose rows
-/// are decoded as the caller consumes them: memory stays bounded by what the caller keeps.
+/// Every event of a subject (`subject_streams`), in position order, as one query (`sql`,
+/// from `subject_events_sql`) whose rows are decoded as the caller consumes them: memory
+/// stays bounded by what the caller keeps.
 ///
 /// Paging with `read_subject` cannot bound a page's scan by position (the subquery walks
 /// each stream by its primary key), so each page re-reads the subject's whole history:
 /// quadratic for long histories (the export and compaction of issue 12). This reads it once
 /// and sorts it once. It holds one pooled connection until the stream is dropped.
-/// `aggregate_type` is bound as `$2` when given (for a `streams` condition that uses it).
+/// (Decoding on a task of its own, handed over in chunks, was tried twice and was slower:
+/// docs/performance.md.)
 pub fn subject_events<'a>(
     db: &'a Db,
     sql: &'a str,
     subject: &'a str,
-    aggregate_type: Option<&'a str>,
 ) -> futures::stream::BoxStream<'a, Result<StoredEvent>> {
     use futures::StreamExt;
-    let mut q = sqlx::query(sql).bind(subject);
-    if let Some(t) = aggregate_type {
-        q = q.bind(t);
-    }
-    q.fetch(&db.any)
+    sqlx::query(sql)
+        .bind(subject)
+        .fetch(&db.any)
         .map(|row| Ok(journey_commands::event_store::decode_row(&row?)?))
         .boxed()
 }

@@ -439,4 +439,35 @@ async fn the_streamed_cli_export_is_the_document_built_in_memory() {
     }
     streamed["generated_at"] = built["generated_at"].clone();
     assert_eq!(streamed, built);
+    // The usage log lists the subject's events in commit order, across all its streams
+    // (the export's read sorts positions only and fetches rows in that order).
+    let in_store: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE (aggregate_type, aggregate_id) IN
+             (SELECT aggregate_type, aggregate_id FROM subject_streams WHERE subject = $1)
+         ORDER BY position",
+    )
+    .bind(s.account_id.to_string())
+    .fetch_all(&h.app.db.any)
+    .await
+    .unwrap();
+    let in_export: Vec<&str> = built["usage_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["event"].as_str().unwrap())
+        .collect();
+    let streams: std::collections::HashSet<&str> = built["usage_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["stream"].as_str().unwrap().split('/').next().unwrap())
+        .collect();
+    assert!(
+        streams.len() >= 5,
+        "a history over many streams: {streams:?}"
+    );
+    assert_eq!(
+        in_export,
+        in_store.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 }

@@ -12,6 +12,7 @@ use journey_commands::vault::KeyRing;
 use journey_projections::events::StoredEvent;
 use serde_json::{json, Map, Value};
 use sqlx::Row;
+use std::mem::take;
 use uuid::Uuid;
 
 pub const FORMAT: &str = "journeyapi.subject-export";
@@ -293,20 +294,25 @@ impl Privacy<'_> {
         let mut usage = Vec::new();
         // The subject's history in one streamed query (read once, sorted once; paging
         // re-read it per page); the ring fetches each data key once for the whole export.
-        let sql = journey_projections::events::subject_events_sql(&self.db, "");
-        let mut events =
-            journey_projections::events::subject_events(&self.db, &sql, &started.id, None);
+        let sql = journey_projections::events::subject_events_sql(&self.db);
+        let mut events = journey_projections::events::subject_events(&self.db, &sql, &started.id);
         let mut done = 0u64;
         while let Some(e) = events.next().await {
-            let e = e?;
-            let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
-            let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
+            let mut e = e?;
+            let data = self
+                .vault
+                .open_json_with(take(&mut e.payload), &mut ring)
+                .await?;
+            let meta = self
+                .vault
+                .open_json_with(take(&mut e.metadata), &mut ring)
+                .await?;
             let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
             sections[section]
                 .as_array_mut()
                 .expect("sections are arrays")
                 .push(section_entry(&e, data, &started.taken_down));
-            usage.push(usage_entry(&e, &meta));
+            usage.push(usage_entry(&e, meta));
             done += 1;
             if done.is_multiple_of(PROGRESS_EVERY) {
                 progress(done, total.max(done));
@@ -354,16 +360,22 @@ impl Privacy<'_> {
             .map_err(io)?;
         let mut usage = Some(Spill::new(2).map_err(io)?);
         let mut ring = KeyRing::default();
-        let sql = subject_events_sql(&self.db, "");
-        let mut events = subject_events(&self.db, &sql, &started.id, None);
+        let sql = subject_events_sql(&self.db);
+        let mut events = subject_events(&self.db, &sql, &started.id);
         let mut done = 0u64;
         while let Some(e) = events.next().await {
-            let e = e?;
+            let mut e = e?;
             if e.cursor.position > upto {
                 break;
             }
-            let data = self.vault.open_json_with(&e.payload, &mut ring).await?;
-            let meta = self.vault.open_json_with(&e.metadata, &mut ring).await?;
+            let data = self
+                .vault
+                .open_json_with(take(&mut e.payload), &mut ring)
+                .await?;
+            let meta = self
+                .vault
+                .open_json_with(take(&mut e.metadata), &mut ring)
+                .await?;
             let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
             let spill = sections
                 .get_mut(section)
@@ -372,7 +384,7 @@ impl Privacy<'_> {
                 .push(&section_entry(&e, data, &started.taken_down))
                 .map_err(io)?;
             if let Some(usage) = usage.as_mut() {
-                usage.push(&usage_entry(&e, &meta)).map_err(io)?;
+                usage.push(&usage_entry(&e, meta)).map_err(io)?;
             }
             done += 1;
             if done.is_multiple_of(PROGRESS_EVERY) {
@@ -458,6 +470,17 @@ fn stream_name(e: &StoredEvent) -> String {
     }
 }
 
+/// `recorded_at` as the document writes it (`DateTime<Utc>` serialized by serde).
+fn instant(ms: i64) -> Value {
+    Value::String(from_ms(ms).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// An entry object from its fields. Built directly, not with `json!`, which serializes
+/// every value it is given (a deep copy of the event's data, per event, per export).
+fn entry<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
 /// The entry of a section for `e`, whose payload opened to `data`.
 fn section_entry(
     e: &StoredEvent,
@@ -476,25 +499,25 @@ fn section_entry(
         // A takedown removes the results from exports too.
         data["result"] = json!(TAKEN_DOWN);
     }
-    json!({
-        "event": e.event_type,
-        "stream": stream_name(e),
-        "recorded_at": from_ms(e.committed_at),
-        "data": data,
-    })
+    entry([
+        ("event", Value::String(e.event_type.clone())),
+        ("stream", Value::String(stream_name(e))),
+        ("recorded_at", instant(e.committed_at)),
+        ("data", data),
+    ])
 }
 
 /// The `usage_log` entry for `e`, whose metadata opened to `meta`.
-fn usage_entry(e: &StoredEvent, meta: &Value) -> Value {
-    let at = from_ms(e.committed_at);
-    json!({
-        "at": meta.get("at").cloned().unwrap_or(json!(at)),
-        "actor": meta.get("actor"),
-        "request_id": meta.get("request_id"),
-        "client_ip": meta.get("client_ip"),
-        "stream": stream_name(e),
-        "event": e.event_type,
-    })
+fn usage_entry(e: &StoredEvent, mut meta: Value) -> Value {
+    let mut field = |name: &str| meta.get_mut(name).map(take);
+    entry([
+        ("at", field("at").unwrap_or_else(|| instant(e.committed_at))),
+        ("actor", field("actor").unwrap_or_default()),
+        ("request_id", field("request_id").unwrap_or_default()),
+        ("client_ip", field("client_ip").unwrap_or_default()),
+        ("stream", Value::String(stream_name(e))),
+        ("event", Value::String(e.event_type.clone())),
+    ])
 }
 
 /// Writes a JSON array element by element exactly as `serde_json::to_string_pretty`

@@ -326,7 +326,7 @@ impl Privacy<'_> {
                 by_subject.entry(k.subject).or_default().push(k.key_id);
             }
         }
-        let sql = journey_projections::events::subject_events_sql(&self.db, "");
+        let sql = journey_projections::events::subject_events_sql(&self.db);
         // Subjects are independent (disjoint events, their own keys), so on Postgres several
         // are compacted at once: one subject's pipeline is a read, then a write, then the
         // next read, and alone it left the machine half idle (a `perf` profile of the
@@ -359,7 +359,7 @@ impl Privacy<'_> {
         // Read the subject's history once (one streamed query), tombstone in memory, and
         // write back every `REWRITE_BATCH` changed events in one set-based statement
         // (`event_rewrite`): no round trip per event, no page re-reading the history.
-        let mut events = journey_projections::events::subject_events(&self.db, sql, &subject, None);
+        let mut events = journey_projections::events::subject_events(&self.db, sql, &subject);
         let mut rewrites = Vec::with_capacity(REWRITE_BATCH);
         while let Some(e) = events.next().await {
             let mut e = e?;
