@@ -370,3 +370,29 @@ async fn two_runners_never_apply_an_event_twice() {
     rb.unwrap();
     assert_eq!(applied(&db).await, all_positions(&db).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_do_not_compile_queries_with_jit() {
+    if !support::is_postgres() {
+        return; // SQLite has no JIT; the Postgres leg runs this case.
+    }
+    // A long export's read was estimated past `jit_above_cost` and spent longer compiling
+    // than running (docs/performance.md): every pooled connection, of both pools, turns
+    // JIT off. Several connections at once, so that more than the first one is checked.
+    let db = db().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = db.any.acquire().await.unwrap();
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(jit, "off");
+        held.push(conn);
+    }
+    let journey_commands::db::TypedPool::Postgres(pg) = &db.typed else {
+        panic!("a Postgres database has a Postgres typed pool");
+    };
+    let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(pg).await.unwrap();
+    assert_eq!(jit, "off");
+}
