@@ -10,6 +10,10 @@ use journey_domain::DataCategory;
 use std::process::Command;
 use uuid::Uuid;
 
+/// The server binary's allocator (api/src/main.rs), so that what is measured is what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A number from the environment, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
