@@ -450,18 +450,18 @@ async fn the_streamed_cli_export_is_the_document_built_in_memory() {
     .fetch_all(&h.app.db.any)
     .await
     .unwrap();
-    let in_export: Vec<&str> = built["usage_log"]
+    let (in_export, streams): (Vec<&str>, std::collections::HashSet<&str>) = built["usage_log"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| u["event"].as_str().unwrap())
-        .collect();
-    let streams: std::collections::HashSet<&str> = built["usage_log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["stream"].as_str().unwrap().split('/').next().unwrap())
-        .collect();
+        .map(|u| {
+            let stream = u["stream"].as_str().unwrap();
+            (
+                u["event"].as_str().unwrap(),
+                stream.split('/').next().unwrap(),
+            )
+        })
+        .unzip();
     assert!(
         streams.len() >= 5,
         "a history over many streams: {streams:?}"

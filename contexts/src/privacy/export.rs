@@ -276,6 +276,24 @@ impl Privacy<'_> {
         }
     }
 
+    /// `e`'s payload and metadata with their sealed values opened, taken out of `e` (each
+    /// is opened in place: an export opens every event once).
+    async fn opened(
+        &self,
+        e: &mut StoredEvent,
+        ring: &mut KeyRing,
+    ) -> Result<(Value, Value), ServiceError> {
+        let data = self
+            .vault
+            .open_json_with(take(&mut e.payload), ring)
+            .await?;
+        let meta = self
+            .vault
+            .open_json_with(take(&mut e.metadata), ring)
+            .await?;
+        Ok((data, meta))
+    }
+
     /// Builds the export in memory (the HTTP paths and the HTML rendering). Long histories
     /// are better written with `write_export_json`, which holds one event at a time.
     /// `progress(done, total)` is called every `PROGRESS_EVERY` events and at the end.
@@ -299,14 +317,7 @@ impl Privacy<'_> {
         let mut done = 0u64;
         while let Some(e) = events.next().await {
             let mut e = e?;
-            let data = self
-                .vault
-                .open_json_with(take(&mut e.payload), &mut ring)
-                .await?;
-            let meta = self
-                .vault
-                .open_json_with(take(&mut e.metadata), &mut ring)
-                .await?;
+            let (data, meta) = self.opened(&mut e, &mut ring).await?;
             let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
             sections[section]
                 .as_array_mut()
@@ -368,14 +379,7 @@ impl Privacy<'_> {
             if e.cursor.position > upto {
                 break;
             }
-            let data = self
-                .vault
-                .open_json_with(take(&mut e.payload), &mut ring)
-                .await?;
-            let meta = self
-                .vault
-                .open_json_with(take(&mut e.metadata), &mut ring)
-                .await?;
+            let (data, meta) = self.opened(&mut e, &mut ring).await?;
             let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
             let spill = sections
                 .get_mut(section)
