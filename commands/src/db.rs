@@ -70,12 +70,25 @@ impl Appends {
     }
 }
 
-/// Run on every new Postgres connection. Postgres compiles a query with LLVM when its
-/// estimated cost passes `jit_above_cost` (100,000 by default): a 100k-event export's read
-/// was estimated at 718,000 and spent 1.3 s of CPU compiling (`EXPLAIN ANALYZE`, "JIT:
-/// Inlining 412 ms, Optimization 582 ms") to run for 0.4 s. Our statements are short or
-/// stream their rows; none gains from JIT (docs/performance.md).
+/// Run on every new Postgres connection of both pools (`turn_jit_off`). Postgres compiles a
+/// query with LLVM when its estimated cost passes `jit_above_cost` (100,000 by default): a
+/// 100k-event export's read was estimated at 718,000 and spent 1.3 s of CPU compiling
+/// (`EXPLAIN ANALYZE`: "JIT: Inlining 412 ms, Optimization 582 ms, Emission 291 ms"), its
+/// first row waiting 0.43 s for it. Our statements are short or stream their rows; none was
+/// seen to gain from JIT (docs/performance.md).
 const NO_JIT: &str = "SET jit = off";
+
+/// The pools' `after_connect` hook (the typed and the `Any` pool: one function for both).
+fn turn_jit_off<'c, C>(
+    conn: &'c mut C,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>>
+where
+    C: Send,
+    for<'e> &'e mut C: Executor<'e>,
+{
+    Box::pin(async move { conn.execute(NO_JIT).await.map(|_| ()) })
+}
 
 impl Db {
     /// Connects to `sqlite://PATH` (created if missing) or `postgres://...`.
@@ -117,18 +130,14 @@ impl Db {
             let typed = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _| {
-                    Box::pin(async move { conn.execute(NO_JIT).await.map(|_| ()) })
-                })
+                .after_connect(turn_jit_off)
                 .connect(url)
                 .await
                 .with_context(|| "cannot connect to Postgres".to_string())?;
             let any = AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _| {
-                    Box::pin(async move { conn.execute(NO_JIT).await.map(|_| ()) })
-                })
+                .after_connect(turn_jit_off)
                 .connect(url)
                 .await?;
             Ok(Db {

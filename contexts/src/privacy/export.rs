@@ -276,22 +276,49 @@ impl Privacy<'_> {
         }
     }
 
-    /// `e`'s payload and metadata with their sealed values opened, taken out of `e` (each
-    /// is opened in place: an export opens every event once).
-    async fn opened(
+    /// Replays the subject's history for an export: one streamed query in position order
+    /// (read once, sorted once; paging re-read it per page), stopping after `upto` when
+    /// given. Each event is opened in place (the ring fetches each data key once for the
+    /// whole export) and handed to `sink` as its section, its section entry and its
+    /// `usage_log` entry. `progress` is told every `PROGRESS_EVERY` events; returns how many
+    /// were handed over.
+    async fn replay(
         &self,
-        e: &mut StoredEvent,
-        ring: &mut KeyRing,
-    ) -> Result<(Value, Value), ServiceError> {
-        let data = self
-            .vault
-            .open_json_with(take(&mut e.payload), ring)
-            .await?;
-        let meta = self
-            .vault
-            .open_json_with(take(&mut e.metadata), ring)
-            .await?;
-        Ok((data, meta))
+        started: &Started,
+        upto: Option<i64>,
+        progress: &mut impl FnMut(u64, u64),
+        mut sink: impl FnMut(&'static str, Value, Value) -> Result<(), ServiceError>,
+    ) -> Result<u64, ServiceError> {
+        use journey_projections::events::{subject_events, subject_events_sql};
+        let sql = subject_events_sql(&self.db);
+        let mut events = subject_events(&self.db, &sql, &started.id);
+        let mut ring = KeyRing::default();
+        let mut done = 0u64;
+        while let Some(e) = events.next().await {
+            let mut e = e?;
+            if upto.is_some_and(|upto| e.cursor.position > upto) {
+                break;
+            }
+            let data = self
+                .vault
+                .open_json_with(take(&mut e.payload), &mut ring)
+                .await?;
+            let meta = self
+                .vault
+                .open_json_with(take(&mut e.metadata), &mut ring)
+                .await?;
+            let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
+            sink(
+                section,
+                section_entry(&e, data, &started.taken_down),
+                usage_entry(&e, meta),
+            )?;
+            done += 1;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                progress(done, started.total.max(done));
+            }
+        }
+        Ok(done)
     }
 
     /// Builds the export in memory (the HTTP paths and the HTML rendering). Long histories
@@ -303,34 +330,22 @@ impl Privacy<'_> {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Value, ServiceError> {
         let started = self.export_start(subject).await?;
-        let total = started.total;
-        let mut ring = KeyRing::default();
         let mut sections: Map<String, Value> = SECTIONS
             .iter()
             .map(|s| (s.to_string(), Value::Array(vec![])))
             .collect();
         let mut usage = Vec::new();
-        // The subject's history in one streamed query (read once, sorted once; paging
-        // re-read it per page); the ring fetches each data key once for the whole export.
-        let sql = journey_projections::events::subject_events_sql(&self.db);
-        let mut events = journey_projections::events::subject_events(&self.db, &sql, &started.id);
-        let mut done = 0u64;
-        while let Some(e) = events.next().await {
-            let mut e = e?;
-            let (data, meta) = self.opened(&mut e, &mut ring).await?;
-            let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
-            sections[section]
-                .as_array_mut()
-                .expect("sections are arrays")
-                .push(section_entry(&e, data, &started.taken_down));
-            usage.push(usage_entry(&e, meta));
-            done += 1;
-            if done.is_multiple_of(PROGRESS_EVERY) {
-                progress(done, total.max(done));
-            }
-        }
-        drop(events);
-        progress(done, total.max(done));
+        let done = self
+            .replay(&started, None, &mut progress, |section, entry, used| {
+                sections[section]
+                    .as_array_mut()
+                    .expect("sections are arrays")
+                    .push(entry);
+                usage.push(used);
+                Ok(())
+            })
+            .await?;
+        progress(done, started.total.max(done));
         let mut doc = self.export_fields(subject).await?;
         doc.insert("sections".into(), Value::Object(sections));
         doc.insert("usage_log".into(), Value::Array(usage));
@@ -355,14 +370,12 @@ impl Privacy<'_> {
         out: &mut impl std::io::Write,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), ServiceError> {
-        use journey_projections::events::{subject_events, subject_events_sql};
         let io = |e: std::io::Error| ServiceError::Internal(e.into());
         let started = self.export_start(subject).await?;
         let upto: i64 = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM events")
             .fetch_one(&self.db.any)
             .await?
             .try_get(0)?;
-        let total = started.total;
         let fields = self.export_fields(subject).await?;
         let mut sections: std::collections::BTreeMap<&str, Spill> = SECTIONS
             .iter()
@@ -370,32 +383,23 @@ impl Privacy<'_> {
             .collect::<std::io::Result<_>>()
             .map_err(io)?;
         let mut usage = Some(Spill::new(2).map_err(io)?);
-        let mut ring = KeyRing::default();
-        let sql = subject_events_sql(&self.db);
-        let mut events = subject_events(&self.db, &sql, &started.id);
-        let mut done = 0u64;
-        while let Some(e) = events.next().await {
-            let mut e = e?;
-            if e.cursor.position > upto {
-                break;
-            }
-            let (data, meta) = self.opened(&mut e, &mut ring).await?;
-            let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
-            let spill = sections
-                .get_mut(section)
-                .expect("every section has a spill");
-            spill
-                .push(&section_entry(&e, data, &started.taken_down))
-                .map_err(io)?;
-            if let Some(usage) = usage.as_mut() {
-                usage.push(&usage_entry(&e, meta)).map_err(io)?;
-            }
-            done += 1;
-            if done.is_multiple_of(PROGRESS_EVERY) {
-                progress(done, total.max(done));
-            }
-        }
-        drop(events);
+        let done = self
+            .replay(
+                &started,
+                Some(upto),
+                &mut progress,
+                |section, entry, used| {
+                    let spill = sections
+                        .get_mut(section)
+                        .expect("every section has a spill");
+                    spill.push(&entry).map_err(io)?;
+                    if let Some(usage) = usage.as_mut() {
+                        usage.push(&used).map_err(io)?;
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
         let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
         keys.extend(["sections", "usage_log"]);
         keys.sort_unstable();
@@ -433,7 +437,7 @@ impl Privacy<'_> {
         }
         out.write_all(b"}").map_err(io)?;
         out.flush().map_err(io)?;
-        progress(done, total.max(done));
+        progress(done, started.total.max(done));
         Ok(())
     }
 
@@ -474,9 +478,9 @@ fn stream_name(e: &StoredEvent) -> String {
     }
 }
 
-/// `recorded_at` as the document writes it (`DateTime<Utc>` serialized by serde).
+/// An instant as the document writes every instant (a `DateTime<Utc>` through serde).
 fn instant(ms: i64) -> Value {
-    Value::String(from_ms(ms).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    json!(from_ms(ms))
 }
 
 /// An entry object from its fields. Built directly, not with `json!`, which serializes
