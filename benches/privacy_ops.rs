@@ -3,7 +3,8 @@
 //!   cargo bench --bench privacy_ops
 //!
 //! 1. export of one subject with EXPORT_EVENTS (100k) events: streamed to a file (the CLI's
-//!    JSON path), then built in memory (the HTTP paths), each with the peak RSS after it;
+//!    JSON path), the JSON document the HTTP paths send, and the in-memory `Value` the HTML
+//!    rendering starts from, each with the peak RSS after it;
 //! 2. erasure (purge: key destruction, read-model cleanup, tombstones, certificate) of one
 //!    subject in a store of 10k and of STORE_EVENTS (1M) events;
 //! 3. a retention run over RETENTION_EVENTS (1M) events whose usage keys have expired, then
@@ -20,6 +21,7 @@ mod common;
 
 use journey_contexts::app::App;
 use journey_contexts::identity::Ctx;
+use journey_contexts::privacy::export_jobs::ExportFormat;
 use journey_contexts::privacy::retention::RunMode;
 use journey_domain::DataCategory;
 use std::time::Instant;
@@ -169,21 +171,37 @@ async fn bench_export(events: i64) {
     );
     reset_peak_rss();
     let t = Instant::now();
+    let text = app
+        .privacy()
+        .export_document(subject, ExportFormat::Json, |_, _| {})
+        .await
+        .unwrap();
+    let sent = t.elapsed();
+    println!(
+        "export as the HTTP paths send it (JSON, in memory): subject with {} events → {:.2} s ({:.0} events/s), document {:.1} MB, peak RSS {}",
+        events + 1,
+        sent.as_secs_f64(),
+        (events + 1) as f64 / sent.as_secs_f64(),
+        text.len() as f64 / 1e6,
+        peak_rss_mb()
+    );
+    drop(text);
+    reset_peak_rss();
+    let t = Instant::now();
     let doc = app
         .privacy()
         .build_export(subject, |_, _| {})
         .await
         .unwrap();
     let built = t.elapsed();
-    let json = serde_json::to_string(&doc).unwrap();
     println!(
-        "export built in memory (HTTP): subject with {} events → {:.2} s ({:.0} events/s), document {:.1} MB, peak RSS {}",
+        "export built as a Value (what the HTML rendering starts from): subject with {} events → {:.2} s ({:.0} events/s), peak RSS {}",
         events + 1,
         built.as_secs_f64(),
         (events + 1) as f64 / built.as_secs_f64(),
-        json.len() as f64 / 1e6,
         peak_rss_mb()
     );
+    drop(doc);
     app.db.close().await;
 }
 

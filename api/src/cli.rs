@@ -553,9 +553,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 write_export_streamed(&app, subject, &out, progress).await?;
                 bar.finish();
             } else {
-                let doc = app.privacy().build_export(subject, progress).await?;
+                let text = app
+                    .privacy()
+                    .export_document(subject, format, progress)
+                    .await?;
                 bar.finish();
-                write_out(&out, format.render(&doc).as_ref(), |to| {
+                write_out(&out, text.as_bytes(), |to| {
                     format!("export of {subject} written to {to}")
                 })?;
             }
@@ -646,8 +649,6 @@ async fn staff(app: &Core, by: Uuid, roles: &[Role]) -> Result<Actor> {
     Ok(Actor::Staff(by))
 }
 
-/// Writes a command's document to `out`, or to standard output when `out` is `-` (then
-/// the summary line goes to standard error, so the output stays the document alone).
 /// The JSON export written as it is read (`Privacy::write_export_json`) to `out` or, for
 /// `-`, standard output.
 async fn write_export_streamed(
@@ -674,6 +675,8 @@ async fn write_export_streamed(
     Ok(())
 }
 
+/// Writes a command's document to `out`, or to standard output when `out` is `-` (then
+/// the summary line goes to standard error, so the output stays the document alone).
 fn write_out(
     out: &std::path::Path,
     bytes: &[u8],

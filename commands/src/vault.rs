@@ -244,25 +244,30 @@ impl Vault {
         mut out: Value,
         ring: &mut KeyRing,
     ) -> Result<Value, VaultError> {
-        // Fetch the keys first (I/O), then open every value without awaiting.
-        let mut ids = Vec::new();
-        map_sealed(&mut out, &mut |env, _| {
-            ids.push(str_at(env, "k"));
-            Ok::<_, VaultError>(None)
-        })?;
-        for id in ids {
-            self.ring_key(&id, ring).await?;
+        // A walk opens what the ring has keys for and notes the key ids it lacks; those are
+        // fetched (I/O, between walks) and a second walk opens the rest. In a long export
+        // the ring soon holds every key, so each event is walked once (a client IP is
+        // sealed inside a string, which every walk parses again). `ring_key` records
+        // destroyed keys too, so there is never a third walk.
+        loop {
+            let mut missing = Vec::new();
+            map_sealed(&mut out, &mut |env, _| {
+                let k = str_at(env, "k");
+                match ring.0.get(&k) {
+                    None => {
+                        missing.push(k);
+                        Ok(None)
+                    }
+                    Some(key) => open_envelope(key.as_deref(), &k, env).map(Some),
+                }
+            })?;
+            if missing.is_empty() {
+                return Ok(out);
+            }
+            for id in missing {
+                self.ring_key(&id, ring).await?;
+            }
         }
-        map_sealed(&mut out, &mut |env, _| {
-            let (k, n, c) = (str_at(env, "k"), str_at(env, "n"), str_at(env, "c"));
-            let key = ring.0.get(&k).cloned().flatten();
-            Ok::<_, VaultError>(Some(match key {
-                None => Value::String(ERASED_MARKER.into()),
-                Some(key) => serde_json::from_slice(&decrypt(&key, &k, &n, &c)?)
-                    .map_err(|e| VaultError::Encoding(e.to_string()))?,
-            }))
-        })?;
-        Ok(out)
     }
 
     async fn open_raw(
@@ -617,6 +622,16 @@ fn str_at(v: &Value, k: &str) -> String {
 }
 
 /// Opens one envelope's ciphertext with its data key (the key id is the associated data).
+/// The value sealed in `env` under data key `key_id`, or the erasure marker when that key
+/// was destroyed (`key` is None).
+fn open_envelope(key: Option<&[u8]>, key_id: &str, env: &Value) -> Result<Value, VaultError> {
+    let Some(key) = key else {
+        return Ok(Value::String(ERASED_MARKER.into()));
+    };
+    let plain = decrypt(key, key_id, &str_at(env, "n"), &str_at(env, "c"))?;
+    serde_json::from_slice(&plain).map_err(|e| VaultError::Encoding(e.to_string()))
+}
+
 fn decrypt(key: &[u8], key_id: &str, n: &str, c: &str) -> Result<Vec<u8>, VaultError> {
     let nonce = B64.decode(n).map_err(|_| VaultError::Tampered)?;
     let ct = B64.decode(c).map_err(|_| VaultError::Tampered)?;

@@ -198,20 +198,30 @@ pub fn subject_events_sql(db: &Db) -> String {
 /// Paging with `read_subject` cannot bound a page's scan by position (the subquery walks
 /// each stream by its primary key), so each page re-reads the subject's whole history:
 /// quadratic for long histories (the export and compaction of issue 12). This reads it once
-/// and sorts it once. It holds one pooled connection until the stream is dropped.
-/// (Decoding on a task of its own, handed over in chunks, was tried twice and was slower:
-/// docs/performance.md.)
+/// and sorts it once. It holds one pooled connection until the stream is dropped. The rows
+/// come from the backend's own pool (`Db::typed`), not the Any driver's, which would convert
+/// each of them first. (Decoding on a task of its own, handed over in chunks, was tried
+/// twice and was slower: docs/performance.md.)
 pub fn subject_events<'a>(
     db: &'a Db,
     sql: &'a str,
     subject: &'a str,
 ) -> futures::stream::BoxStream<'a, Result<StoredEvent>> {
     use futures::StreamExt;
-    sqlx::query(sql)
-        .bind(subject)
-        .fetch(&db.any)
-        .map(|row| Ok(journey_commands::event_store::decode_row(&row?)?))
-        .boxed()
+    use journey_commands::db::TypedPool;
+    use journey_commands::event_store::decode_row;
+    match &db.typed {
+        TypedPool::Postgres(pool) => sqlx::query(sql)
+            .bind(subject)
+            .fetch(pool)
+            .map(|row| Ok(decode_row(&row?)?))
+            .boxed(),
+        TypedPool::Sqlite(pool) => sqlx::query(sql)
+            .bind(subject)
+            .fetch(pool)
+            .map(|row| Ok(decode_row(&row?)?))
+            .boxed(),
+    }
 }
 
 #[cfg(test)]

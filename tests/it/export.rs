@@ -3,6 +3,7 @@
 
 use crate::support;
 
+use journey_contexts::privacy::export_jobs::ExportFormat;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{stripe, Harness, Session};
@@ -439,6 +440,17 @@ async fn the_streamed_cli_export_is_the_document_built_in_memory() {
     }
     streamed["generated_at"] = built["generated_at"].clone();
     assert_eq!(streamed, built);
+    // The HTTP paths' JSON is written the same way, its parts kept in memory.
+    let sent = h
+        .app
+        .privacy()
+        .export_document(s.account_id, ExportFormat::Json, |_, _| {})
+        .await
+        .unwrap();
+    let mut sent_doc: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(sent, serde_json::to_string_pretty(&sent_doc).unwrap());
+    sent_doc["generated_at"] = built["generated_at"].clone();
+    assert_eq!(sent_doc, built);
     // The usage log lists the subject's events in commit order, across all its streams
     // (the export's read sorts positions only and fetches rows in that order).
     let in_store: Vec<String> = sqlx::query_scalar(

@@ -342,11 +342,14 @@ pub async fn staff_export(
             &ctx,
         )
         .await?;
-    let doc = app.privacy().build_export(subject, |_, _| {}).await?;
+    let text = app
+        .privacy()
+        .export_document(subject, format, |_, _| {})
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header(("Cache-Control", "no-store"))
-        .body(format.render(&doc)))
+        .body(text))
 }
 
 pub fn deletion_routes(cfg: &mut web::ServiceConfig) {

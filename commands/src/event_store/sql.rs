@@ -26,9 +26,19 @@ pub(super) struct Dialect {
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// One `events` row (in the column order every read here selects) as a `StoredEvent`.
-pub fn decode(row: &AnyRow) -> Result<StoredEvent, EventStoreError> {
-    let payload: String = row.try_get(7)?;
-    let metadata: String = row.try_get(8)?;
+/// Generic over the row type: most reads go through the Any driver, while a long read (an
+/// export's) takes the backend's own rows, which skips the Any driver's conversion of every
+/// row and its column descriptions (8 % of an export's CPU in a profile).
+pub fn decode<R>(row: &R) -> Result<StoredEvent, EventStoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let payload: &str = row.try_get(7)?;
+    let metadata: &str = row.try_get(8)?;
     let json = |text: &str| {
         serde_json::from_str(text).map_err(|e| EventStoreError::Corrupt(e.to_string()))
     };
@@ -42,8 +52,8 @@ pub fn decode(row: &AnyRow) -> Result<StoredEvent, EventStoreError> {
         sequence: row.try_get(4)?,
         event_type: row.try_get(5)?,
         event_version: row.try_get(6)?,
-        payload: json(&payload)?,
-        metadata: json(&metadata)?,
+        payload: json(payload)?,
+        metadata: json(metadata)?,
         committed_at: row.try_get(9)?,
     })
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use journey_commands::vault::KeyRing;
 use journey_projections::events::StoredEvent;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sqlx::Row;
 use std::mem::take;
@@ -287,7 +288,7 @@ impl Privacy<'_> {
         started: &Started,
         upto: Option<i64>,
         progress: &mut impl FnMut(u64, u64),
-        mut sink: impl FnMut(&'static str, Value, Value) -> Result<(), ServiceError>,
+        mut sink: impl FnMut(&'static str, SectionEntry<'_>, UsageEntry<'_>) -> Result<(), ServiceError>,
     ) -> Result<u64, ServiceError> {
         use journey_projections::events::{subject_events, subject_events_sql};
         let sql = subject_events_sql(&self.db);
@@ -308,10 +309,11 @@ impl Privacy<'_> {
                 .open_json_with(take(&mut e.metadata), &mut ring)
                 .await?;
             let section = section_of(&e.aggregate_type, &e.event_type).unwrap_or("unmapped");
+            let stream = stream_name(&e);
             sink(
                 section,
-                section_entry(&e, data, &started.taken_down),
-                usage_entry(&e, meta),
+                section_entry(&e, &stream, data, &started.taken_down),
+                usage_entry(&e, &stream, meta),
             )?;
             done += 1;
             if done.is_multiple_of(PROGRESS_EVERY) {
@@ -340,8 +342,8 @@ impl Privacy<'_> {
                 sections[section]
                     .as_array_mut()
                     .expect("sections are arrays")
-                    .push(entry);
-                usage.push(used);
+                    .push(entry.into_value());
+                usage.push(used.into_value());
                 Ok(())
             })
             .await?;
@@ -353,21 +355,52 @@ impl Privacy<'_> {
     }
 
     /// Writes the JSON export to `out` as it reads it: the same document, byte for byte,
-    /// as `serde_json::to_string_pretty(&build_export(..))`, with bounded memory.
+    /// as `serde_json::to_string_pretty(&build_export(..))`, with bounded memory (the CLI).
     ///
     /// The document groups events by section (sections in key order) and repeats every
     /// event in `usage_log`, so one pass in position order cannot write it front to back.
-    /// The history is read once and each entry is written, as it is made, to its part's
-    /// spill file (one per section and one for `usage_log`, unlinked at creation, so
-    /// nothing outlives the process); the parts are then copied into `out` in document
-    /// order. Memory holds one entry at a time and the files' buffers. (Reading the history
-    /// once per part, as an earlier version did, read every row twice.) The pass stops at
-    /// the position the export started at, so an event appended while it runs is left out
-    /// of every part alike. `progress(done, total)` counts events.
+    /// The history is read once and each entry is written, as it is made, to its part (one
+    /// per section and one for `usage_log`), each spilled to a temporary file unlinked at
+    /// creation, so nothing outlives the process; the parts are then copied into `out` in
+    /// document order. Memory holds one entry at a time and the parts' buffers. (Reading
+    /// the history once per part, as an earlier version did, read every row twice.) The
+    /// pass stops at the position the export started at, so an event appended while it
+    /// runs is left out of every part alike. `progress(done, total)` counts events.
     pub async fn write_export_json(
         &self,
         subject: Uuid,
         out: &mut impl std::io::Write,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<(), ServiceError> {
+        self.write_json(subject, out, Keep::Spilled, progress).await
+    }
+
+    /// The export as a document to send: JSON written as `write_export_json` writes it,
+    /// with the parts kept in memory (the document is held whole anyway, and a server
+    /// keeps personal data off its disk); HTML rendered from `build_export`.
+    pub async fn export_document(
+        &self,
+        subject: Uuid,
+        format: super::export_jobs::ExportFormat,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<String, ServiceError> {
+        use super::export_jobs::ExportFormat;
+        match format {
+            ExportFormat::Json => {
+                let mut out = Vec::new();
+                self.write_json(subject, &mut out, Keep::InMemory, progress)
+                    .await?;
+                String::from_utf8(out).map_err(|e| ServiceError::Internal(e.into()))
+            }
+            ExportFormat::Html => Ok(render_html(&self.build_export(subject, progress).await?)),
+        }
+    }
+
+    async fn write_json(
+        &self,
+        subject: Uuid,
+        out: &mut impl std::io::Write,
+        keep: Keep,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), ServiceError> {
         let io = |e: std::io::Error| ServiceError::Internal(e.into());
@@ -377,22 +410,20 @@ impl Privacy<'_> {
             .await?
             .try_get(0)?;
         let fields = self.export_fields(subject).await?;
-        let mut sections: std::collections::BTreeMap<&str, Spill> = SECTIONS
+        let mut sections: std::collections::BTreeMap<&str, Part> = SECTIONS
             .iter()
-            .map(|name| Ok((*name, Spill::new(3)?)))
+            .map(|name| Ok((*name, Part::new(3, keep)?)))
             .collect::<std::io::Result<_>>()
             .map_err(io)?;
-        let mut usage = Some(Spill::new(2).map_err(io)?);
+        let mut usage = Some(Part::new(2, keep).map_err(io)?);
         let done = self
             .replay(
                 &started,
                 Some(upto),
                 &mut progress,
                 |section, entry, used| {
-                    let spill = sections
-                        .get_mut(section)
-                        .expect("every section has a spill");
-                    spill.push(&entry).map_err(io)?;
+                    let part = sections.get_mut(section).expect("every section has a part");
+                    part.push(&entry).map_err(io)?;
                     if let Some(usage) = usage.as_mut() {
                         usage.push(&used).map_err(io)?;
                     }
@@ -411,10 +442,9 @@ impl Privacy<'_> {
                     out.write_all(b"{\n").map_err(io)?;
                     let count = sections.len();
                     // BTreeMap: sections in key order, as serde_json writes a Map.
-                    for (j, (name, spill)) in std::mem::take(&mut sections).into_iter().enumerate()
-                    {
+                    for (j, (name, part)) in std::mem::take(&mut sections).into_iter().enumerate() {
                         write!(out, "    {}: ", Value::from(name)).map_err(io)?;
-                        spill.copy_to(out).map_err(io)?;
+                        part.copy_to(out).map_err(io)?;
                         let comma = if j + 1 < count { "," } else { "" };
                         writeln!(out, "{comma}").map_err(io)?;
                     }
@@ -425,12 +455,7 @@ impl Privacy<'_> {
                         usage.copy_to(out).map_err(io)?;
                     }
                 }
-                other => {
-                    let text = serde_json::to_string_pretty(&fields[other])
-                        .map_err(|e| ServiceError::Internal(e.into()))?;
-                    out.write_all(text.replace('\n', "\n  ").as_bytes())
-                        .map_err(io)?;
-                }
+                other => write_nested(&mut *out, 1, &fields[other]).map_err(io)?,
             }
             let comma = if i + 1 < keys.len() { "," } else { "" };
             writeln!(out, "{comma}").map_err(io)?;
@@ -489,12 +514,59 @@ fn entry<const N: usize>(fields: [(&str, Value); N]) -> Value {
     Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
-/// The entry of a section for `e`, whose payload opened to `data`.
-fn section_entry(
-    e: &StoredEvent,
+/// One event's entry in its section. Serialized straight into the streamed document, or
+/// turned into a `Value` for the in-memory one. Fields are declared in key order, the
+/// order serde_json writes a `Map` in, so both documents come out byte for byte the same.
+#[derive(Serialize)]
+struct SectionEntry<'a> {
+    data: Value,
+    event: &'a str,
+    recorded_at: DateTime<Utc>,
+    stream: &'a str,
+}
+
+impl SectionEntry<'_> {
+    fn into_value(self) -> Value {
+        entry([
+            ("data", self.data),
+            ("event", self.event.into()),
+            ("recorded_at", json!(self.recorded_at)),
+            ("stream", self.stream.into()),
+        ])
+    }
+}
+
+/// One event's entry in `usage_log` (fields in key order, as `SectionEntry`'s).
+#[derive(Serialize)]
+struct UsageEntry<'a> {
+    actor: Value,
+    at: Value,
+    client_ip: Value,
+    event: &'a str,
+    request_id: Value,
+    stream: &'a str,
+}
+
+impl UsageEntry<'_> {
+    fn into_value(self) -> Value {
+        entry([
+            ("actor", self.actor),
+            ("at", self.at),
+            ("client_ip", self.client_ip),
+            ("event", self.event.into()),
+            ("request_id", self.request_id),
+            ("stream", self.stream.into()),
+        ])
+    }
+}
+
+/// The entry of a section for `e` (in stream `stream`), whose payload opened to `data`.
+fn section_entry<'a>(
+    e: &'a StoredEvent,
+    stream: &'a str,
     data: Value,
     taken_down: &std::collections::HashSet<String>,
-) -> Value {
+) -> SectionEntry<'a> {
     // Payloads are `{"EventType": {...}}`: keep the inner object.
     let mut data = match data {
         Value::Object(mut m) if m.contains_key(&e.event_type) => {
@@ -507,115 +579,202 @@ fn section_entry(
         // A takedown removes the results from exports too.
         data["result"] = json!(TAKEN_DOWN);
     }
-    entry([
-        ("event", Value::String(e.event_type.clone())),
-        ("stream", Value::String(stream_name(e))),
-        ("recorded_at", instant(e.committed_at)),
-        ("data", data),
-    ])
-}
-
-/// The `usage_log` entry for `e`, whose metadata opened to `meta`.
-fn usage_entry(e: &StoredEvent, mut meta: Value) -> Value {
-    let mut field = |name: &str| meta.get_mut(name).map(take);
-    entry([
-        ("at", field("at").unwrap_or_else(|| instant(e.committed_at))),
-        ("actor", field("actor").unwrap_or_default()),
-        ("request_id", field("request_id").unwrap_or_default()),
-        ("client_ip", field("client_ip").unwrap_or_default()),
-        ("stream", Value::String(stream_name(e))),
-        ("event", Value::String(e.event_type.clone())),
-    ])
-}
-
-/// Writes a JSON array element by element exactly as `serde_json::to_string_pretty`
-/// lays it out when the array sits `indent` levels deep in its document.
-struct PrettyArray {
-    indent: usize,
-    written: usize,
-}
-
-impl PrettyArray {
-    fn new(indent: usize) -> Self {
-        PrettyArray { indent, written: 0 }
+    SectionEntry {
+        data,
+        event: &e.event_type,
+        recorded_at: from_ms(e.committed_at),
+        stream,
     }
+}
 
-    fn push(&mut self, out: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
-        let pad = "  ".repeat(self.indent);
-        out.write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
-        out.write_all(pad.as_bytes())?;
-        // Pretty-printed straight into `out`, each line indented as it passes (no string
-        // of the entry built and then copied with its newlines replaced).
-        serde_json::to_writer_pretty(
-            Indented {
-                out,
-                pad: pad.as_bytes(),
-            },
-            v,
-        )
-        .map_err(std::io::Error::other)?;
-        self.written += 1;
+/// The `usage_log` entry for `e` (in stream `stream`), whose metadata opened to `meta`.
+fn usage_entry<'a>(e: &'a StoredEvent, stream: &'a str, mut meta: Value) -> UsageEntry<'a> {
+    let mut field = |name: &str| meta.get_mut(name).map(take);
+    UsageEntry {
+        at: field("at").unwrap_or_else(|| instant(e.committed_at)),
+        actor: field("actor").unwrap_or_default(),
+        request_id: field("request_id").unwrap_or_default(),
+        client_ip: field("client_ip").unwrap_or_default(),
+        event: &e.event_type,
+        stream,
+    }
+}
+
+/// serde_json's `PrettyFormatter` (two spaces) started `level` deep, so that a value
+/// written on its own is laid out as `to_string_pretty` lays it out at that depth of a
+/// larger document. The same state machine as serde_json's, whose depth cannot be set.
+struct Nested {
+    level: usize,
+    has_value: bool,
+}
+
+fn pad(out: &mut (impl std::io::Write + ?Sized), level: usize) -> std::io::Result<()> {
+    (0..level).try_for_each(|_| out.write_all(b"  "))
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+    fn begin_array_value<W>(&mut self, w: &mut W, first: bool) -> std::io::Result<()>
+    where
+        W: ?Sized + std::io::Write,
+    {
+        self.next(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
         Ok(())
     }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+    fn begin_object_key<W>(&mut self, w: &mut W, first: bool) -> std::io::Result<()>
+    where
+        W: ?Sized + std::io::Write,
+    {
+        self.next(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
 
-    fn finish(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        if self.written == 0 {
-            out.write_all(b"[]")
-        } else {
-            write!(out, "\n{}]", "  ".repeat(self.indent - 1))
+impl Nested {
+    fn open<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            pad(w, self.level)?;
         }
+        w.write_all(bracket)
+    }
+    fn next<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        pad(w, self.level)
     }
 }
 
-/// Writes through to `out`, putting `pad` after every newline. JSON text holds no raw
-/// newline inside a string, so every `\n` serde_json writes is layout.
-struct Indented<'a, W> {
-    out: &'a mut W,
-    pad: &'a [u8],
+/// `v` pretty-printed into `out` as it sits `level` deep in its document.
+fn write_nested(
+    out: &mut impl std::io::Write,
+    level: usize,
+    v: &impl Serialize,
+) -> std::io::Result<()> {
+    let formatter = Nested {
+        level,
+        has_value: false,
+    };
+    v.serialize(&mut serde_json::Serializer::with_formatter(out, formatter))
+        .map_err(std::io::Error::other)
 }
 
-impl<W: std::io::Write> std::io::Write for Indented<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        for line in buf.split_inclusive(|b| *b == b'\n') {
-            self.out.write_all(line)?;
-            if line.ends_with(b"\n") {
-                self.out.write_all(self.pad)?;
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
+/// Where a streamed export keeps its parts until their turn.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// In unlinked temporary files (bounded memory: the CLI, any length of history).
+    Spilled,
+    /// In memory (a document that is to be held whole anyway: the HTTP paths).
+    InMemory,
 }
+
+/// Bytes a spilled part gathers before it writes them to its file.
+const SPILL_EVERY: usize = 1 << 16;
 
 /// One part of a streamed export (a section's array, or `usage_log`), laid out as
-/// `PrettyArray` writes it, kept in an unlinked temporary file until it is its turn.
-struct Spill {
-    file: std::io::BufWriter<std::fs::File>,
-    array: PrettyArray,
+/// `to_string_pretty` lays out that array `indent` levels deep in the document.
+struct Part {
+    indent: usize,
+    written: usize,
+    /// The part's text not yet spilled (all of it when kept in memory). Entries are
+    /// printed here, then written out in large pieces: serde_json writes a few bytes at a
+    /// time, and each small write into a `BufWriter` showed in profiles.
+    buf: Vec<u8>,
+    /// Where full buffers go: a spill file, or a list of them kept in memory (a list, not
+    /// one growing buffer, which would copy the part each time it outgrew itself).
+    full: Full,
 }
 
-impl Spill {
-    fn new(indent: usize) -> std::io::Result<Spill> {
-        Ok(Spill {
-            file: std::io::BufWriter::new(tempfile::tempfile()?),
-            array: PrettyArray::new(indent),
+enum Full {
+    File(std::fs::File),
+    Kept(Vec<Vec<u8>>),
+}
+
+impl Part {
+    fn new(indent: usize, keep: Keep) -> std::io::Result<Part> {
+        Ok(Part {
+            indent,
+            written: 0,
+            buf: Vec::new(),
+            full: match keep {
+                Keep::Spilled => Full::File(tempfile::tempfile()?),
+                Keep::InMemory => Full::Kept(Vec::new()),
+            },
         })
     }
 
-    fn push(&mut self, v: &Value) -> std::io::Result<()> {
-        self.array.push(&mut self.file, v)
+    fn push(&mut self, v: &impl Serialize) -> std::io::Result<()> {
+        use std::io::Write;
+        self.buf
+            .write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
+        pad(&mut self.buf, self.indent)?;
+        write_nested(&mut self.buf, self.indent, v)?;
+        self.written += 1;
+        if self.buf.len() >= SPILL_EVERY {
+            match &mut self.full {
+                Full::File(file) => {
+                    file.write_all(&self.buf)?;
+                    self.buf.clear();
+                }
+                Full::Kept(kept) => kept.push(std::mem::replace(
+                    &mut self.buf,
+                    Vec::with_capacity(SPILL_EVERY),
+                )),
+            }
+        }
+        Ok(())
     }
 
     /// The whole array, closed, into `out`.
     fn copy_to(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         use std::io::Seek;
-        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        std::io::copy(&mut file, out)?;
-        self.array.finish(out)
+        if self.written == 0 {
+            return out.write_all(b"[]");
+        }
+        match self.full {
+            Full::File(mut file) => {
+                file.rewind()?;
+                std::io::copy(&mut file, out)?;
+            }
+            Full::Kept(kept) => kept.iter().try_for_each(|b| out.write_all(b))?,
+        }
+        out.write_all(&self.buf)?;
+        out.write_all(b"\n")?;
+        pad(out, self.indent - 1)?;
+        out.write_all(b"]")
     }
 }
 
@@ -736,31 +895,34 @@ mod tests {
     }
 
     #[test]
-    fn pretty_arrays_are_laid_out_like_serde_json() {
+    fn parts_are_laid_out_like_serde_json() {
         let entries = vec![
             json!({ "event": "E", "data": { "a": [1, 2], "b": {} , "c": "x\ny" } }),
             json!({ "event": "F", "data": [] }),
         ];
-        for items in [vec![], entries] {
-            let doc = json!({ "a": 1, "s": { "x": items.clone() }, "u": items.clone() });
-            let mut out = Vec::new();
-            out.extend_from_slice(b"{\n  \"a\": 1,\n  \"s\": {\n    \"x\": ");
-            let mut arr = PrettyArray::new(3);
-            for v in &items {
-                arr.push(&mut out, v).unwrap();
+        // Enough entries for a spilled part to go through its file more than once.
+        let many: Vec<Value> = (0..3000).map(|i| json!({ "n": i, "e": entries })).collect();
+        for items in [vec![], entries, many] {
+            let doc =
+                json!({ "a": { "b": [1, {}] }, "s": { "x": items.clone() }, "u": items.clone() });
+            for keep in [Keep::InMemory, Keep::Spilled] {
+                let mut out = Vec::new();
+                out.extend_from_slice(b"{\n  \"a\": ");
+                write_nested(&mut out, 1, &doc["a"]).unwrap();
+                out.extend_from_slice(b",\n  \"s\": {\n    \"x\": ");
+                let mut part = Part::new(3, keep).unwrap();
+                items.iter().for_each(|v| part.push(v).unwrap());
+                part.copy_to(&mut out).unwrap();
+                out.extend_from_slice(b"\n  },\n  \"u\": ");
+                let mut part = Part::new(2, keep).unwrap();
+                items.iter().for_each(|v| part.push(v).unwrap());
+                part.copy_to(&mut out).unwrap();
+                out.extend_from_slice(b"\n}");
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    serde_json::to_string_pretty(&doc).unwrap()
+                );
             }
-            arr.finish(&mut out).unwrap();
-            out.extend_from_slice(b"\n  },\n  \"u\": ");
-            let mut arr = PrettyArray::new(2);
-            for v in &items {
-                arr.push(&mut out, v).unwrap();
-            }
-            arr.finish(&mut out).unwrap();
-            out.extend_from_slice(b"\n}");
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                serde_json::to_string_pretty(&doc).unwrap()
-            );
         }
     }
 

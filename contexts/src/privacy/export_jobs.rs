@@ -44,14 +44,6 @@ impl ExportFormat {
             ExportFormat::Html => "text/html; charset=utf-8",
         }
     }
-
-    /// The document in this format.
-    pub fn render(self, doc: &serde_json::Value) -> String {
-        match self {
-            ExportFormat::Json => serde_json::to_string_pretty(doc).expect("json renders"),
-            ExportFormat::Html => crate::privacy::export::render_html(doc),
-        }
-    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -93,8 +85,10 @@ pub async fn start(
     let app = app.clone();
     tokio::spawn(async move {
         let outcome = async {
-            let doc = app.privacy().build_export(account, |_, _| {}).await?;
-            let text = format.render(&doc);
+            let text = app
+                .privacy()
+                .export_document(account, format, |_, _| {})
+                .await?;
             let now = app.clock.now();
             let sealed = app
                 .vault

@@ -227,7 +227,10 @@ pub async fn export(
             )
             .await
             .map_err(|e| reason_error(e.into()))?;
-        let doc = app.privacy().build_export(subject, |_, _| {}).await?;
+        let text = app
+            .privacy()
+            .export_document(subject, format, |_, _| {})
+            .await?;
         Ok::<_, ApiError>(
             HttpResponse::Ok()
                 .content_type(format.content_type())
@@ -242,7 +245,7 @@ pub async fn export(
                         format.as_str()
                     ),
                 ))
-                .body(format.render(&doc)),
+                .body(text),
         )
     }
     .await;
