@@ -15,6 +15,7 @@
 //! The trait is used as `Arc<dyn EventStoreBackend>` (held by `Db`): a dynamic call costs
 //! nothing next to a database round trip, and the callers stay free of a type parameter.
 
+mod combine;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -238,17 +239,22 @@ pub trait EventStoreBackend: Send + Sync + 'static {
     /// Appends to several streams in one transaction. On a conflict, reports every stream
     /// of the append that had moved past its expected version.
     async fn append(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
-        let mut tx = self.begin().await?;
-        match tx.append(appends).await {
-            Ok(()) => tx.commit().await,
-            Err(EventStoreError::Conflict(first)) => {
-                drop(tx);
-                Err(EventStoreError::Conflict(
-                    self.moved(appends).await.unwrap_or(first),
-                ))
-            }
-            Err(e) => Err(e),
+        match self.write(appends).await {
+            Err(EventStoreError::Conflict(first)) => Err(EventStoreError::Conflict(
+                self.moved(appends).await.unwrap_or(first),
+            )),
+            done => done,
         }
+    }
+
+    /// `append`'s write, all or nothing, without narrowing a conflict down: in one
+    /// transaction. A backend may do it more cheaply (the SQL backends send an append that
+    /// fits one statement on its own). On `Conflict` the transaction is over when this
+    /// returns (dropped: rolled back), so that `moved` reads committed versions.
+    async fn write(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
+        let mut tx = self.begin().await?;
+        tx.append(appends).await?;
+        tx.commit().await
     }
 
     /// The streams of `appends` whose version is no longer the expected one (after a

@@ -5,8 +5,12 @@
 //! `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still running: no
 //! transaction below it can commit any more, so nothing returned can be preceded later.
 
+use super::combine::Combiner;
 use super::sql::{self, Dialect, SqlTransaction};
-use super::{Cursor, EventStoreBackend, EventStoreError, EventTransaction, StoredEvent, StreamId};
+use super::{
+    Cursor, EventStoreBackend, EventStoreError, EventTransaction, StoredEvent, StreamAppend,
+    StreamId,
+};
 use async_trait::async_trait;
 use sqlx::{AnyConnection, AnyPool};
 
@@ -33,12 +37,16 @@ static POSTGRES: Dialect = Dialect {
 
 pub struct PostgresEventStore {
     pool: AnyPool,
+    combiner: Combiner,
 }
 
 impl PostgresEventStore {
     /// The store in the database `pool` is connected to (migrated by `Db::migrate`).
     pub fn new(pool: AnyPool) -> PostgresEventStore {
-        PostgresEventStore { pool }
+        PostgresEventStore {
+            combiner: Combiner::new(pool.clone(), &POSTGRES),
+            pool,
+        }
     }
 }
 
@@ -58,6 +66,10 @@ impl EventStoreBackend for PostgresEventStore {
 
     async fn version(&self, stream: &StreamId) -> Result<usize, EventStoreError> {
         sql::version(&self.pool, stream).await
+    }
+
+    async fn write(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
+        sql::write(&self.combiner, appends).await
     }
 
     async fn begin(&self) -> Result<Box<dyn EventTransaction>, EventStoreError> {

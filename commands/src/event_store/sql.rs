@@ -3,6 +3,7 @@
 //! transaction type. The statements that differ per dialect come from `Dialect`, defined in
 //! `sqlite.rs` and `postgres.rs`.
 
+use super::combine::Combiner;
 use super::{Cursor, EventStoreError, EventTransaction, StoredEvent, StreamAppend, StreamId};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -23,7 +24,7 @@ pub(super) struct Dialect {
 }
 
 /// Rows per INSERT: SQLite allows 32,766 bound values, Postgres 65,535; 7 values a row.
-const ROWS_PER_STATEMENT: usize = 500;
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// One `events` row (in the column order every read here selects) as a `StoredEvent`.
 /// Generic over the row type: most reads go through the Any driver, while a long read (an
@@ -66,26 +67,53 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// Appends the rows of every stream inside `conn`'s transaction, up to
-/// `ROWS_PER_STATEMENT` per statement (one round trip for a group commit's batch, or for a
-/// usage-log batch over many streams). A row whose (type, id, sequence) exists means the
-/// stream moved past the expected version: `Conflict`, naming the streams of the failed
-/// statement (the caller narrows it down, see `EventStoreBackend::append`).
+/// One `events` row to insert.
+pub(super) struct EventRow<'a> {
+    pub stream: &'a StreamId,
+    pub sequence: usize,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub payload: &'a str,
+    pub metadata: &'a str,
+}
+
+/// The rows of `appends`, each stream's events numbered on from its expected version.
+pub(super) fn rows_of<'a>(appends: &'a [StreamAppend<'_>]) -> Vec<EventRow<'a>> {
+    appends
+        .iter()
+        .flat_map(|a| {
+            a.events.iter().enumerate().map(move |(i, e)| EventRow {
+                stream: &a.stream,
+                sequence: a.expected + i + 1,
+                event_type: &e.event_type,
+                event_version: &e.event_version,
+                payload: &e.payload,
+                metadata: e.metadata,
+            })
+        })
+        .collect()
+}
+
+/// Appends the rows of every stream inside `conn`'s transaction (see `insert_rows`).
 pub(super) async fn insert(
     conn: &mut AnyConnection,
     dialect: &Dialect,
     appends: &[StreamAppend<'_>],
 ) -> Result<(), EventStoreError> {
+    insert_rows(conn, dialect, &rows_of(appends)).await
+}
+
+/// Inserts `rows` on `conn`, up to `ROWS_PER_STATEMENT` per statement (one round trip for
+/// a group commit's batch, a usage-log batch over many streams, or the appends of many
+/// callers combined, see `combine`). A row whose (type, id, sequence) exists means its
+/// stream moved past the expected version: `Conflict`, naming the streams of the failed
+/// statement (the caller narrows it down, see `EventStoreBackend::append`).
+pub(super) async fn insert_rows(
+    conn: &mut AnyConnection,
+    dialect: &Dialect,
+    rows: &[EventRow<'_>],
+) -> Result<(), EventStoreError> {
     let json = dialect.json;
-    let rows: Vec<(&StreamId, usize, &super::NewEvent<'_>)> = appends
-        .iter()
-        .flat_map(|a| {
-            a.events
-                .iter()
-                .enumerate()
-                .map(move |(i, e)| (&a.stream, a.expected + i + 1, e))
-        })
-        .collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
@@ -107,20 +135,20 @@ pub(super) async fn insert(
             ));
         }
         let mut q = sqlx::query(&sql);
-        for (stream, sequence, e) in chunk {
+        for row in chunk {
             q = q
-                .bind(stream.aggregate_type.as_str())
-                .bind(stream.aggregate_id.as_str())
-                .bind(*sequence as i64)
-                .bind(e.event_type.as_str())
-                .bind(e.event_version.as_str())
-                .bind(e.payload.as_str())
-                .bind(e.metadata);
+                .bind(row.stream.aggregate_type.as_str())
+                .bind(row.stream.aggregate_id.as_str())
+                .bind(row.sequence as i64)
+                .bind(row.event_type)
+                .bind(row.event_version)
+                .bind(row.payload)
+                .bind(row.metadata);
         }
         if let Err(e) = q.execute(&mut *conn).await {
             if is_unique_violation(&e) {
                 let mut streams: Vec<StreamId> =
-                    chunk.iter().map(|(s, _, _)| (*s).clone()).collect();
+                    chunk.iter().map(|row| row.stream.clone()).collect();
                 streams.dedup();
                 return Err(EventStoreError::Conflict(streams));
             }
@@ -128,6 +156,26 @@ pub(super) async fn insert(
         }
     }
     Ok(())
+}
+
+/// `EventStoreBackend::write` for the SQL backends. An append that fits one statement (a
+/// group commit's batch, a usage-log flush: up to `ROWS_PER_STATEMENT` rows) goes through
+/// the backend's `Combiner`: sent in autocommit, alone or with the appends of other callers
+/// waiting at the same moment. Larger appends take several statements, in one transaction.
+pub(super) async fn write(
+    combiner: &Combiner,
+    appends: &[StreamAppend<'_>],
+) -> Result<(), EventStoreError> {
+    let rows = rows_of(appends);
+    if rows.len() <= ROWS_PER_STATEMENT {
+        return combiner.write(&rows).await;
+    }
+    let mut tx = Box::new(SqlTransaction {
+        tx: combiner.pool.begin().await?,
+        dialect: combiner.dialect,
+    });
+    tx.append(appends).await?;
+    tx.commit().await
 }
 
 pub(super) async fn load(

@@ -2,8 +2,12 @@
 //! time, so positions (assigned by a trigger at insert) are handed out in commit order and
 //! the safe horizon is simply the newest committed event.
 
+use super::combine::Combiner;
 use super::sql::{self, Dialect, SqlTransaction};
-use super::{Cursor, EventStoreBackend, EventStoreError, EventTransaction, StoredEvent, StreamId};
+use super::{
+    Cursor, EventStoreBackend, EventStoreError, EventTransaction, StoredEvent, StreamAppend,
+    StreamId,
+};
 use async_trait::async_trait;
 use sqlx::{AnyConnection, AnyPool};
 
@@ -23,12 +27,16 @@ static SQLITE: Dialect = Dialect {
 
 pub struct SqliteEventStore {
     pool: AnyPool,
+    combiner: Combiner,
 }
 
 impl SqliteEventStore {
     /// The store in the database `pool` is connected to (migrated by `Db::migrate`).
     pub fn new(pool: AnyPool) -> SqliteEventStore {
-        SqliteEventStore { pool }
+        SqliteEventStore {
+            combiner: Combiner::new(pool.clone(), &SQLITE),
+            pool,
+        }
     }
 }
 
@@ -48,6 +56,10 @@ impl EventStoreBackend for SqliteEventStore {
 
     async fn version(&self, stream: &StreamId) -> Result<usize, EventStoreError> {
         sql::version(&self.pool, stream).await
+    }
+
+    async fn write(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
+        sql::write(&self.combiner, appends).await
     }
 
     async fn begin(&self) -> Result<Box<dyn EventTransaction>, EventStoreError> {
