@@ -369,7 +369,7 @@ impl Privacy<'_> {
     pub async fn write_export_json(
         &self,
         subject: Uuid,
-        out: &mut impl std::io::Write,
+        out: &mut impl ExportOut,
         progress: impl FnMut(u64, u64),
     ) -> Result<(), ServiceError> {
         self.write_json(subject, out, Keep::Spilled, progress).await
@@ -399,7 +399,7 @@ impl Privacy<'_> {
     async fn write_json(
         &self,
         subject: Uuid,
-        out: &mut impl std::io::Write,
+        out: &mut impl ExportOut,
         keep: Keep,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(), ServiceError> {
@@ -431,6 +431,15 @@ impl Privacy<'_> {
                 },
             )
             .await?;
+        // The parts, and room for the other fields (a summary, a few notes, staff reads).
+        out.reserve(
+            sections
+                .values()
+                .chain(&usage)
+                .map(Part::len)
+                .sum::<usize>()
+                + (1 << 16),
+        );
         let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
         keys.extend(["sections", "usage_log"]);
         keys.sort_unstable();
@@ -692,6 +701,21 @@ fn write_nested(
         .map_err(std::io::Error::other)
 }
 
+/// Where a streamed JSON export goes. Told the size of the parts before they are copied,
+/// so that a document built in memory grows once instead of doubling its way up (each
+/// doubling copied what it held, and faulted in fresh pages).
+pub trait ExportOut: std::io::Write {
+    fn reserve(&mut self, _additional: usize) {}
+}
+
+impl ExportOut for Vec<u8> {
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional)
+    }
+}
+
+impl<W: std::io::Write> ExportOut for std::io::BufWriter<W> {}
+
 /// Where a streamed export keeps its parts until their turn.
 #[derive(Clone, Copy)]
 enum Keep {
@@ -716,6 +740,8 @@ struct Part {
     /// Where full buffers go: a spill file, or a list of them kept in memory (a list, not
     /// one growing buffer, which would copy the part each time it outgrew itself).
     full: Full,
+    /// Bytes in `full`.
+    full_len: usize,
 }
 
 enum Full {
@@ -733,6 +759,7 @@ impl Part {
                 Keep::Spilled => Full::File(tempfile::tempfile()?),
                 Keep::InMemory => Full::Kept(Vec::new()),
             },
+            full_len: 0,
         })
     }
 
@@ -744,6 +771,7 @@ impl Part {
         write_nested(&mut self.buf, self.indent, v)?;
         self.written += 1;
         if self.buf.len() >= SPILL_EVERY {
+            self.full_len += self.buf.len();
             match &mut self.full {
                 Full::File(file) => {
                     file.write_all(&self.buf)?;
@@ -756,6 +784,11 @@ impl Part {
             }
         }
         Ok(())
+    }
+
+    /// Bytes written so far (spilled or kept), less the closing bracket.
+    fn len(&self) -> usize {
+        self.full_len + self.buf.len()
     }
 
     /// The whole array, closed, into `out`.
