@@ -161,14 +161,19 @@ async fn bench_export(events: i64) {
     let streamed = t.elapsed();
     let size = std::fs::metadata(&path).unwrap().len();
     std::fs::remove_file(&path).unwrap();
-    println!(
-        "export streamed to a file (CLI): subject with {} events → {:.2} s ({:.0} events/s), document {:.1} MB, peak RSS {}",
-        events + 1,
-        streamed.as_secs_f64(),
-        (events + 1) as f64 / streamed.as_secs_f64(),
-        size as f64 / 1e6,
-        peak_rss_mb()
-    );
+    let report = |what: &str, took: std::time::Duration, document: Option<usize>| {
+        let document = document.map_or_else(String::new, |bytes| {
+            format!(", document {:.1} MB", bytes as f64 / 1e6)
+        });
+        println!(
+            "export {what}: subject with {} events → {:.2} s ({:.0} events/s){document}, peak RSS {}",
+            events + 1,
+            took.as_secs_f64(),
+            (events + 1) as f64 / took.as_secs_f64(),
+            peak_rss_mb()
+        );
+    };
+    report("streamed to a file (CLI)", streamed, Some(size as usize));
     reset_peak_rss();
     let t = Instant::now();
     let text = app
@@ -176,14 +181,10 @@ async fn bench_export(events: i64) {
         .export_document(subject, ExportFormat::Json, |_, _| {})
         .await
         .unwrap();
-    let sent = t.elapsed();
-    println!(
-        "export as the HTTP paths send it (JSON, in memory): subject with {} events → {:.2} s ({:.0} events/s), document {:.1} MB, peak RSS {}",
-        events + 1,
-        sent.as_secs_f64(),
-        (events + 1) as f64 / sent.as_secs_f64(),
-        text.len() as f64 / 1e6,
-        peak_rss_mb()
+    report(
+        "as the HTTP paths send it (JSON, in memory)",
+        t.elapsed(),
+        Some(text.len()),
     );
     drop(text);
     reset_peak_rss();
@@ -193,13 +194,10 @@ async fn bench_export(events: i64) {
         .build_export(subject, |_, _| {})
         .await
         .unwrap();
-    let built = t.elapsed();
-    println!(
-        "export built as a Value (what the HTML rendering starts from): subject with {} events → {:.2} s ({:.0} events/s), peak RSS {}",
-        events + 1,
-        built.as_secs_f64(),
-        (events + 1) as f64 / built.as_secs_f64(),
-        peak_rss_mb()
+    report(
+        "built as a Value (what the HTML rendering starts from)",
+        t.elapsed(),
+        None,
     );
     drop(doc);
     app.db.close().await;
