@@ -323,8 +323,9 @@ impl Privacy<'_> {
         Ok(done)
     }
 
-    /// Builds the export in memory (the HTTP paths and the HTML rendering). Long histories
-    /// are better written with `write_export_json`, which holds one event at a time.
+    /// Builds the export as a `Value` (what the HTML rendering starts from). JSON goes out
+    /// through `write_export_json` / `export_document` instead, which print the same
+    /// document without building it.
     /// `progress(done, total)` is called every `PROGRESS_EVERY` events and at the end.
     pub async fn build_export(
         &self,
