@@ -621,7 +621,6 @@ fn str_at(v: &Value, k: &str) -> String {
         .to_string()
 }
 
-/// Opens one envelope's ciphertext with its data key (the key id is the associated data).
 /// The value sealed in `env` under data key `key_id`, or the erasure marker when that key
 /// was destroyed (`key` is None).
 fn open_envelope(key: Option<&[u8]>, key_id: &str, env: &Value) -> Result<Value, VaultError> {
@@ -632,6 +631,7 @@ fn open_envelope(key: Option<&[u8]>, key_id: &str, env: &Value) -> Result<Value,
     serde_json::from_slice(&plain).map_err(|e| VaultError::Encoding(e.to_string()))
 }
 
+/// Opens one envelope's ciphertext with its data key (the key id is the associated data).
 fn decrypt(key: &[u8], key_id: &str, n: &str, c: &str) -> Result<Vec<u8>, VaultError> {
     let nonce = B64.decode(n).map_err(|_| VaultError::Tampered)?;
     let ct = B64.decode(c).map_err(|_| VaultError::Tampered)?;

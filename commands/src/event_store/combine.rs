@@ -29,8 +29,8 @@ const LANES: usize = 4;
 
 /// The appends that fit one statement, of one backend (one pool and dialect).
 pub(super) struct Combiner {
-    pub pool: AnyPool,
-    pub dialect: &'static Dialect,
+    pool: AnyPool,
+    dialect: &'static Dialect,
     queue: Arc<Mutex<VecDeque<Pending>>>,
     lanes: Arc<Semaphore>,
 }

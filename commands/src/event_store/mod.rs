@@ -177,6 +177,17 @@ pub enum EventStoreError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// `EventStoreBackend::write` in one transaction of `backend` (`begin`, `append`,
+/// `commit`): the default, and the SQL backends' way for an append larger than a statement.
+async fn write_in_transaction(
+    backend: &(impl EventStoreBackend + ?Sized),
+    appends: &[StreamAppend<'_>],
+) -> Result<(), EventStoreError> {
+    let mut tx = backend.begin().await?;
+    tx.append(appends).await?;
+    tx.commit().await
+}
+
 fn list(streams: &[StreamId]) -> String {
     streams
         .iter()
@@ -252,9 +263,7 @@ pub trait EventStoreBackend: Send + Sync + 'static {
     /// fits one statement on its own). On `Conflict` the transaction is over when this
     /// returns (dropped: rolled back), so that `moved` reads committed versions.
     async fn write(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
-        let mut tx = self.begin().await?;
-        tx.append(appends).await?;
-        tx.commit().await
+        write_in_transaction(self, appends).await
     }
 
     /// The streams of `appends` whose version is no longer the expected one (after a

@@ -69,7 +69,7 @@ impl EventStoreBackend for PostgresEventStore {
     }
 
     async fn write(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
-        sql::write(&self.combiner, appends).await
+        sql::write(self, &self.combiner, appends).await
     }
 
     async fn begin(&self) -> Result<Box<dyn EventTransaction>, EventStoreError> {

@@ -4,7 +4,10 @@
 //! `sqlite.rs` and `postgres.rs`.
 
 use super::combine::Combiner;
-use super::{Cursor, EventStoreError, EventTransaction, StoredEvent, StreamAppend, StreamId};
+use super::{
+    Cursor, EventStoreBackend, EventStoreError, EventTransaction, StoredEvent, StreamAppend,
+    StreamId,
+};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
@@ -163,6 +166,7 @@ pub(super) async fn insert_rows(
 /// the backend's `Combiner`: sent in autocommit, alone or with the appends of other callers
 /// waiting at the same moment. Larger appends take several statements, in one transaction.
 pub(super) async fn write(
+    backend: &(impl EventStoreBackend + ?Sized),
     combiner: &Combiner,
     appends: &[StreamAppend<'_>],
 ) -> Result<(), EventStoreError> {
@@ -170,12 +174,7 @@ pub(super) async fn write(
     if rows.len() <= ROWS_PER_STATEMENT {
         return combiner.write(&rows).await;
     }
-    let mut tx = Box::new(SqlTransaction {
-        tx: combiner.pool.begin().await?,
-        dialect: combiner.dialect,
-    });
-    tx.append(appends).await?;
-    tx.commit().await
+    super::write_in_transaction(backend, appends).await
 }
 
 pub(super) async fn load(

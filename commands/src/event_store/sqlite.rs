@@ -59,7 +59,7 @@ impl EventStoreBackend for SqliteEventStore {
     }
 
     async fn write(&self, appends: &[StreamAppend<'_>]) -> Result<(), EventStoreError> {
-        sql::write(&self.combiner, appends).await
+        sql::write(self, &self.combiner, appends).await
     }
 
     async fn begin(&self) -> Result<Box<dyn EventTransaction>, EventStoreError> {
