@@ -253,14 +253,21 @@ async fn main() {
         } else {
             None
         };
+        let cpu_before = common::CpuTimes::now();
         let f = run(&base, &keys[..clients], seconds).await;
+        let cpu_run = common::CpuTimes::now().since(&cpu_before);
         let rss = rss_mb();
         let after = if counters {
             db_counters(&url).await
         } else {
             None
         };
+        // Costs include the projections' and the worker's catching up after the load,
+        // which the counters' wait leaves time for; the busy share is the run's own.
+        let cpu = common::CpuTimes::now().since(&cpu_before);
+        let pg_before = common::CpuTimes::now();
         let pg = common::pgbench(&url, clients, seconds);
+        let pg_cpu = common::CpuTimes::now().since(&pg_before);
         println!(
             "{clients:>3} clients: {:>7.1} imagine/s  p50 {:>6.1} ms  p99 {:>6.1} ms  ({} requests) | pgbench single-row INSERT: {} | ratio {}",
             f.per_sec,
@@ -286,9 +293,57 @@ async fn main() {
                 table_reads(&b, &a, n)
             );
         }
+        print_cpu(
+            &cpu,
+            &cpu_run,
+            f.requests,
+            &pg_cpu,
+            pg.map(|t| t * seconds as f64),
+        );
     }
     running.handle.stop(true).await;
     app.db.close().await;
+}
+
+/// Where the CPU went, per accepted imagine and per pgbench transaction. On this machine
+/// both runs keep the cores busy, so the throughput ratio is close to the inverse ratio of
+/// the machine's CPU per operation: this line says what an imagine costs, and who pays.
+fn print_cpu(
+    cpu: &common::CpuTimes,
+    run: &common::CpuTimes,
+    imagines: usize,
+    pg: &common::CpuTimes,
+    pg_tx: Option<f64>,
+) {
+    let us = |secs: f64, n: f64| secs * 1e6 / n.max(1.0);
+    let n = imagines as f64;
+    let mut threads: Vec<_> = cpu.threads.iter().filter(|(_, s)| **s > 0.0).collect();
+    threads.sort_by(|a, b| b.1.total_cmp(a.1));
+    let threads = threads
+        .iter()
+        .take(4)
+        .map(|(name, s)| format!("{name} {:.0}", us(**s, n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let busy = |c: &common::CpuTimes| 100.0 * c.busy / (c.busy + c.idle).max(1e-9);
+    println!(
+        "     CPU per accepted imagine: machine {:.0} µs ({:.0} % busy); this process (server, clients, fake upstream) {:.0} µs [{threads}]; postgres {:.0} µs",
+        us(cpu.busy, n),
+        busy(run),
+        us(cpu.this_process, n),
+        us(cpu.postgres, n),
+    );
+    if let Some(tx) = pg_tx {
+        println!(
+            "     CPU per pgbench transaction: machine {:.0} µs ({:.0} % busy); pgbench {:.0} µs; postgres {:.0} µs | an imagine costs {:.1}x the machine's and {:.1}x Postgres's CPU of one",
+            us(pg.busy, tx),
+            busy(pg),
+            us(pg.children, tx),
+            us(pg.postgres, tx),
+            (cpu.busy / n) / (pg.busy / tx).max(1e-12),
+            (cpu.postgres / n) / (pg.postgres / tx).max(1e-12),
+        );
+    }
 }
 
 /// This process's resident set (the server runs in-process), from /proc.

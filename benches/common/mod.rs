@@ -130,3 +130,115 @@ pub fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
     let _ = std::fs::remove_file(script);
     tps
 }
+
+/// CPU time in seconds, read from /proc: where a benchmark's load went, so that a figure
+/// can be read as a cost per operation (on a shared 2-core machine, throughput is CPU).
+#[derive(Clone, Debug, Default)]
+pub struct CpuTimes {
+    /// This process (server, load generator and fakes, when they run in-process).
+    pub this_process: f64,
+    /// This process's threads by name (exited threads are only in `this_process`).
+    pub threads: std::collections::BTreeMap<String, f64>,
+    /// Children of this process that exited and were waited for (pgbench, psql).
+    pub children: f64,
+    /// Every `postgres` process, with what the postmaster reaped from exited backends.
+    pub postgres: f64,
+    /// The machine, all cores: busy and idle.
+    pub busy: f64,
+    pub idle: f64,
+}
+
+impl CpuTimes {
+    pub fn now() -> CpuTimes {
+        let tick = clock_tick();
+        let mut t = CpuTimes::default();
+        if let Some(f) = stat_fields("/proc/self/stat") {
+            t.this_process = (f[11] + f[12]) / tick;
+            t.children = (f[13] + f[14]) / tick;
+        }
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            // "actix-server worker 3" and "actix-server worker 12" are one group.
+            let group = name
+                .trim()
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .trim();
+            if let Some(f) = stat_fields(path.join("stat")) {
+                *t.threads.entry(group.to_string()).or_default() += (f[11] + f[12]) / tick;
+            }
+        }
+        for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let path = p.path();
+            let is_pid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+            if is_pid
+                && std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres")
+            {
+                if let Some(f) = stat_fields(path.join("stat")) {
+                    t.postgres += (f[11] + f[12] + f[13] + f[14]) / tick;
+                }
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+            let cpu: Vec<f64> = stat
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            if cpu.len() >= 8 {
+                // user nice system idle iowait irq softirq steal
+                t.idle = (cpu[3] + cpu[4]) / tick;
+                t.busy = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7]) / tick;
+            }
+        }
+        t
+    }
+
+    /// What was spent between `before` and `self`.
+    pub fn since(&self, before: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            this_process: self.this_process - before.this_process,
+            threads: self
+                .threads
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.threads.get(k).copied().unwrap_or(0.0)))
+                .collect(),
+            children: self.children - before.children,
+            postgres: self.postgres - before.postgres,
+            busy: self.busy - before.busy,
+            idle: self.idle - before.idle,
+        }
+    }
+}
+
+/// The fields of a /proc stat file after the command name (field 3, the state, is [0]).
+fn stat_fields(path: impl AsRef<std::path::Path>) -> Option<Vec<f64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(
+        rest.split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect(),
+    )
+    .filter(|f: &Vec<f64>| f.len() > 14)
+}
+
+/// Clock ticks per second of /proc's CPU times.
+fn clock_tick() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}

@@ -7,6 +7,13 @@
 //! and holds the aggregate's stripe lock until the commit is over. They are appended through
 //! the event-store backend's transaction (`event_store::EventTransaction`), whose SQL
 //! connection (`tx`) carries the write-side rows.
+//!
+//! Appends are held until `commit` and then sent together, one statement for every
+//! stream of the unit (each stream keeps its own optimistic check): accepting a task
+//! appends to the ledger and to the task, and each statement is a round trip that costs
+//! the database more CPU than the row it carries (docs/performance.md). A stream that
+//! moved therefore fails the unit at `commit` rather than at `append`; either way nothing
+//! of the unit is written.
 
 use crate::db::{Appends, Db};
 use crate::event_store::{EventStoreError, EventTransaction, NewEvent, StreamAppend, StreamId};
@@ -48,8 +55,17 @@ impl From<EventStoreError> for UnitError {
 pub struct UnitOfWork {
     tx: Box<dyn EventTransaction>,
     appends: Appends,
-    /// Whether `append` wrote any event (then `commit` wakes the projection runner).
-    appended: bool,
+    /// The appends, sent by `commit` (owned: the decided events are serialized here).
+    pending: Vec<PendingAppend>,
+}
+
+/// One stream's events, serialized, waiting for `commit`.
+struct PendingAppend {
+    stream: StreamId,
+    expected: usize,
+    /// (event type, event version, payload JSON)
+    events: Vec<(String, String, String)>,
+    metadata: String,
 }
 
 impl UnitOfWork {
@@ -57,42 +73,33 @@ impl UnitOfWork {
         Ok(UnitOfWork {
             tx: db.event_store.begin().await?,
             appends: db.appends.clone(),
-            appended: false,
+            pending: Vec::new(),
         })
     }
 
-    /// Appends a decided aggregate's events after the sequence it was decided on. A stream
-    /// that moved in the meantime fails the whole unit with `Conflict`.
-    pub async fn append<A>(
-        &mut self,
-        decided: &Decided<'_, A>,
-        meta: &CommandMeta,
-    ) -> Result<(), UnitError>
+    /// Appends a decided aggregate's events after the sequence it was decided on (sent at
+    /// `commit`). A stream that moved in the meantime fails the whole unit with `Conflict`.
+    pub fn append<A>(&mut self, decided: &Decided<'_, A>, meta: &CommandMeta)
     where
         A: Aggregate<Services = ()> + Clone,
         A::Command: Clone,
     {
         if decided.events().is_empty() {
-            return Ok(());
+            return;
         }
-        let metadata = serde_json::to_string(&meta.to_map()).expect("metadata serializes");
-        let append = StreamAppend {
+        self.pending.push(PendingAppend {
             stream: StreamId::new(A::TYPE, decided.id()),
             expected: decided.base(),
             events: decided
                 .events()
                 .iter()
-                .map(|event| NewEvent {
-                    event_type: event.event_type(),
-                    event_version: event.event_version(),
-                    payload: serde_json::to_string(event).expect("events serialize"),
-                    metadata: &metadata,
+                .map(|event| {
+                    let payload = serde_json::to_string(event).expect("events serialize");
+                    (event.event_type(), event.event_version(), payload)
                 })
                 .collect(),
-        };
-        self.tx.append(std::slice::from_ref(&append)).await?;
-        self.appended = true;
-        Ok(())
+            metadata: serde_json::to_string(&meta.to_map()).expect("metadata serializes"),
+        });
     }
 
     /// The transaction, for the write-side rows that belong with the events.
@@ -100,9 +107,34 @@ impl UnitOfWork {
         self.tx.sql()
     }
 
-    pub async fn commit(self) -> Result<(), UnitError> {
+    pub async fn commit(mut self) -> Result<(), UnitError> {
+        let (metadata, streams): (Vec<String>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|p| (p.metadata, (p.stream, p.expected, p.events)))
+            .unzip();
+        let appends: Vec<StreamAppend<'_>> = streams
+            .into_iter()
+            .zip(&metadata)
+            .map(|((stream, expected, events), metadata)| StreamAppend {
+                stream,
+                expected,
+                events: events
+                    .into_iter()
+                    .map(|(event_type, event_version, payload)| NewEvent {
+                        event_type,
+                        event_version,
+                        payload,
+                        metadata,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let appended = !appends.is_empty();
+        if appended {
+            self.tx.append(&appends).await?;
+        }
         self.tx.commit().await?;
-        if self.appended {
+        if appended {
             // Wakes this process's projection runner (see `Db::appends`).
             self.appends.raise();
         }

@@ -70,9 +70,115 @@ impl Projection for Tasks {
     fn tables(&self) -> &'static [&'static str] {
         &["rm_tasks", "rm_image_totals"]
     }
+    /// Creations and submissions, two of every accepted task's events, are gathered and
+    /// written one statement per kind: row by row they cost two round trips per task, each
+    /// more of the database's CPU than the row it carries (docs/performance.md). Any other
+    /// event first writes what is gathered, creations before submissions, so each task's
+    /// rows change in its stream's order (a task's creation is its stream's first event).
     async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
+        let mut gathered = Gathered::default();
         for e in events {
-            self.apply_one(conn, e).await.with_context(|| e.what())?;
+            if !gathered.take(e).with_context(|| e.what())? {
+                gathered.write(conn).await?;
+                self.apply_one(conn, e).await.with_context(|| e.what())?;
+            } else if gathered.len() >= TASK_ROWS_PER_STATEMENT {
+                gathered.write(conn).await?;
+            }
+        }
+        gathered.write(conn).await
+    }
+}
+
+/// Rows per statement of the gathered task writes.
+const TASK_ROWS_PER_STATEMENT: usize = 500;
+
+/// A new task's row in `rm_tasks`.
+struct CreatedRow {
+    task_id: String,
+    account_id: String,
+    task_type: &'static str,
+    model: String,
+    credits: i64,
+    at: i64,
+    webhook: Option<&'static str>,
+}
+
+/// Task creations and submissions waiting to be written (see `Tasks::apply`).
+#[derive(Default)]
+struct Gathered {
+    created: Vec<CreatedRow>,
+    /// (task id, submitted at)
+    submitted: Vec<(String, i64)>,
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        self.created.len().max(self.submitted.len())
+    }
+
+    /// Gathers `e` if it is a task's creation or submission; false for any other event.
+    fn take(&mut self, e: &StoredEvent) -> Result<bool> {
+        if e.aggregate_type != Task::TYPE {
+            return Ok(false);
+        }
+        match e.decode_known::<TaskEvent>()? {
+            Some(TaskEvent::TaskCreated { spec, at }) => self.created.push(CreatedRow {
+                task_id: e.aggregate_id.clone(),
+                account_id: spec.account_id.to_string(),
+                task_type: spec.task_type.as_str(),
+                model: spec.model,
+                credits: spec.credits as i64,
+                at: ms(at),
+                webhook: spec
+                    .webhook
+                    .as_ref()
+                    .map(|_| WebhookState::Pending.as_str()),
+            }),
+            Some(TaskEvent::TaskSubmitted { at, .. }) => {
+                self.submitted.push((e.aggregate_id.clone(), ms(at)))
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Writes and empties what is gathered: creations first, then submissions.
+    async fn write(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        if !self.created.is_empty() {
+            let values = crate::read_models::row_placeholders(self.created.len(), 7);
+            let sql = format!(
+                "INSERT INTO rm_tasks (task_id, account_id, task_type, model, credits, created_at,
+                                       webhook, status, percentage, updated_at)
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6,
+                        v.column7, 'staged', 0, v.column6
+                 FROM (VALUES {values}) AS v
+                 WHERE true ON CONFLICT (task_id) DO NOTHING"
+            );
+            let mut q = sqlx::query(&sql);
+            for r in self.created.drain(..) {
+                q = q
+                    .bind(r.task_id)
+                    .bind(r.account_id)
+                    .bind(r.task_type)
+                    .bind(r.model)
+                    .bind(r.credits)
+                    .bind(r.at)
+                    .bind(r.webhook);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        if !self.submitted.is_empty() {
+            let values = crate::read_models::row_placeholders(self.submitted.len(), 2);
+            let sql = format!(
+                "UPDATE rm_tasks SET status = 'pending', updated_at = v.column2
+                 FROM (VALUES {values}) AS v
+                 WHERE rm_tasks.task_id = v.column1 AND rm_tasks.status = 'staged'"
+            );
+            let mut q = sqlx::query(&sql);
+            for (task_id, at) in self.submitted.drain(..) {
+                q = q.bind(task_id).bind(at);
+            }
+            q.execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -109,32 +215,8 @@ impl Tasks {
             .bind(id.to_string())
         };
         match event {
-            TaskEvent::TaskCreated { spec, at } => {
-                sqlx::query(
-                    "INSERT INTO rm_tasks (task_id, account_id, task_type, model, status, percentage,
-                                           credits, created_at, updated_at, webhook)
-                     VALUES ($1, $2, $3, $4, 'staged', 0, $5, $6, $6, $7) ON CONFLICT (task_id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(spec.account_id.to_string())
-                .bind(spec.task_type.as_str())
-                .bind(&spec.model)
-                .bind(spec.credits as i64)
-                .bind(ms(at))
-                .bind(spec.webhook.as_ref().map(|_| WebhookState::Pending.as_str()))
-                .execute(&mut *conn)
-                .await?;
-            }
-            TaskEvent::TaskSubmitted { at, .. } => {
-                sqlx::query(
-                    "UPDATE rm_tasks SET status = 'pending', updated_at = $1
-                     WHERE task_id = $2 AND status = 'staged'",
-                )
-                .bind(ms(at))
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            }
+            // Gathered by `Tasks::apply`.
+            TaskEvent::TaskCreated { .. } | TaskEvent::TaskSubmitted { .. } => {}
             TaskEvent::TaskProgressed {
                 status,
                 percentage,

@@ -123,7 +123,9 @@ impl StoredEvent {
     /// Decodes the payload; `None` for an event type this version does not know (written by
     /// a newer instance), so a projection skips it instead of stalling the runner.
     pub fn decode_known<E: DeserializeOwned>(&self) -> anyhow::Result<Option<E>> {
-        match serde_json::from_value::<E>(self.payload.clone()) {
+        // Deserialized from the borrowed tree: a clone of it per event was a rebuild's
+        // largest allocation.
+        match E::deserialize(&self.payload) {
             Ok(e) => Ok(Some(e)),
             Err(err) if self.unknown_top_level_variant(&err) => {
                 tracing::warn!(
@@ -152,7 +154,7 @@ impl StoredEvent {
     }
 
     pub fn decode<E: DeserializeOwned>(&self) -> anyhow::Result<E> {
-        serde_json::from_value(self.payload.clone()).with_context(|| {
+        E::deserialize(&self.payload).with_context(|| {
             format!(
                 "cannot decode {} event {} at position {}",
                 self.aggregate_type, self.event_type, self.cursor.position

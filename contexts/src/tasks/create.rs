@@ -351,8 +351,8 @@ impl Tasks<'_> {
                     self.write_claim(unit.tx(), caller, key, task_id, ctx.at)
                         .await?;
                 }
-                unit.append(&reservation, meta).await?;
-                unit.append(&created, meta).await?;
+                unit.append(&reservation, meta);
+                unit.append(&created, meta);
                 enqueue_work_in(
                     unit.tx(),
                     task_id,
@@ -575,7 +575,7 @@ impl Tasks<'_> {
                 .await?;
             let mut unit = UnitOfWork::begin(&self.db).await.map_err(unit_error)?;
             let written = async {
-                unit.append(&submitted, &meta).await?;
+                unit.append(&submitted, &meta);
                 sqlx::query(
                     "UPDATE task_work SET due_at = $1, lease_owner = NULL, lease_until = 0 WHERE task_id = $2",
                 )
