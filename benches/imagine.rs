@@ -1,7 +1,8 @@
 //! `POST /api/v1/imagine` throughput and latency on Postgres, over HTTP, with a fake
 //! midjourney-proxy on loopback answering every submission at once; beside it, pgbench's
 //! plain single-row INSERT throughput on the same server, measured in the same run.
-//! Prints figures; asserts nothing about speed.
+//! Prints figures, with the CPU each imagine and each pgbench transaction cost and who spent
+//! it (from /proc); asserts nothing about speed.
 //!
 //!   cargo bench --bench imagine
 //!
@@ -91,14 +92,14 @@ struct Figures {
     requests: usize,
 }
 
-async fn run(base: &str, keys: &[String], seconds: u64) -> Figures {
+async fn run(base: String, keys: Vec<String>, seconds: u64) -> Figures {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let tasks = keys.iter().cloned().map(|key| {
+    let tasks = keys.into_iter().map(|key| {
         let (http, url) = (http.clone(), format!("{base}/api/v1/imagine"));
         tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -213,7 +214,19 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // Where the CPU goes is printed per part (see `print_cpu`): the fake upstream's and the
+    // server's threads are labelled as they start, and the clients run on a runtime of
+    // their own; what is left on this runtime is the application's background work.
+    let threads = common::thread_ids();
     let proxy = fake_proxy().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::label_threads(&threads, "fake upstream");
+    let clients_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("load-generator")
+        .enable_all()
+        .build()
+        .unwrap();
     let app = common::fresh_app_with(false, |c| {
         let p = c.providers.get_mut("midjourney").expect("default provider");
         p.base_url = proxy.clone();
@@ -230,9 +243,12 @@ async fn main() {
     })
     .await;
     let url = app.cfg.database_url();
+    let threads = common::thread_ids();
     let running = journey_api::server::start(app.clone(), "127.0.0.1:0")
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::label_threads(&threads, "server");
     let base = format!("http://{}", running.addr);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -254,7 +270,10 @@ async fn main() {
             None
         };
         let cpu_before = common::CpuTimes::now();
-        let f = run(&base, &keys[..clients], seconds).await;
+        let f = clients_rt
+            .spawn(run(base.clone(), keys[..clients].to_vec(), seconds))
+            .await
+            .unwrap();
         let cpu_run = common::CpuTimes::now().since(&cpu_before);
         let rss = rss_mb();
         let after = if counters {
@@ -303,6 +322,7 @@ async fn main() {
     }
     running.handle.stop(true).await;
     app.db.close().await;
+    clients_rt.shutdown_background();
 }
 
 /// Where the CPU went, per accepted imagine and per pgbench transaction. On this machine
@@ -317,29 +337,34 @@ fn print_cpu(
 ) {
     let us = |secs: f64, n: f64| secs * 1e6 / n.max(1.0);
     let n = imagines as f64;
-    let mut threads: Vec<_> = cpu.threads.iter().filter(|(_, s)| **s > 0.0).collect();
-    threads.sort_by(|a, b| b.1.total_cmp(a.1));
-    let threads = threads
-        .iter()
-        .take(4)
-        .map(|(name, s)| format!("{name} {:.0}", us(**s, n)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // The largest parts first, in µs per operation.
+    let parts = |by: &std::collections::BTreeMap<String, f64>, n: f64| {
+        let mut by: Vec<_> = by.iter().filter(|(_, s)| **s * 1e6 / n >= 1.0).collect();
+        by.sort_by(|a, b| b.1.total_cmp(a.1));
+        by.iter()
+            .take(5)
+            .map(|(name, s)| format!("{name} {:.0}", us(**s, n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let threads = parts(&cpu.threads, n);
     let busy = |c: &common::CpuTimes| 100.0 * c.busy / (c.busy + c.idle).max(1e-9);
     println!(
-        "     CPU per accepted imagine: machine {:.0} µs ({:.0} % busy); this process (server, clients, fake upstream) {:.0} µs [{threads}]; postgres {:.0} µs",
+        "     CPU per accepted imagine: machine {:.0} µs ({:.0} % busy); this process {:.0} µs [{threads}]; postgres {:.0} µs [{}]",
         us(cpu.busy, n),
         busy(run),
         us(cpu.this_process, n),
         us(cpu.postgres, n),
+        parts(&cpu.postgres_roles, n),
     );
     if let Some(tx) = pg_tx {
         println!(
-            "     CPU per pgbench transaction: machine {:.0} µs ({:.0} % busy); pgbench {:.0} µs; postgres {:.0} µs | an imagine costs {:.1}x the machine's and {:.1}x Postgres's CPU of one",
+            "     CPU per pgbench transaction: machine {:.0} µs ({:.0} % busy); pgbench {:.0} µs; postgres {:.0} µs [{}] | an imagine costs {:.1}x the machine's and {:.1}x Postgres's CPU of one",
             us(pg.busy, tx),
             busy(pg),
             us(pg.children, tx),
             us(pg.postgres, tx),
+            parts(&pg.postgres_roles, tx),
             (cpu.busy / n) / (pg.busy / tx).max(1e-12),
             (cpu.postgres / n) / (pg.postgres / tx).max(1e-12),
         );

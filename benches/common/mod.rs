@@ -143,6 +143,8 @@ pub struct CpuTimes {
     pub children: f64,
     /// Every `postgres` process, with what the postmaster reaped from exited backends.
     pub postgres: f64,
+    /// `postgres` by role: client backends, WAL writer, autovacuum, exited processes…
+    pub postgres_roles: std::collections::BTreeMap<String, f64>,
     /// The machine, all cores: busy and idle.
     pub busy: f64,
     pub idle: f64,
@@ -162,14 +164,21 @@ impl CpuTimes {
             .flatten()
         {
             let path = task.path();
+            let labelled = task
+                .file_name()
+                .to_str()
+                .and_then(|tid| tid.parse().ok())
+                .and_then(|tid: u32| THREAD_LABELS.lock().unwrap().get(&tid).cloned());
             let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
             // "actix-server worker 3" and "actix-server worker 12" are one group.
-            let group = name
-                .trim()
-                .trim_end_matches(|c: char| c.is_ascii_digit())
-                .trim();
+            let group = labelled.unwrap_or_else(|| {
+                name.trim()
+                    .trim_end_matches(|c: char| c.is_ascii_digit())
+                    .trim()
+                    .to_string()
+            });
             if let Some(f) = stat_fields(path.join("stat")) {
-                *t.threads.entry(group.to_string()).or_default() += (f[11] + f[12]) / tick;
+                *t.threads.entry(group).or_default() += (f[11] + f[12]) / tick;
             }
         }
         for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -182,7 +191,16 @@ impl CpuTimes {
                 && std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres")
             {
                 if let Some(f) = stat_fields(path.join("stat")) {
-                    t.postgres += (f[11] + f[12] + f[13] + f[14]) / tick;
+                    let own = (f[11] + f[12]) / tick;
+                    let reaped = (f[13] + f[14]) / tick;
+                    t.postgres += own + reaped;
+                    let role = postgres_role(&path);
+                    *t.postgres_roles.entry(role).or_default() += own;
+                    if reaped > 0.0 {
+                        *t.postgres_roles
+                            .entry("exited processes".into())
+                            .or_default() += reaped;
+                    }
                 }
             }
         }
@@ -215,9 +233,55 @@ impl CpuTimes {
                 .collect(),
             children: self.children - before.children,
             postgres: self.postgres - before.postgres,
+            postgres_roles: self
+                .postgres_roles
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v - before.postgres_roles.get(k).copied().unwrap_or(0.0),
+                    )
+                })
+                .collect(),
             busy: self.busy - before.busy,
             idle: self.idle - before.idle,
         }
+    }
+}
+
+/// What a `postgres` process does, from the title it sets (`postgres: walwriter`,
+/// `postgres: <user> <database> <address> <state>` for a client's backend).
+fn postgres_role(proc_dir: &std::path::Path) -> String {
+    let cmdline = std::fs::read_to_string(proc_dir.join("cmdline")).unwrap_or_default();
+    match cmdline.strip_prefix("postgres: ") {
+        None => "postmaster".into(),
+        Some(title) if title.contains(" 127.0.0.1(") || title.contains(" [local]") => {
+            "client backends".into()
+        }
+        Some(title) => title.trim_end_matches('\0').trim().to_string(),
+    }
+}
+
+/// Threads counted under a label of their own rather than their name (`label_threads`).
+static THREAD_LABELS: std::sync::Mutex<std::collections::BTreeMap<u32, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// This process's thread ids.
+pub fn thread_ids() -> std::collections::BTreeSet<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Counts the threads started since `before` (taken with `thread_ids`) as `label`: actix
+/// names every server's workers alike, so an in-process fake's are told apart this way.
+pub fn label_threads(before: &std::collections::BTreeSet<u32>, label: &str) {
+    let mut labels = THREAD_LABELS.lock().unwrap();
+    for tid in thread_ids().difference(before) {
+        labels.entry(*tid).or_insert_with(|| label.to_string());
     }
 }
 

@@ -78,6 +78,14 @@ impl Projection for Tasks {
     async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
         let mut gathered = Gathered::default();
         for e in events {
+            // Other streams' events (ledgers, usage: most of a batch) change nothing here
+            // and must not cut the gathering short.
+            if e.aggregate_type != Task::TYPE
+                && erased_account(e).is_none()
+                && trimmed_before(e).with_context(|| e.what())?.is_none()
+            {
+                continue;
+            }
             if !gathered.take(e).with_context(|| e.what())? {
                 gathered.write(conn).await?;
                 self.apply_one(conn, e).await.with_context(|| e.what())?;
@@ -168,11 +176,18 @@ impl Gathered {
             q.execute(&mut *conn).await?;
         }
         if !self.submitted.is_empty() {
-            let values = crate::read_models::row_placeholders(self.submitted.len(), 2);
+            // Rows found by the primary key (`IN`) rather than joined to a `VALUES` list,
+            // which read more of `rm_tasks` in sequential scans while the table was young
+            // (docs/performance.md).
+            let n = self.submitted.len();
+            let cases: String = (0..n)
+                .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let ids: Vec<String> = (0..n).map(|i| format!("${}", 2 * i + 1)).collect();
             let sql = format!(
-                "UPDATE rm_tasks SET status = 'pending', updated_at = v.column2
-                 FROM (VALUES {values}) AS v
-                 WHERE rm_tasks.task_id = v.column1 AND rm_tasks.status = 'staged'"
+                "UPDATE rm_tasks SET status = 'pending', updated_at = CASE task_id{cases} END
+                 WHERE task_id IN ({}) AND status = 'staged'",
+                ids.join(", ")
             );
             let mut q = sqlx::query(&sql);
             for (task_id, at) in self.submitted.drain(..) {
