@@ -333,3 +333,65 @@ async fn batched_postgres_checks_of_one_key_allow_exactly_its_budget() {
         }
     }
 }
+
+/// A bucket's time does not run backwards. A check that read the database's clock before
+/// another instance's check updated the same bucket (it waited for the row's lock) counts
+/// from the later reading: told to wait, a refused caller waits one refill at most. Here the
+/// other instance is played by moving the bucket's last reading 5 s ahead with its whole
+/// budget spent; counted from its own clock, the refusal said 77 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_updated_by_a_later_clock_reading_refuses_for_one_refill_at_most() {
+    use journey_commands::limits::{Decision, KeyKind, Quota, Quotas, RateLimiter, Settings};
+    if !support::is_postgres() {
+        eprintln!("instances: skipped on SQLite, whose limits stay in memory");
+        return;
+    }
+    let h = Harness::start().await;
+    let limiter = RateLimiter::connect(
+        &h.app.db,
+        Settings {
+            quotas: Quotas {
+                email: Quota::per_hour(5),
+                ip: Quota::per_hour(5),
+                api_key: Quota::per_hour(50),
+            },
+            redis_url: None,
+            redis_prefix: "",
+            pepper: b"a pepper of this test",
+        },
+    )
+    .await
+    .unwrap();
+    let buckets = || async {
+        sqlx::query_scalar::<_, String>("SELECT bucket FROM rate_limits")
+            .fetch_all(&h.app.db.any)
+            .await
+            .unwrap()
+    };
+    let before = buckets().await;
+    assert_eq!(
+        limiter.check(KeyKind::ApiKey, "late-key").await,
+        Decision::Allowed
+    );
+    let bucket = buckets()
+        .await
+        .into_iter()
+        .find(|b| !before.contains(b))
+        .expect("the check made a bucket");
+    // One hour of budget (50 × 72 s) spent, as of a clock reading 5 s from now.
+    sqlx::query(
+        "UPDATE rate_limits SET now_us = now_us + 5000000, tat_us = now_us + 5000000 + 3600000000
+         WHERE bucket = $1",
+    )
+    .bind(&bucket)
+    .execute(&h.app.db.any)
+    .await
+    .unwrap();
+    match limiter.check(KeyKind::ApiKey, "late-key").await {
+        Decision::Limited { retry_after } => assert!(
+            retry_after > Duration::from_secs(60) && retry_after <= Duration::from_secs(72),
+            "one refill (72 s) at most, not {retry_after:?}"
+        ),
+        other => panic!("the budget is spent: {other:?}"),
+    }
+}

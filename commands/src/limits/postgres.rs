@@ -145,8 +145,13 @@ async fn run_batch(
 
 fn check_sql() -> String {
     // $1 buckets, $2 T (interval), $3 n·T (tolerance), microseconds, $4 checks per bucket.
+    // A bucket's time never runs backwards: a statement that read the clock before another
+    // one updated the bucket (it waited for the row's lock) counts from the later reading.
+    // Counting from its own, it saw the bucket's TAT up to that gap further ahead, and told
+    // a refused caller to wait longer than one refill (72.001 s for a 72 s interval).
+    let now = "GREATEST(EXCLUDED.now_us, r.now_us)";
     // `lag` = max(TAT, now) − now; a fresh key has none.
-    let lag = "GREATEST(r.tat_us, EXCLUDED.now_us) - EXCLUDED.now_us";
+    let lag = format!("GREATEST(r.tat_us, {now}) - {now}");
     let granted = format!(
         "LEAST(EXCLUDED.requested, GREATEST(0, (EXCLUDED.tolerance_us - ({lag})) / EXCLUDED.interval_us))"
     );
@@ -159,14 +164,14 @@ fn check_sql() -> String {
            (bucket, tat_us, now_us, allowed, requested, granted, interval_us, tolerance_us)
          SELECT g.bucket, c.now + g.k * g.t, c.now, g.k > 0, g.n, g.k, g.t, g.tol FROM g, c
          ON CONFLICT (bucket) DO UPDATE SET
-           now_us = EXCLUDED.now_us,
+           now_us = {now},
            requested = EXCLUDED.requested,
            interval_us = EXCLUDED.interval_us,
            tolerance_us = EXCLUDED.tolerance_us,
            granted = {granted},
            allowed = {granted} > 0,
            tat_us = CASE WHEN {granted} > 0
-             THEN GREATEST(r.tat_us, EXCLUDED.now_us) + {granted} * EXCLUDED.interval_us
+             THEN GREATEST(r.tat_us, {now}) + {granted} * EXCLUDED.interval_us
              ELSE r.tat_us END
          RETURNING bucket, granted, tat_us, now_us"
     )
