@@ -272,6 +272,29 @@ async fn three_instances_with_redis_share_limits_and_periodic_jobs() {
     .await;
 }
 
+/// A limiter on the harness's Postgres database (one instance's worth), with a burst of 50
+/// API-key checks per hour: one refill every 72 s, so none during a test.
+async fn postgres_limiter(h: &Harness, pepper: &[u8]) -> journey_commands::limits::RateLimiter {
+    use journey_commands::limits::{Quota, Quotas, RateLimiter, Settings};
+    let limiter = RateLimiter::connect(
+        &h.app.db,
+        Settings {
+            quotas: Quotas {
+                email: Quota::per_hour(5),
+                ip: Quota::per_hour(5),
+                api_key: Quota::per_hour(50),
+            },
+            redis_url: None,
+            redis_prefix: "",
+            pepper,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(limiter.backend_name(), "postgres");
+    limiter
+}
+
 /// The Postgres limiter answers the checks queued in an instance with one statement, so
 /// several checks of one key share a batch: they must be answered exactly as the same
 /// checks one after another would be. Three limiters (three instances' worth) on one
@@ -280,33 +303,16 @@ async fn three_instances_with_redis_share_limits_and_periodic_jobs() {
 /// one refill. A second key in the same batches keeps its own budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_postgres_checks_of_one_key_allow_exactly_its_budget() {
-    use journey_commands::limits::{Decision, KeyKind, Quota, Quotas, RateLimiter, Settings};
+    use journey_commands::limits::{Decision, KeyKind};
     if !support::is_postgres() {
         eprintln!("instances: skipped on SQLite, whose limits stay in memory");
         return;
     }
     let h = Harness::start().await;
-    let quotas = Quotas {
-        email: Quota::per_hour(5),
-        ip: Quota::per_hour(5),
-        api_key: Quota::per_hour(50),
-    };
     let pepper = uuid::Uuid::new_v4().to_string();
     let mut limiters = Vec::new();
     for _ in 0..3 {
-        let l = RateLimiter::connect(
-            &h.app.db,
-            Settings {
-                quotas,
-                redis_url: None,
-                redis_prefix: "",
-                pepper: pepper.as_bytes(),
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(l.backend_name(), "postgres");
-        limiters.push(l);
+        limiters.push(postgres_limiter(&h, pepper.as_bytes()).await);
     }
     let checks = (0..300).map(|i| {
         let l = limiters[i % 3].clone();
@@ -341,27 +347,13 @@ async fn batched_postgres_checks_of_one_key_allow_exactly_its_budget() {
 /// budget spent; counted from its own clock, the refusal said 77 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_updated_by_a_later_clock_reading_refuses_for_one_refill_at_most() {
-    use journey_commands::limits::{Decision, KeyKind, Quota, Quotas, RateLimiter, Settings};
+    use journey_commands::limits::{Decision, KeyKind};
     if !support::is_postgres() {
         eprintln!("instances: skipped on SQLite, whose limits stay in memory");
         return;
     }
     let h = Harness::start().await;
-    let limiter = RateLimiter::connect(
-        &h.app.db,
-        Settings {
-            quotas: Quotas {
-                email: Quota::per_hour(5),
-                ip: Quota::per_hour(5),
-                api_key: Quota::per_hour(50),
-            },
-            redis_url: None,
-            redis_prefix: "",
-            pepper: b"a pepper of this test",
-        },
-    )
-    .await
-    .unwrap();
+    let limiter = postgres_limiter(&h, b"a pepper of this test").await;
     let buckets = || async {
         sqlx::query_scalar::<_, String>("SELECT bucket FROM rate_limits")
             .fetch_all(&h.app.db.any)
