@@ -78,23 +78,67 @@ impl Projection for Tasks {
     async fn apply(&self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<()> {
         let mut gathered = Gathered::default();
         for e in events {
-            // Other streams' events (ledgers, usage: most of a batch) change nothing here
-            // and must not cut the gathering short.
-            if e.aggregate_type != Task::TYPE
-                && erased_account(e).is_none()
-                && trimmed_before(e).with_context(|| e.what())?.is_none()
-            {
+            // Each event is decoded once. Other streams' events (ledgers, usage: most of a
+            // batch) change nothing here and do not cut the gathering short.
+            let Some(change) = change_of(e).with_context(|| e.what())? else {
                 continue;
+            };
+            match change {
+                Change::Task(TaskEvent::TaskCreated { spec, at }) => {
+                    gathered.created.push(CreatedRow {
+                        task_id: e.aggregate_id.clone(),
+                        account_id: spec.account_id.to_string(),
+                        task_type: spec.task_type.as_str(),
+                        model: spec.model,
+                        credits: spec.credits as i64,
+                        at: ms(at),
+                        webhook: spec
+                            .webhook
+                            .as_ref()
+                            .map(|_| WebhookState::Pending.as_str()),
+                    })
+                }
+                Change::Task(TaskEvent::TaskSubmitted { at, .. }) => {
+                    gathered.submitted.push((e.aggregate_id.clone(), ms(at)))
+                }
+                other => {
+                    gathered.write(conn).await?;
+                    self.apply_change(conn, &e.aggregate_id, other)
+                        .await
+                        .with_context(|| e.what())?;
+                }
             }
-            if !gathered.take(e).with_context(|| e.what())? {
-                gathered.write(conn).await?;
-                self.apply_one(conn, e).await.with_context(|| e.what())?;
-            } else if gathered.len() >= TASK_ROWS_PER_STATEMENT {
+            if gathered.len() >= TASK_ROWS_PER_STATEMENT {
                 gathered.write(conn).await?;
             }
         }
         gathered.write(conn).await
     }
+}
+
+/// What an event asks of the task read models.
+enum Change {
+    /// `AccountErased`: the account's rows go.
+    Forget(String),
+    /// The retention run's `TaskLogsTrimmed`: task rows created before this (epoch ms) go.
+    Trim(i64),
+    /// An event of a task's own stream.
+    Task(TaskEvent),
+}
+
+/// `None` for an event that changes nothing here (another stream's, or a task event this
+/// version does not know).
+fn change_of(e: &StoredEvent) -> Result<Option<Change>> {
+    if let Some(account) = erased_account(e) {
+        return Ok(Some(Change::Forget(account.to_string())));
+    }
+    if let Some(before) = trimmed_before(e)? {
+        return Ok(Some(Change::Trim(before)));
+    }
+    if e.aggregate_type != Task::TYPE {
+        return Ok(None);
+    }
+    Ok(e.decode_known::<TaskEvent>()?.map(Change::Task))
 }
 
 /// Rows per statement of the gathered task writes.
@@ -122,32 +166,6 @@ struct Gathered {
 impl Gathered {
     fn len(&self) -> usize {
         self.created.len().max(self.submitted.len())
-    }
-
-    /// Gathers `e` if it is a task's creation or submission; false for any other event.
-    fn take(&mut self, e: &StoredEvent) -> Result<bool> {
-        if e.aggregate_type != Task::TYPE {
-            return Ok(false);
-        }
-        match e.decode_known::<TaskEvent>()? {
-            Some(TaskEvent::TaskCreated { spec, at }) => self.created.push(CreatedRow {
-                task_id: e.aggregate_id.clone(),
-                account_id: spec.account_id.to_string(),
-                task_type: spec.task_type.as_str(),
-                model: spec.model,
-                credits: spec.credits as i64,
-                at: ms(at),
-                webhook: spec
-                    .webhook
-                    .as_ref()
-                    .map(|_| WebhookState::Pending.as_str()),
-            }),
-            Some(TaskEvent::TaskSubmitted { at, .. }) => {
-                self.submitted.push((e.aggregate_id.clone(), ms(at)))
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
     }
 
     /// Writes and empties what is gathered: creations first, then submissions.
@@ -200,26 +218,23 @@ impl Gathered {
 }
 
 impl Tasks {
-    async fn apply_one(&self, conn: &mut AnyConnection, e: &StoredEvent) -> Result<()> {
-        if let Some(account) = erased_account(e) {
-            return forget(conn, &["rm_tasks", "rm_image_totals"], account).await;
-        }
-        if let Some(before) = trimmed_before(e)? {
-            // `rm_image_totals` is a running total over the account's life, not a log row:
-            // it stays.
-            sqlx::query("DELETE FROM rm_tasks WHERE created_at < $1")
-                .bind(before)
-                .execute(&mut *conn)
-                .await?;
-            return Ok(());
-        }
-        if e.aggregate_type != Task::TYPE {
-            return Ok(());
-        }
-        let Some(event) = e.decode_known::<TaskEvent>()? else {
-            return Ok(());
+    /// Applies one change other than a creation or a submission (those are gathered).
+    async fn apply_change(&self, conn: &mut AnyConnection, id: &str, change: Change) -> Result<()> {
+        let event = match change {
+            Change::Forget(account) => {
+                return forget(conn, &["rm_tasks", "rm_image_totals"], &account).await;
+            }
+            Change::Trim(before) => {
+                // `rm_image_totals` is a running total over the account's life, not a log
+                // row: it stays.
+                sqlx::query("DELETE FROM rm_tasks WHERE created_at < $1")
+                    .bind(before)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            Change::Task(event) => event,
         };
-        let id = e.aggregate_id.as_str();
         let set_status = |status: TaskStatus, percentage: u8, at| {
             sqlx::query(
                 "UPDATE rm_tasks SET status = $1, percentage = $2, updated_at = $3 WHERE task_id = $4",
